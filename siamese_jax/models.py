@@ -1,0 +1,313 @@
+"""Encoders, pair heads and the Siamese / classifier wrappers, as Flax linen modules.
+
+Every encoder is called as ``encoder(x, train=False) -> [B, D]`` on float32 NHWC images
+``x: [B, H, W, C]`` already scaled to [0, 1] (MLPs flatten them). No encoder keeps batch
+statistics, so an encoder is a pure function of ``(params, x)`` plus a "dropout" rng in
+train mode. A pair head is called as ``head(emb_a, emb_b) -> [B]``.
+"""
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from siamese_jax import distances
+
+ACTIVATIONS: dict[str, Callable] = {
+    "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
+ENCODERS = ("keras_mlp", "mlp_2d", "mlp", "embedding_net", "koch", "koch28", "convnet4")
+HEADS = ("distance", "abs_diff", "concat", "subtract", "classifier")
+
+
+def _flatten(x):
+  """[B, ...] -> [B, prod(...)]."""
+  return x.reshape(x.shape[0], -1)
+
+
+def _max_pool_2(x):
+  """2x2 max pool, stride 2, VALID (odd sizes floor): [B, H, W, C] -> [B, H//2, W//2, C]."""
+  return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+
+# ---------------------------------------------------------------------------------- encoders
+
+
+class MLPEncoder(nn.Module):
+  """Flatten -> [Dense(features[i]) -> activation -> Dropout(dropout_rates[i])] for each i.
+
+  ``input_dropout`` drops input pixels before the first Dense. The last layer's activation
+  is applied only if ``final_activation``. ``dropout_rates`` has one rate per layer (or is
+  empty for no dropout). x: [B, ...] -> [B, features[-1]].
+  """
+  features: Sequence[int]
+  dropout_rates: Sequence[float] = ()
+  input_dropout: float = 0.0
+  activation: str = "relu"
+  final_activation: bool = False
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    rates = tuple(self.dropout_rates) or (0.0,) * len(self.features)
+    if len(rates) != len(self.features):
+      raise ValueError(f"MLPEncoder: dropout_rates has {len(rates)} entries but features has "
+                       f"{len(self.features)}; give one rate per layer.")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"MLPEncoder: unknown activation {self.activation!r}; "
+                       f"choose one of {sorted(ACTIVATIONS)}.")
+    act = ACTIVATIONS[self.activation]
+    x = _flatten(x)
+    if self.input_dropout > 0:
+      x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
+    for i, (width, rate) in enumerate(zip(self.features, rates)):
+      x = nn.Dense(width)(x)
+      if i < len(self.features) - 1 or self.final_activation:
+        x = act(x)
+      if rate > 0:
+        x = nn.Dropout(rate, deterministic=not train)(x)
+    return x
+
+
+def keras_mnist_mlp(embedding_dim: int = 128, hidden: int = 128, dropout: float = 0.1,
+                    input_dropout: float = 0.0) -> MLPEncoder:
+  """Keras ``mnist_siamese`` base network: Dense 128 relu, Dropout .1, Dense 128 relu,
+  Dropout .1, Dense ``embedding_dim`` relu. [B, H, W, C] -> [B, embedding_dim]."""
+  return MLPEncoder(features=(hidden, hidden, embedding_dim),
+                    dropout_rates=(dropout, dropout, 0.0), input_dropout=input_dropout,
+                    activation="relu", final_activation=True)
+
+
+def mlp_2d(embedding_dim: int = 2, hidden: int = 1024) -> MLPEncoder:
+  """Seed 002's FNN: Dense 1024 relu, Dense 1024 relu, Dense 2 linear (for latent plots)."""
+  return MLPEncoder(features=(hidden, hidden, embedding_dim), final_activation=False)
+
+
+class EmbeddingNet(nn.Module):
+  """adambielski/siamese-triplet EmbeddingNet (VALID convs; 28 -> 24 -> 12 -> 8 -> 4).
+
+  Conv 32 5x5, PReLU, pool 2, Conv 64 5x5, PReLU, pool 2, Dense 256 PReLU, Dense 256 PReLU,
+  Dense embedding_dim. PReLU is one shared slope initialised at 0.25 as in torch.nn.PReLU().
+  x: [B, 28, 28, C] -> [B, embedding_dim].
+  """
+  embedding_dim: int = 2
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    for filters in (32, 64):
+      x = nn.Conv(filters, (5, 5), padding="VALID")(x)
+      x = _max_pool_2(nn.PReLU(negative_slope_init=0.25)(x))
+    x = _flatten(x)
+    for _ in range(2):
+      x = nn.PReLU(negative_slope_init=0.25)(nn.Dense(256)(x))
+    return nn.Dense(self.embedding_dim)(x)
+
+
+# Per variant: conv kernel sizes and whether a 2x2 max pool follows each conv (VALID convs).
+# "105" is Koch et al. (2015): 105 -> 96 -> 48 -> 42 -> 21 -> 18 -> 9 -> 6, flatten 6*6*256.
+# "28" keeps the filters and shrinks kernels to 5, 3, 3, 2; three pools would leave nothing
+# for the last conv, so only the first two convs pool: 28 -> 24 -> 12 -> 10 -> 5 -> 3 -> 2,
+# flatten 2*2*256.
+KOCH_VARIANTS = {
+    "105": ((10, 7, 4, 4), (True, True, True, False)),
+    "28": ((5, 3, 3, 2), (True, True, False, False)),
+}
+
+
+class KochConvNet(nn.Module):
+  """Koch, Zemel & Salakhutdinov (2015) convolutional tower; see KOCH_VARIANTS for shapes.
+
+  Conv 64, 128, 128, 256 (relu, VALID), then Dense embedding_dim with sigmoid.
+  x: [B, 105, 105, C] ("105") or [B, 28, 28, C] ("28") -> [B, embedding_dim] in (0, 1).
+  """
+  variant: str = "105"
+  embedding_dim: int = 4096
+  filters: Sequence[int] = (64, 128, 128, 256)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    if self.variant not in KOCH_VARIANTS:
+      raise ValueError(f"KochConvNet: unknown variant {self.variant!r}; "
+                       f"choose one of {sorted(KOCH_VARIANTS)}.")
+    kernels, pools = KOCH_VARIANTS[self.variant]
+    for filters, k, pool in zip(self.filters, kernels, pools):
+      x = nn.relu(nn.Conv(filters, (k, k), padding="VALID")(x))
+      if pool:
+        x = _max_pool_2(x)
+    return nn.sigmoid(nn.Dense(self.embedding_dim)(_flatten(x)))
+
+
+class ConvNet4(nn.Module):
+  """Four blocks of Conv 3x3 SAME -> GroupNorm -> relu -> max pool 2, then Dense.
+
+  GroupNorm (not BatchNorm) keeps the encoder free of batch statistics. ``filters`` must be
+  divisible by ``norm_groups``. x: [B, 28, 28, C] -> (28, 14, 7, 3, 1) -> [B, embedding_dim].
+  """
+  filters: int = 64
+  embedding_dim: int = 64
+  norm_groups: int = 8
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    for _ in range(4):
+      x = nn.Conv(self.filters, (3, 3), padding="SAME")(x)
+      x = _max_pool_2(nn.relu(nn.GroupNorm(num_groups=self.norm_groups)(x)))
+    return nn.Dense(self.embedding_dim)(_flatten(x))
+
+
+# ------------------------------------------------------------------------------------- heads
+
+
+class DistanceHead(nn.Module):
+  """No parameters: distance [B] between emb_a, emb_b [B, D] (for contrastive losses).
+
+  Uses ``siamese_jax.distances``, whose euclidean distance has a 0 (not NaN) gradient at a == b.
+  """
+  distance: str = "euclidean"
+
+  def __call__(self, emb_a, emb_b):
+    return distances.get_batch_distance(self.distance)(emb_a, emb_b)
+
+
+class AbsDiffHead(nn.Module):
+  """Koch head: Dense(1) on |emb_a - emb_b| -> logit [B] (for BCE with sigmoid).
+
+  With ``use_abs=False`` it sees emb_a - emb_b: seed 000's "missing abs" bug, which makes the
+  score antisymmetric in the pair order. emb_a, emb_b: [B, D] -> [B].
+  """
+  use_abs: bool = True
+
+  @nn.compact
+  def __call__(self, emb_a, emb_b):
+    diff = emb_a - emb_b
+    return nn.Dense(1)(jnp.abs(diff) if self.use_abs else diff)[:, 0]
+
+
+class SubtractHead(AbsDiffHead):
+  """Dense(1) on emb_a - emb_b -> logit [B] (seed 003; fails at about chance)."""
+  use_abs: bool = False
+
+
+class ConcatHead(nn.Module):
+  """Dense(1) on concat(emb_a, emb_b) -> logit [B] (seed 001; not symmetric, fails)."""
+
+  @nn.compact
+  def __call__(self, emb_a, emb_b):
+    return nn.Dense(1)(jnp.concatenate([emb_a, emb_b], axis=-1))[:, 0]
+
+
+# ---------------------------------------------------------------------------------- wrappers
+
+
+class SiameseModel(nn.Module):
+  """Two-tower model: ``(x_a, x_b, train) -> (head output [B], emb_a [B, D], emb_b [B, D])``.
+
+  shared_weights=True applies one encoder (params["encoder"]) to both inputs; False gives
+  the second input its own copy (params["encoder"] for x_a, params["encoder_b"] for x_b).
+  The head's params, if any, are params["head"]. Dropout uses the "dropout" rng.
+  """
+  encoder: nn.Module
+  head: nn.Module
+  shared_weights: bool = True
+
+  def setup(self):
+    if not self.shared_weights:
+      self.encoder_b = self.encoder.clone(parent=None)
+
+  def embed(self, x, train: bool = False, tower: int = 0):
+    """x: [B, H, W, C] -> [B, D] through tower 0 (x_a's) or 1 (x_b's; same if shared)."""
+    if tower == 1 and not self.shared_weights:
+      return self.encoder_b(x, train=train)
+    return self.encoder(x, train=train)
+
+  def __call__(self, x_a, x_b, train: bool):
+    emb_a = self.embed(x_a, train=train, tower=0)
+    emb_b = self.embed(x_b, train=train, tower=1)
+    return self.head(emb_a, emb_b), emb_a, emb_b
+
+
+class Classifier(nn.Module):
+  """Cross-entropy baseline: ``(x, train) -> (logits [B, num_classes], embedding [B, D])``.
+
+  params["encoder"] is the encoder, params["classifier"] the Dense(num_classes) on top.
+  """
+  encoder: nn.Module
+  num_classes: int
+
+  def setup(self):
+    self.classifier = nn.Dense(self.num_classes)
+
+  def embed(self, x, train: bool = False):
+    """x: [B, H, W, C] -> [B, D]."""
+    return self.encoder(x, train=train)
+
+  def __call__(self, x, train: bool):
+    embedding = self.embed(x, train=train)
+    return self.classifier(embedding), embedding
+
+
+# --------------------------------------------------------------------------------- factories
+
+
+def _choice(model_config, key: str, valid: Sequence[str], default=None) -> str:
+  """Reads model_config[key] and raises a one-line ValueError if it is not in ``valid``."""
+  value = model_config.get(key, default)
+  if value not in valid:
+    raise ValueError(f"model.{key}={value!r} is not known; choose one of {', '.join(valid)}.")
+  return value
+
+
+def build_encoder(model_config) -> nn.Module:
+  """Encoder named by model_config.encoder (see ENCODERS); optional keys: embedding_dim
+  (else the encoder's own default), input_dropout (keras_mlp, mlp), and for "mlp"
+  features (required), dropout_rates, activation, final_activation."""
+  name = _choice(model_config, "encoder", ENCODERS)
+  dim = model_config.get("embedding_dim", None)
+  kw = {} if dim is None else {"embedding_dim": dim}
+  input_dropout = model_config.get("input_dropout", 0.0)
+  if name == "keras_mlp":
+    return keras_mnist_mlp(input_dropout=input_dropout, **kw)
+  if name == "mlp_2d":
+    return mlp_2d(**kw)
+  if name == "mlp":
+    features = model_config.get("features", None)
+    if not features:
+      raise ValueError("model.encoder='mlp' needs model.features, e.g. (128, 128, 128).")
+    return MLPEncoder(features=tuple(features),
+                      dropout_rates=tuple(model_config.get("dropout_rates", ())),
+                      input_dropout=input_dropout,
+                      activation=model_config.get("activation", "relu"),
+                      final_activation=model_config.get("final_activation", False))
+  if name == "embedding_net":
+    return EmbeddingNet(**kw)
+  if name in ("koch", "koch28"):
+    return KochConvNet(variant="105" if name == "koch" else "28", **kw)
+  return ConvNet4(filters=model_config.get("filters", 64), **kw)
+
+
+def build_head(model_config) -> nn.Module:
+  """Pair head named by model_config.head (not "classifier"); model_config.distance
+  (default "euclidean") names a siamese_jax.distances batch distance for the "distance" head."""
+  name = _choice(model_config, "head", HEADS[:-1])
+  if name == "distance":
+    distance = model_config.get("distance", "euclidean")
+    try:
+      distances.get_batch_distance(distance)
+    except ValueError as error:
+      raise ValueError(f"model.distance: {error}") from None
+    return DistanceHead(distance)
+  return {"abs_diff": AbsDiffHead, "concat": ConcatHead, "subtract": SubtractHead}[name]()
+
+
+def build_model(model_config) -> nn.Module:
+  """SiameseModel(encoder, head, shared_weights), or Classifier if model_config.head is
+  "classifier" (needs num_classes). See the module docstring for the call signatures."""
+  encoder = build_encoder(model_config)
+  if _choice(model_config, "head", HEADS) == "classifier":
+    num_classes = model_config.get("num_classes", None)
+    if not num_classes:
+      raise ValueError("model.head='classifier' needs model.num_classes (e.g. 10 for MNIST).")
+    return Classifier(encoder, num_classes)
+  return SiameseModel(encoder, build_head(model_config),
+                      shared_weights=model_config.get("shared_weights", True))
