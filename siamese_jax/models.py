@@ -222,8 +222,13 @@ class SiameseModel(nn.Module):
     return self.encoder(x, train=train)
 
   def __call__(self, x_a, x_b, train: bool):
-    emb_a = self.embed(x_a, train=train, tower=0)
-    emb_b = self.embed(x_b, train=train, tower=1)
+    if self.shared_weights:
+      # One encoder call on the 2B stacked inputs: the same function, with matmuls twice as
+      # tall, which is what keeps a CPU or an accelerator busy.
+      emb_a, emb_b = jnp.split(self.encoder(jnp.concatenate([x_a, x_b]), train=train), 2)
+    else:
+      emb_a = self.embed(x_a, train=train, tower=0)
+      emb_b = self.embed(x_b, train=train, tower=1)
     return self.head(emb_a, emb_b), emb_a, emb_b
 
 
