@@ -1,71 +1,282 @@
-"""On-device samplers: labelled images in, indices of pairs / P x K batches out.
+"""On-device samplers: labelled images in, indices of pairs / P x K batches / episodes out.
 
 Samplers return *indices* into the device-resident image array, never image pairs, so no pair
-array of an epoch is ever materialised; the train step gathers the images it needs.
+array of an epoch is ever materialised; the train step gathers the images it needs. All of them
+are pure functions of a ``jax.random`` key (same key, same batch) and jit-able with their sizes
+static. A class too small for a sampler is a ``ValueError`` raised on the host while the sampler
+is traced (the class sizes are static data of the ``ClassIndex``), never a wrong batch in jit.
+
+Classes are drawn uniformly (not by frequency), examples uniformly within their class.
 """
 
-from typing import NamedTuple
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-class ClassIndex(NamedTuple):
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["order", "start", "count"],
+                   meta_fields=["sizes"])
+@dataclasses.dataclass(frozen=True)
+class ClassIndex:
   """Examples grouped by class: ``order[start[c] : start[c] + count[c]]`` are class ``c``'s indices.
 
-  order: [N] int32, start: [C] int32, count: [C] int32.
+  order: [N] int32, start: [C] int32, count: [C] int32 (device arrays, a pytree's leaves).
+  sizes: the class sizes again as a static tuple of ints, for host-side checks while tracing
+    (None skips them).
   """
   order: jax.Array
   start: jax.Array
   count: jax.Array
+  sizes: tuple[int, ...] | None = None
+
+  @property
+  def num_classes(self) -> int:
+    return self.count.shape[0]
 
 
 def build_class_index(labels, num_classes: int) -> ClassIndex:
   """Groups example indices by label ([N] ints in [0, num_classes)) into a ClassIndex."""
   labels = np.asarray(labels)
+  if labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= num_classes)):
+    raise ValueError(f"build_class_index: labels must be [N] ints in [0, {num_classes}); got shape "
+                     f"{labels.shape}, range [{labels.min(initial=0)}, {labels.max(initial=0)}]")
   order = np.argsort(labels, kind="stable").astype(np.int32)
   count = np.bincount(labels, minlength=num_classes).astype(np.int32)
   start = (np.cumsum(count) - count).astype(np.int32)
-  return ClassIndex(jnp.asarray(order), jnp.asarray(start), jnp.asarray(count))
+  return ClassIndex(jnp.asarray(order), jnp.asarray(start), jnp.asarray(count),
+                    tuple(int(c) for c in count))
+
+
+def _check_sizes(index: ClassIndex, needed: int, sampler: str, classes=None) -> None:
+  """ValueError naming the first class (of ``classes``, default all) with fewer than ``needed``."""
+  if index.sizes is None:
+    return
+  sizes = np.asarray(index.sizes)
+  classes = np.arange(len(sizes)) if classes is None else np.asarray(classes)
+  small = classes[sizes[classes] < needed]
+  if small.size:
+    raise ValueError(f"{sampler}: class {small[0]} has {sizes[small[0]]} examples, fewer than the "
+                     f"{needed} it needs ({small.size} such classes); drop those classes from the labels "
+                     "or ask for fewer per class")
+
+
+def _concrete(x):
+  """``x`` as a NumPy array if its value is known on the host (not a tracer), else None."""
+  if x is None or isinstance(x, jax.core.Tracer):
+    return None
+  return np.asarray(x)
 
 
 def _member(index: ClassIndex, cls, offset):
   return index.order[index.start[cls] + offset]
 
 
+def _distinct_offsets(key, counts, k: int):
+  """k distinct offsets in ``[0, counts[p])`` per row, in random order: counts [P] -> [P, k] int32.
+
+  Floyd's algorithm (k steps of O(k) each, no sort over the class), then a shuffle of the k
+  columns so that any prefix (e.g. the support of an episode) is itself a uniform subset.
+  Requires counts >= k (checked on the host by the callers).
+  """
+  key_floyd, key_shuffle = jax.random.split(key)
+  init = (jnp.full(counts.shape + (k,), -1, jnp.int32), counts.astype(jnp.int32), key_floyd)
+  chosen, _, _ = jax.lax.fori_loop(0, k, _floyd_step, init)
+  perm = jnp.argsort(jax.random.uniform(key_shuffle, chosen.shape), axis=1)
+  return jnp.take_along_axis(chosen, perm, axis=1)
+
+
+def _floyd_step(i, carry):
+  """Floyd's step i: draw t in [0, top]; if t is taken, take top instead (module-level: cached)."""
+  chosen, counts, key = carry
+  top = counts - chosen.shape[1] + i
+  t = jax.random.randint(jax.random.fold_in(key, i), counts.shape, 0, top + 1)
+  taken = jnp.any(chosen == t[:, None], axis=1)
+  return chosen.at[:, i].set(jnp.where(taken, top, t)), counts, key
+
+
+def _pairs(key, index_a: ClassIndex, index_b: ClassIndex, batch_size: int, exclude_self: bool):
+  """First half positive pairs, the rest negative; a from ``index_a``, b from ``index_b``."""
+  num_classes = index_a.num_classes
+  n_pos = batch_size // 2
+  same = (jnp.arange(batch_size) < n_pos).astype(jnp.float32)
+  k_cls, k_other, k_a, k_pos, k_neg = jax.random.split(key, 5)
+  cls_a = jax.random.randint(k_cls, (batch_size,), 0, num_classes)
+  shift = jax.random.randint(k_other, (batch_size,), 1, max(num_classes, 2))
+  cls_b = jnp.where(same > 0, cls_a, (cls_a + shift) % num_classes)
+  off_a = jax.random.randint(k_a, (batch_size,), 0, index_a.count[cls_a])
+  if exclude_self:  # a different member of the same class: a non-zero shift modulo the class size
+    pos_shift = jax.random.randint(k_pos, (batch_size,), 1, index_a.count[cls_a])
+    off_pos = (off_a + pos_shift) % index_a.count[cls_a]
+  else:
+    off_pos = jax.random.randint(k_pos, (batch_size,), 0, index_b.count[cls_a])
+  off_neg = jax.random.randint(k_neg, (batch_size,), 0, index_b.count[cls_b])
+  off_b = jnp.where(same > 0, off_pos, off_neg)
+  return _member(index_a, cls_a, off_a), _member(index_b, cls_b, off_b), same
+
+
 def sample_balanced_pairs(key, index: ClassIndex, batch_size: int):
   """Draws ``batch_size`` pairs, the first half positive (same class), the rest negative.
 
   Returns (idx_a [B] int32, idx_b [B] int32, same [B] float32). A positive pair never pairs an
-  example with itself (classes need at least two examples).
+  example with itself; a negative pair's class is uniform among the other classes. Needs every
+  class to have >= 2 examples and >= 2 classes.
   """
-  num_classes = index.count.shape[0]
-  n_pos = batch_size // 2
-  same = (jnp.arange(batch_size) < n_pos).astype(jnp.float32)
-  k_cls, k_other, k_a, k_b = jax.random.split(key, 4)
-  cls_a = jax.random.randint(k_cls, (batch_size,), 0, num_classes)
-  shift = jax.random.randint(k_other, (batch_size,), 1, num_classes)
-  cls_b = jnp.where(same > 0, cls_a, (cls_a + shift) % num_classes)
-  off_a = jnp.floor(jax.random.uniform(k_a, (batch_size,)) * index.count[cls_a]).astype(jnp.int32)
-  # Positive: a different member of the same class, by a non-zero shift modulo the class size.
-  pos_shift = 1 + jnp.floor(jax.random.uniform(k_b, (batch_size,)) *
-                            (index.count[cls_a] - 1)).astype(jnp.int32)
-  off_pos = (off_a + pos_shift) % index.count[cls_a]
-  off_neg = jnp.floor(jax.random.uniform(k_b, (batch_size,)) * index.count[cls_b]).astype(jnp.int32)
-  off_b = jnp.where(same > 0, off_pos, off_neg)
-  return _member(index, cls_a, off_a), _member(index, cls_b, off_b), same
+  _check_sizes(index, 2, "sample_balanced_pairs")
+  if index.num_classes < 2:
+    raise ValueError("sample_balanced_pairs: negative pairs need at least 2 classes")
+  return _pairs(key, index, index, batch_size, exclude_self=True)
+
+
+def sample_two_source_pairs(key, index: ClassIndex, batch_size: int, index_b: ClassIndex | None = None,
+                            allow_self_pairs: bool = False):
+  """Balanced pairs across two sources, for two-tower experiments.
+
+  The first member comes from the images of ``index``, the second from source B: another image set
+  with the same classes (``index_b``), or, by default, the same images shown through a transform
+  (``transform_view``). Same returns and half/half split as ``sample_balanced_pairs``. With one
+  image set a positive is a different image of the class unless ``allow_self_pairs`` (then it is
+  uniform over the class, so sometimes an image and its own transformed view).
+  """
+  if index_b is None:
+    exclude_self = not allow_self_pairs
+    _check_sizes(index, 2 if exclude_self else 1, "sample_two_source_pairs")
+    index_b = index
+  else:
+    if index_b.num_classes != index.num_classes:
+      raise ValueError(f"sample_two_source_pairs: sources have {index.num_classes} and "
+                       f"{index_b.num_classes} classes; give both the same label space")
+    exclude_self = False
+    _check_sizes(index, 1, "sample_two_source_pairs (source A)")
+    _check_sizes(index_b, 1, "sample_two_source_pairs (source B)")
+  if index.num_classes < 2:
+    raise ValueError("sample_two_source_pairs: negative pairs need at least 2 classes")
+  return _pairs(key, index, index_b, batch_size, exclude_self)
 
 
 def sample_pk_batch(key, index: ClassIndex, num_classes_per_batch: int, samples_per_class: int):
-  """Draws P distinct classes and K distinct examples of each: indices [P*K] int32, labels [P*K]."""
-  num_classes = index.count.shape[0]
+  """Draws P distinct classes and K distinct examples of each: indices [P*K] int32, labels [P*K].
+
+  O(P K^2) per batch whatever the class sizes (no sort over the dataset). Needs P <= C and every
+  class to have >= K examples.
+  """
+  p, k = num_classes_per_batch, samples_per_class
+  if p > index.num_classes:
+    raise ValueError(f"sample_pk_batch: {p} classes per batch but the data has {index.num_classes}")
+  _check_sizes(index, k, "sample_pk_batch")
   k_cls, k_ex = jax.random.split(key)
-  classes = jax.random.permutation(k_cls, num_classes)[:num_classes_per_batch]
-  # K distinct offsets per class: the ranks of K smallest uniforms restricted to the class size.
-  noise = jax.random.uniform(k_ex, (num_classes_per_batch, index.order.shape[0]))
-  valid = jnp.arange(index.order.shape[0])[None, :] < index.count[classes][:, None]
-  offsets = jnp.argsort(jnp.where(valid, noise, 2.0), axis=1)[:, :samples_per_class]
+  classes = jax.random.permutation(k_cls, index.num_classes)[:p].astype(jnp.int32)
+  offsets = _distinct_offsets(k_ex, index.count[classes], k)
   idx = _member(index, classes[:, None], offsets).reshape(-1)
-  labels = jnp.repeat(classes, samples_per_class)
-  return idx, labels
+  return idx, jnp.repeat(classes, k)
+
+
+def sample_episode(key, index: ClassIndex, n_way: int, k_shot: int, n_query: int,
+                   alphabet_of_class=None, within_alphabet: bool = False, classes=None):
+  """Draws an N-way K-shot episode with Q queries per class.
+
+  Returns (support [N, K] int32, query [N, Q] int32, class_ids [N] int32): indices into the
+  images; row n holds examples of class ``class_ids[n]``, support and query never share one.
+  classes: [M] class ids the episode may use (e.g. the classes held out of training); default all.
+  within_alphabet: all N classes from one alphabet (Lake et al. 2015), chosen uniformly among the
+    alphabets with >= N usable classes; needs ``alphabet_of_class`` [C] ints.
+  Checks on the host (pass ``alphabet_of_class``/``classes`` as NumPy to have all of them): each
+  usable class has >= K + Q examples, and N distinct classes (in one alphabet if asked) exist.
+  """
+  if within_alphabet and alphabet_of_class is None:
+    raise ValueError("sample_episode: within_alphabet=True needs alphabet_of_class [C]")
+  pool = jnp.arange(index.num_classes) if classes is None else jnp.asarray(classes, jnp.int32)
+  pool_np = np.arange(index.num_classes) if classes is None else _concrete(classes)
+  if pool.shape[0] < n_way:
+    raise ValueError(f"sample_episode: {n_way}-way episodes but only {pool.shape[0]} classes to draw from")
+  if pool_np is not None:
+    if len(np.unique(pool_np)) != len(pool_np) or pool_np.min() < 0 or pool_np.max() >= index.num_classes:
+      raise ValueError(f"sample_episode: classes must be distinct ids in [0, {index.num_classes})")
+    _check_sizes(index, k_shot + n_query, "sample_episode", pool_np)
+  k_alpha, k_cls, k_ex = jax.random.split(key, 3)
+  noise = jax.random.uniform(k_cls, pool.shape)
+  if within_alphabet:
+    pool_alphabet = jnp.asarray(alphabet_of_class, jnp.int32)[pool]
+    num_alphabets = _alphabet_count(alphabet_of_class, pool_np, n_way)
+    per_alphabet = jnp.zeros(num_alphabets, jnp.int32).at[pool_alphabet].add(1)
+    eligible = per_alphabet >= n_way
+    # Uniform over eligible alphabets: the smallest uniform among them.
+    alphabet = jnp.argmin(jnp.where(eligible, jax.random.uniform(k_alpha, (num_alphabets,)), 2.0))
+    noise = jnp.where(pool_alphabet == alphabet, noise, 2.0 + noise)
+  _, picked = jax.lax.top_k(-noise, n_way)  # the N smallest: N distinct classes, uniformly
+  class_ids = pool[picked]
+  offsets = _distinct_offsets(k_ex, index.count[class_ids], k_shot + n_query)
+  members = _member(index, class_ids[:, None], offsets)
+  return members[:, :k_shot], members[:, k_shot:], class_ids
+
+
+def _alphabet_count(alphabet_of_class, pool_np, n_way: int) -> int:
+  """Number of alphabets (static), after checking on the host that one has >= n_way pool classes."""
+  alphabets = _concrete(alphabet_of_class)
+  if alphabets is None:
+    return int(jnp.shape(alphabet_of_class)[0])  # traced: at most one alphabet per class
+  if pool_np is not None:
+    per_alphabet = np.bincount(alphabets[pool_np], minlength=alphabets.max() + 1)
+    if per_alphabet.max(initial=0) < n_way:
+      raise ValueError(f"sample_episode: within_alphabet needs an alphabet with >= {n_way} usable "
+                       f"classes; the largest has {per_alphabet.max(initial=0)}")
+  return int(alphabets.max()) + 1
+
+
+def keras_example_pairs(labels, num_classes: int | None = None, seed: int = 0):
+  """The fixed pairs of Keras' ``mnist_siamese`` example, as indices (host-side NumPy).
+
+  With n = (smallest class size) - 1, for each class d and i < n: a positive (d's i-th, d's
+  (i+1)-th example) and a negative (d's i-th, the i-th example of a random other class), in that
+  interleaved order. Returns (idx_a [2 C n] int32, idx_b [2 C n] int32, same [2 C n] float32).
+  """
+  labels = np.asarray(labels)
+  num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
+  members = [np.flatnonzero(labels == c) for c in range(num_classes)]
+  n = min(len(m) for m in members) - 1
+  if n < 1 or num_classes < 2:
+    raise ValueError(f"keras_example_pairs: needs >= 2 classes of >= 2 examples; the smallest class "
+                     f"has {n + 1}")
+  rng = np.random.default_rng(seed)
+  d = np.repeat(np.arange(num_classes), n)
+  i = np.tile(np.arange(n), num_classes)
+  other = (d + rng.integers(1, num_classes, d.shape)) % num_classes
+  table = np.stack([m[:n + 1] for m in members])  # [C, n + 1]
+  idx_a = np.stack([table[d, i], table[d, i]], axis=1).reshape(-1)
+  idx_b = np.stack([table[d, i + 1], table[other, i]], axis=1).reshape(-1)
+  same = np.tile(np.array([1.0, 0.0], np.float32), len(d))
+  return idx_a.astype(np.int32), idx_b.astype(np.int32), same
+
+
+def transform_view(key, images, max_shift: float = 2.0, max_degrees: float = 15.0,
+                   invert: bool = False):
+  """A random view of each image: a rotation about the centre and a shift, then optionally 255 - x.
+
+  images: [B, H, W, C] (uint8 or float); returns the same shape and dtype. Angles are uniform in
+  +-max_degrees, shifts uniform in +-max_shift pixels (sub-pixel, bilinear); pixels from outside
+  repeat the nearest edge, which is background for MNIST (0) and Omniglot (255). ``invert``
+  assumes the uint8 range [0, 255].
+  """
+  b, h, w, _ = images.shape
+  k_angle, k_shift = jax.random.split(key)
+  angle = jnp.deg2rad(jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees))
+  shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
+  rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
+                            indexing="ij")
+  cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+
+  def one(image, a, s):  # image [H, W, C]: sample the source pixel of every output pixel
+    y, x = rows - cy - s[0], cols - cx - s[1]
+    src_y = jnp.cos(a) * y + jnp.sin(a) * x + cy
+    src_x = -jnp.sin(a) * y + jnp.cos(a) * x + cx
+    warp = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [src_y, src_x], 1, "nearest")
+    return jax.vmap(warp, in_axes=2, out_axes=2)(image.astype(jnp.float32))
+
+  out = jax.vmap(one)(images, angle, shift)
+  if invert:
+    out = 255.0 - out
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    out = jnp.clip(jnp.round(out), 0, 255)
+  return out.astype(images.dtype)

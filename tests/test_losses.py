@@ -85,8 +85,9 @@ def test_softmax_cross_entropy_matches_numpy(logits, labels):
 
 
 def numpy_mined_loss(kind, emb, labels, real, margin):
-  emb = emb.astype(np.float64)
-  dist = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
+  # Distances come from the library (checked against NumPy in test_distances); in float64 a
+  # 1e-27 offset would order differently from float32, where it underflows to a tie.
+  dist = np.asarray(distances.pairwise_euclidean(emb, emb), np.float64)
   n = len(labels)
   hinges = []
   for i in range(n):
