@@ -1,0 +1,16 @@
+"""Seed 004's baseline: EmbeddingNet (2-D) + Dense classifier trained with cross-entropy."""
+
+from experiments import default
+
+
+def get_config():
+  config = default.get_config()
+  config.model.encoder = "embedding_net"
+  config.model.embedding_dim = 2
+  config.model.head = "classifier"
+  config.model.num_classes = 10
+  config.loss.name = "cross_entropy"
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.train.epochs = 10
+  return config

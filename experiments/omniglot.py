@@ -1,0 +1,21 @@
+"""Omniglot at 28 x 28: a 4-block convnet trained with contrastive loss on the background
+alphabets of small1, evaluated on pairs of the alphabets of small2 (characters never trained on).
+Koch et al.'s convnet at 105 x 105 is ``--config.model.encoder=koch --config.data.image_size=105``
+(meant for accelerators)."""
+
+from experiments import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.name = "omniglot"
+  config.data.train_split = "small1"
+  config.data.test_split = "small2"
+  config.data.image_size = 28
+  config.model.encoder = "convnet4"
+  config.model.embedding_dim = 64
+  config.optimizer.name = "adam"
+  config.optimizer.learning_rate = 1e-3
+  config.train.epochs = 10
+  config.train.batch_size = 64
+  return config

@@ -1,0 +1,70 @@
+"""Trains a Siamese / metric-learning model from an experiment config.
+
+  python main.py --config experiments/contrastive.py
+  python main.py --config experiments/triplet.py --workdir runs/triplet --config.train.epochs=3
+  python main.py --config experiments/contrastive.py --config.data.name=fashion_mnist
+
+Every config key can be overridden as --config.<section>.<key>=value; experiments/default.py
+lists them all. Outputs go to --workdir: metrics.jsonl, summary.json, TensorBoard events,
+checkpoints/ (orbax: the last N and the best) and plots/. Rerunning into the same workdir
+resumes from its last checkpoint.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # tfds imports TensorFlow: keep it quiet
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from experiments import default as default_config  # noqa: E402
+
+__doc__ += "\nConfig keys and their meaning (experiments/default.py):\n" + default_config.__doc__.split(
+    "\n", 2)[2]
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. experiments/contrastive.py. Override any key "
+    "with --config.<section>.<key>=value (see experiments/default.py for all keys).",
+    lock_config=True)
+flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>). Rerunning "
+                    "into the same folder resumes from its last checkpoint.")
+
+
+def _default_workdir(config_path: str) -> str:
+  return str(pathlib.Path("runs") / pathlib.Path(config_path).stem)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from siamese_jax import config_checks, data, experiment  # after flags: --help stays fast
+  config_path = FLAGS["config"].config_filename
+  workdir = FLAGS.workdir or _default_workdir(config_path)
+  try:
+    experiment.train_and_evaluate(FLAGS.config, workdir)
+  except (config_checks.ConfigError, data.DataFileError, experiment.TrainingDiverged) as error:
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print(f"\ninterrupted: finished epochs are checkpointed in {workdir}; rerun the same "
+          "command to resume", file=sys.stderr)
+    return 130
+  return 0
+
+
+def run():
+  flags.mark_flag_as_required("config")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    app.run(main)
+  except flags.Error as error:  # absl raises these for bad overrides before main runs
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  run()

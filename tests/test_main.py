@@ -1,0 +1,113 @@
+"""main.py and the run loop end to end: outputs, resume, clear errors for bad flags."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from experiments import contrastive, triplet
+from siamese_jax import config_checks, experiment
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny(config, tfds_dir, epochs=2):
+  config.data.tfds_data_dir = tfds_dir
+  config.train.epochs = epochs
+  config.train.steps_per_epoch = 6
+  config.train.steps_per_call = 3
+  config.train.batch_size = 32
+  config.eval.pairs = 200
+  config.eval.plot_points = 300
+  return config
+
+
+def test_run_writes_every_output(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  summary = experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir), str(workdir))
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+  record = json.loads(lines[-1])
+  for key in ("train_loss", "test_loss", "test_accuracy", "examples_per_second", "step"):
+    assert key in record
+  saved = json.loads((workdir / "summary.json").read_text())
+  assert saved["steps"] == 12 == summary["steps"]
+  assert saved["seed"] == 0 and saved["config"]["loss"]["name"] == "contrastive"
+  assert 0.0 <= saved["final"]["test_accuracy"] <= 1.0 and "jax" in saved["versions"]
+  assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard events"
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [1, 2]
+  for name in ("latent_epoch001.png", "latent_epoch002.png", "latent.gif", "curves.png",
+               "distances.png", "roc.png"):
+    assert (workdir / "plots" / name).stat().st_size > 0, name
+  assert not list(workdir.rglob("*.tmp"))
+
+
+def test_resume_continues_the_step_count(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir, epochs=1), str(workdir))
+  summary = experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir, epochs=3),
+                                          str(workdir))
+  assert summary["steps"] == 18 and summary["epochs"] == 3
+  epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().split()]
+  assert epochs == [1, 2, 3]
+
+
+def test_triplet_config_runs(tmp_path, tfds_dir):
+  config = tiny(triplet.get_config(), tfds_dir, epochs=1)
+  config.plots.latent = False
+  summary = experiment.train_and_evaluate(config, str(tmp_path / "triplet"))
+  assert summary["steps"] == 6 and "fraction_active" in str(summary["final"])
+
+
+def test_workdir_of_another_config_is_refused(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  config = tiny(contrastive.get_config(), tfds_dir, epochs=1)
+  config.plots.latent = False
+  experiment.train_and_evaluate(config, str(workdir))
+  config.loss.margin = 2.0
+  with pytest.raises(config_checks.ConfigError, match="another config.*overwrite=True"):
+    experiment.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.loss.margin=-1", "loss.margin=-1.0 must be a positive number"),
+    ("--config.optimizer.name=lamb", "optimizer.name='lamb' is not known"),
+    ("--config.train.batch_size=100000", "larger than the 8000 training images"),
+])
+def test_bad_values_fail_with_one_line(tmp_path, tfds_dir, override, message):
+  result = run_main(tmp_path, tfds_dir, override)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_unknown_key_fails_with_one_line(tmp_path, tfds_dir):
+  result = run_main(tmp_path, tfds_dir, "--config.train.epoch=3")
+  assert result.returncode != 0
+  assert "epoch" in result.stderr and "Traceback" not in result.stderr
+
+
+def run_main(tmp_path, tfds_dir, *extra):
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  return subprocess.run(
+      [sys.executable, "main.py", "--config", "experiments/contrastive.py",
+       "--workdir", str(tmp_path / "cli"), f"--config.data.tfds_data_dir={tfds_dir}",
+       "--config.train.epochs=1", "--config.train.steps_per_epoch=2", *extra],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_help_explains_the_flags():
+  result = subprocess.run([sys.executable, "main.py", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0
+  for text in ("--config", "--workdir", "loss.margin", "train.resume"):
+    assert text in result.stdout
