@@ -56,14 +56,27 @@ def main(argv):
   return 0
 
 
+def _parse_flags(argv):
+  """absl flag parsing, with a one-line error for bad flags and config overrides."""
+  if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in argv[1:]):
+    app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
+  try:
+    return FLAGS(argv)
+  except Exception as error:  # config_flags raises AttributeError/KeyError/TypeError too
+    message = str(error).replace("\\'", "'").replace("\\n", " ")
+    if len(message) > 1 and message[0] in "'\"" and message[-1] == message[0]:
+      message = message[1:-1]
+    message = " ".join(message.split())
+    if isinstance(error, (AttributeError, KeyError)):
+      message = f"unknown config key {message}"
+    print(f"error: {message} (see python main.py --help for the config keys)", file=sys.stderr)
+    sys.exit(2)
+
+
 def run():
   flags.mark_flag_as_required("config")
   logging.set_verbosity(logging.WARNING)
-  try:
-    app.run(main)
-  except flags.Error as error:  # absl raises these for bad overrides before main runs
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+  app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def test_resume_continues_the_step_count(tmp_path, tfds_dir):
   summary = experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir, epochs=3),
                                           str(workdir))
   assert summary["steps"] == 18 and summary["epochs"] == 3
-  epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().split()]
+  epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert epochs == [1, 2, 3]
 
 
