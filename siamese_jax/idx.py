@@ -16,7 +16,8 @@ class DataFileError(ValueError):
 def read_idx_bytes(raw: bytes, name: str = "<bytes>") -> np.ndarray:
   """Parses the bytes of one IDX file into an array of its declared shape and dtype."""
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise DataFileError(f"{name}: not an IDX file (bad magic number); replace it with the official file")
+    raise DataFileError(f"{name}: not an IDX file (bad magic number); replace it with the "
+                        "official file")
   dtype = np.dtype(_IDX_DTYPES[raw[2]])
   ndim = raw[3]
   header = 4 + 4 * ndim
@@ -26,9 +27,10 @@ def read_idx_bytes(raw: bytes, name: str = "<bytes>") -> np.ndarray:
   expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
   body = len(raw) - header
   if body != expected:
-    raise DataFileError(f"{name}: holds {body} data bytes but its header {shape} promises {expected}; "
-                        "the file is truncated or corrupt, download it again")
-  return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    raise DataFileError(f"{name}: holds {body} data bytes but its header {shape} promises "
+                        f"{expected}; the file is truncated or corrupt, download it again")
+  array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+  return array.astype(dtype.newbyteorder("="))
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
