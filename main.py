@@ -41,12 +41,13 @@ def _default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from siamese_jax import config_checks, data, experiment  # after flags: --help stays fast
+  from siamese_jax import checkpoints, config_checks, data, experiment  # after flags: fast --help
   config_path = FLAGS["config"].config_filename
   workdir = FLAGS.workdir or _default_workdir(config_path)
   try:
     experiment.train_and_evaluate(FLAGS.config, workdir)
-  except (config_checks.ConfigError, data.DataFileError, experiment.TrainingDiverged) as error:
+  except (config_checks.ConfigError, data.DataFileError, checkpoints.CheckpointError,
+          experiment.TrainingDiverged) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -14,6 +14,10 @@ from siamese_jax.train import TrainState
 BEST_METRIC = "test_accuracy"
 
 
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be read into the model at hand."""
+
+
 def make_manager(directory: str, keep_last: int = 3) -> ocp.CheckpointManager:
   """A manager in ``directory`` that keeps the ``keep_last`` latest steps and the best one
   (highest ``test_accuracy`` among those saved with metrics)."""
@@ -45,8 +49,14 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None
   """(state, progress) of checkpoint ``epoch`` (default: the latest), into ``state``'s layout."""
   epoch = manager.latest_step() if epoch is None else epoch
   target = _savable(state)
-  restored = manager.restore(epoch, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
+  try:
+    restored = manager.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
+  except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
+    first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    raise CheckpointError(
+        f"checkpoint {epoch} in {manager.directory} does not fit this model ({first_line}); "
+        "use the config it was trained with, or another --workdir") from None
   saved = restored["state"]
   new_state = state.replace(params=saved["params"], opt_state=saved["opt_state"],
                             step=saved["step"])

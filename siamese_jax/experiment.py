@@ -35,6 +35,12 @@ def _write_json_atomically(path: pathlib.Path, obj) -> None:
   os.replace(tmp, path)
 
 
+def _write_lines_atomically(path: pathlib.Path, lines: list[str]) -> None:
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text("".join(line + "\n" for line in lines))
+  os.replace(tmp, path)
+
+
 def _versions() -> dict:
   import flax
   import optax
@@ -99,7 +105,11 @@ def _describe_devices() -> str:
 
 def _prepare_workdir(config, workdir: pathlib.Path) -> bool:
   """Creates the workdir; returns True if it already holds a run of this config to resume."""
-  workdir.mkdir(parents=True, exist_ok=True)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+  except OSError as error:
+    raise config_checks.ConfigError(f"cannot create --workdir {workdir} ({error.strerror}); "
+                                    "choose a writable folder") from None
   config_checks.check_writable(workdir)
   saved = workdir / "config.json"
   current = json.loads(config.to_json_best_effort())
@@ -164,6 +174,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = train.put_replicated(state, mesh)
     history, start_epoch = progress["history"], progress["epoch"]
     elapsed_before = progress["train_seconds"]
+    # Epochs after the checkpoint will run again: drop any lines they had already written.
+    _write_lines_atomically(workdir / "metrics.jsonl", [json.dumps(h) for h in history])
     _say(f"resuming from {workdir / 'checkpoints'} at epoch {start_epoch} (step {int(state.step)})")
 
   run_chunk = train.make_train_epoch(loss_spec, batch_spec, steps_per_call, mesh)
