@@ -1,0 +1,260 @@
+"""Faults survived and bad input answered clearly (issue: reliability).
+
+Test names start with ``test_fault_`` (an injected fault) or ``test_bad_input_`` (a bad input);
+``scripts/reliability_report.py`` runs this file and counts them.
+"""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from hypothesis import given, strategies as st
+
+from experiments import contrastive
+from siamese_jax import checkpoints, config_checks, experiment, idx, train
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny(tfds_dir, epochs=2, **train_overrides):
+  config = contrastive.get_config()
+  config.data.tfds_data_dir = tfds_dir
+  config.train.epochs = epochs
+  config.train.steps_per_epoch = 6
+  config.train.steps_per_call = 3
+  config.train.batch_size = 32
+  config.eval.pairs = 100
+  config.eval.plot_points = 100
+  config.plots.latent = False
+  for key, value in train_overrides.items():
+    config.train[key] = value
+  return config
+
+
+def saved_params(workdir, epoch):
+  tree = ocp.PyTreeCheckpointer().restore(str(pathlib.Path(workdir) / "checkpoints" / str(epoch)
+                                              / "state"))
+  return {jax.tree_util.keystr(k): np.asarray(v)
+          for k, v in jax.tree_util.tree_leaves_with_path(tree["params"])}
+
+
+def main_command(workdir, tfds_dir, *extra):
+  return [sys.executable, "main.py", "--config", "experiments/contrastive.py",
+          "--workdir", str(workdir), f"--config.data.tfds_data_dir={tfds_dir}",
+          "--config.plots.latent=False", "--config.eval.pairs=100", *extra]
+
+
+# ----------------------------------------------------------------------------- faults
+
+def test_fault_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, tfds_dir):
+  args = ["--config.train.epochs=3", "--config.train.steps_per_epoch=400",
+          "--config.train.steps_per_call=20"]
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  reference = tmp_path / "reference"
+  subprocess.run(main_command(reference, tfds_dir, *args), cwd=REPO_ROOT, env=env, check=True,
+                 capture_output=True, timeout=600)
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(main_command(killed, tfds_dir, *args), cwd=REPO_ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (killed / "checkpoints" / "1").exists() and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(0.5)  # well inside epoch 2
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (killed / "checkpoints" / "3").exists(), "killed too late to test anything"
+  subprocess.run(main_command(killed, tfds_dir, *args), cwd=REPO_ROOT, env=env, check=True,
+                 capture_output=True, timeout=600)
+  want, got = saved_params(reference, 3), saved_params(killed, 3)
+  assert want.keys() == got.keys()
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+  epochs = [json.loads(line)["epoch"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
+  assert epochs == [1, 2, 3]
+
+
+def test_fault_interrupted_checkpoint_write_leaves_previous_usable(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(tiny(tfds_dir, epochs=1), str(workdir))
+  # What a kill during orbax's write of checkpoint 2 leaves: a temporary folder, never renamed.
+  partial = workdir / "checkpoints" / "2.orbax-checkpoint-tmp-1234567"
+  (partial / "state").mkdir(parents=True)
+  (partial / "state" / "partial_file").write_bytes(b"\x00" * 100)
+  summary = experiment.train_and_evaluate(tiny(tfds_dir, epochs=2), str(workdir))
+  assert summary["steps"] == 12 and summary["epochs"] == 2
+  assert saved_params(workdir, 2)
+
+
+def test_fault_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tfds_dir, monkeypatch):
+  real_make_train_epoch = train.make_train_epoch
+  calls = {"n": 0}
+
+  def make_poisoned_epoch(*args, **kwargs):
+    run = real_make_train_epoch(*args, **kwargs)
+
+    def poisoned(state, data, key):
+      state, metrics = run(state, data, key)
+      calls["n"] += 1
+      if calls["n"] == 3:  # epoch 2's first call: the params and the loss turn NaN
+        state = state.replace(params=jax.tree_util.tree_map(lambda p: p * np.nan, state.params))
+        metrics = {**metrics, "loss": metrics["loss"].at[1].set(np.nan)}
+      return state, metrics
+    return poisoned
+
+  monkeypatch.setattr(train, "make_train_epoch", make_poisoned_epoch)
+  workdir = tmp_path / "run"
+  with pytest.raises(experiment.TrainingDiverged, match=r"contrastive loss became nan at step 8"):
+    experiment.train_and_evaluate(tiny(tfds_dir, epochs=3), str(workdir))
+  kept = sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert kept == ["1"]
+  assert all(np.all(np.isfinite(v)) for v in saved_params(workdir, 1).values())
+
+
+def test_fault_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(tiny(tfds_dir, epochs=1), str(workdir))
+  other = tiny(tfds_dir, epochs=1)
+  other.model.encoder = "mlp_2d"
+  with pytest.raises(config_checks.ConfigError, match="another config .*model"):
+    experiment.train_and_evaluate(other, str(workdir))
+  assert saved_params(workdir, 1)  # the first run's work is untouched
+  other.train.overwrite = True
+  assert experiment.train_and_evaluate(other, str(workdir))["steps"] == 6
+
+
+def test_fault_unwritable_workdir_is_refused_before_training(tmp_path, tfds_dir):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("x")
+  with pytest.raises(config_checks.ConfigError, match="cannot create --workdir"):
+    experiment.train_and_evaluate(tiny(tfds_dir), str(blocker / "run"))
+
+
+def test_fault_full_disk_is_refused_before_training(tmp_path, tfds_dir, monkeypatch):
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 1024))
+  with pytest.raises(config_checks.ConfigError, match="MiB free under"):
+    experiment.train_and_evaluate(tiny(tfds_dir), str(tmp_path / "run"))
+
+
+def test_fault_checkpoint_from_another_model_is_a_clear_error(tmp_path, tfds_dir):
+  trained = tmp_path / "trained"
+  experiment.train_and_evaluate(tiny(tfds_dir, epochs=1), str(trained))
+  other = tiny(tfds_dir, epochs=2)
+  other.model.encoder = "mlp_2d"
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  shutil.copytree(trained / "checkpoints", foreign / "checkpoints")
+  with pytest.raises(checkpoints.CheckpointError, match="does not fit this model"):
+    experiment.train_and_evaluate(other, str(foreign))
+
+
+def test_fault_same_seed_gives_same_metrics(tmp_path, tfds_dir):
+  first = experiment.train_and_evaluate(tiny(tfds_dir), str(tmp_path / "a"))
+  second = experiment.train_and_evaluate(tiny(tfds_dir), str(tmp_path / "b"))
+  timing = ("epoch_seconds", "examples_per_second")
+  strip = lambda record: {k: v for k, v in record.items() if k not in timing}
+  assert strip(first["final"]) == strip(second["final"])
+  assert first["seed"] == 0 == json.loads((tmp_path / "a" / "summary.json").read_text())["seed"]
+
+
+# ------------------------------------------------------------------------- bad input
+
+BAD_CONFIGS = [
+    ("optimizer.learning_rate", 0.0, "optimizer.learning_rate=0.0 must be a positive number"),
+    ("optimizer.learning_rate", -1e-3, "must be a positive number"),
+    ("loss.margin", 0.0, "loss.margin=0.0 must be a positive number"),
+    ("loss.margin", -2.0, "loss.margin=-2.0 must be a positive number"),
+    ("model.embedding_dim", 0, "model.embedding_dim=0 must be a positive number"),
+    ("model.encoder", "resnet", "model.encoder='resnet' is not known"),
+    ("loss.name", "arcface", "loss.name='arcface' is not known"),
+    ("train.batch_size", 0, "train.batch_size=0 must be a positive number"),
+    ("data.name", "cifar10", "data.name='cifar10' is not known"),
+    ("model.dropout_rates", (1.5, 0.0, 0.0), "model.dropout_rates[0]=1.5 must be in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_CONFIGS)
+def test_bad_input_config_value(key, value, message, tfds_dir, tmp_path):
+  config = tiny(tfds_dir)
+  section, name = key.split(".")
+  with config.unlocked():
+    config[section][name] = value
+  with pytest.raises(config_checks.ConfigError) as error:
+    experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"batch_size": 100000}, "larger than the 8000 training images"),
+])
+def test_bad_input_batch_larger_than_dataset(overrides, message, tfds_dir, tmp_path):
+  with pytest.raises(config_checks.ConfigError, match=message):
+    experiment.train_and_evaluate(tiny(tfds_dir, **overrides), str(tmp_path / "run"))
+
+
+def test_bad_input_pk_that_classes_cannot_fill(tfds_dir, tmp_path):
+  config = tiny(tfds_dir)
+  config.loss.name = "triplet"
+  config.train.classes_per_batch = 11
+  with pytest.raises(config_checks.ConfigError, match=r"P x K = 11 x 4 cannot be filled"):
+    experiment.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.train.epochs=abc", "invalid literal for int()"),
+    ("--config.train.nosuch=1", "unknown config key 'nosuch'"),
+    ("--config.optimizer.learning_rate=-1", "must be a positive number"),
+])
+def test_bad_input_command_line(override, message, tmp_path, tfds_dir):
+  result = subprocess.run(main_command(tmp_path / "cli", tfds_dir, override), cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 2
+  assert message in result.stderr and "Traceback" not in result.stderr
+  error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(error_lines) == 1
+
+
+CONFIG_KEYS = [(s, k) for s in ("data", "model", "loss", "optimizer", "train", "eval")
+               for k in contrastive.get_config()[s]]
+random_values = st.one_of(st.none(), st.booleans(), st.integers(-10, 10 ** 6),
+                          st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
+                          st.tuples(st.floats(-1, 2)))
+
+
+@given(changes=st.lists(st.tuples(st.sampled_from(CONFIG_KEYS), random_values), max_size=3))
+def test_bad_input_fuzzed_configs_fail_cleanly_or_validate(changes):
+  config = contrastive.get_config()
+  with config.unlocked():
+    for (section, key), value in changes:
+      try:
+        config[section][key] = value
+      except (TypeError, ValueError):
+        return  # ml_collections refuses a wrong type at assignment: a clean error too
+  try:
+    config_checks.validate(config)
+  except config_checks.ConfigError as error:
+    assert "\n" not in str(error)
+
+
+@given(raw=st.binary(max_size=64))
+def test_bad_input_fuzzed_idx_bytes_fail_cleanly(raw):
+  try:
+    array = idx.read_idx_bytes(raw, "fuzz")
+  except idx.DataFileError as error:
+    assert "fuzz" in str(error)
+  else:
+    assert isinstance(array, np.ndarray)
