@@ -62,10 +62,14 @@ def l1(a: jax.Array, b: jax.Array) -> jax.Array:
 def cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   """``1 - cos(a, b)`` for one pair: a, b [D] -> [] in [0, 2]; finite for zero vectors.
 
-  At a == b the value is 0 up to float rounding (``1 - cos`` cancels: a few ulps of 1); a zero
+  At a == b the value is 0 up to float rounding (``1 - cos`` cancels: a few float32 ulps of 1,
+  which is why bfloat16 inputs are reduced in float32); a zero
   vector has cosine 0, hence distance 1, to everything (optax's convention).
   """
-  return optax.losses.cosine_distance(a, b, epsilon=COSINE_EPSILON)
+  # 1 - cos cancels catastrophically in bfloat16 (0.01 at a == b), so reduce in float32.
+  compute = jnp.promote_types(a.dtype, jnp.float32)
+  return optax.losses.cosine_distance(a.astype(compute), b.astype(compute),
+                                      epsilon=COSINE_EPSILON).astype(a.dtype)
 
 
 PAIR_DISTANCES: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
@@ -136,7 +140,10 @@ def _unit_rows(x: jax.Array) -> jax.Array:
 
 def pairwise_cosine(x: jax.Array, y: jax.Array) -> jax.Array:
   """All ``1 - cos(x_i, y_j)``: x [N, D], y [M, D] -> [N, M], as one matmul of unit rows."""
-  return 1.0 - jnp.matmul(_unit_rows(x), _unit_rows(y).T, precision=jax.lax.Precision.HIGHEST)
+  compute = jnp.promote_types(x.dtype, jnp.float32)
+  cosines = jnp.matmul(_unit_rows(x.astype(compute)), _unit_rows(y.astype(compute)).T,
+                       precision=jax.lax.Precision.HIGHEST)
+  return (1.0 - cosines).astype(x.dtype)
 
 
 PAIRWISE_DISTANCES = {

@@ -8,6 +8,7 @@ import pytest
 
 hypothesis.settings.register_profile(
     "siamese", max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "12")), deadline=None,
+    derandomize=bool(os.environ.get("CI")),  # CI: the same examples every run; locally: explore
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.load_profile("siamese")
 
