@@ -23,6 +23,9 @@ Keys (override any with ``--config.<section>.<key>=value``):
                              (None: training images // batch_size), train.classes_per_batch and
                              train.samples_per_class (P x K batches for triplet).
   train.steps_per_call       steps fused into one compiled call (progress is shown between calls).
+  train.pair_source          balanced | two_source (second image: an inverted, warped view, for
+                             two-tower experiments with model.shared_weights=False).
+  train.augment              random rotation and shift of every training image (Koch et al.).
   train.resume               continue from the workdir's last checkpoint if there is one.
   train.overwrite            allow a workdir that holds a run of another config.
   train.checkpoints_to_keep  the last N checkpoints kept (the best one is kept too).
@@ -78,6 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.classes_per_batch = 8
   config.train.samples_per_class = 4
   config.train.steps_per_call = 100
+  config.train.pair_source = "balanced"
+  config.train.augment = False
   config.train.resume = True
   config.train.overwrite = False
   config.train.checkpoints_to_keep = 3

@@ -73,6 +73,9 @@ def validate(config) -> None:
   _require(config.loss.name != "triplet" or config.train.samples_per_class >= 2,
            "train.samples_per_class must be at least 2 for triplet mining (an anchor needs a "
            "positive)")
+  _choice(config.train.pair_source, ("balanced", "two_source"), "train.pair_source")
+  _require(config.train.pair_source == "balanced" or pair_loss,
+           "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
   _positive(config.eval.pairs, "eval.pairs", int)
   _positive(config.eval.plot_points, "eval.plot_points", int)
 

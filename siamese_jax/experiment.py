@@ -63,7 +63,8 @@ def batch_spec_from_config(config, loss_spec: train.LossSpec) -> train.BatchSpec
     kind = "uniform"
   return train.BatchSpec(kind=kind, batch_size=config.train.batch_size,
                          classes_per_batch=config.train.classes_per_batch,
-                         samples_per_class=config.train.samples_per_class)
+                         samples_per_class=config.train.samples_per_class,
+                         pair_source=config.train.pair_source, augment=config.train.augment)
 
 
 def make_embed_fn(state: train.TrainState, batch_size: int = 1000):
@@ -80,9 +81,10 @@ def make_embed_fn(state: train.TrainState, batch_size: int = 1000):
 
 
 def pair_scores(state, test_data: train.DeviceData, key, loss_spec: train.LossSpec,
-                num_pairs: int):
+                num_pairs: int, pair_source: str = "balanced"):
   """Scores of ``num_pairs`` fixed test pairs: (scores [M], same [M], higher_means_same)."""
-  batch = train.sample_batch(key, test_data, train.BatchSpec(kind="pairs", batch_size=num_pairs))
+  batch = train.sample_batch(key, test_data, train.BatchSpec(kind="pairs", batch_size=num_pairs,
+                                                             pair_source=pair_source))
   variables = {"params": state.params}
   x_a, x_b = train.to_float_images(batch["x_a"]), train.to_float_images(batch["x_b"])
   if loss_spec.batch_kind == "pairs":
@@ -217,7 +219,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                    for name in chunk_metrics[0]}
     test_metrics = train.evaluate_pairs(state, test_data, eval_key, loss_spec,
                                         num_pairs=config.eval.pairs,
-                                        batch_size=min(500, config.eval.pairs))
+                                        batch_size=min(500, config.eval.pairs),
+                                        pair_source=config.train.pair_source)
     record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
               "examples_per_second": steps_per_epoch * examples_per_step / epoch_seconds,
               **{f"train_{k}": v for k, v in train_means.items()},
@@ -259,7 +262,7 @@ def _finish(config, workdir, state, test_data, eval_key, loss_spec, history, tra
     if frames:
       outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))
   scores, same, higher_means_same = pair_scores(state, test_data, eval_key, loss_spec,
-                                                config.eval.pairs)
+                                                config.eval.pairs, config.train.pair_source)
   histogram_values = scores if not higher_means_same else -scores
   outputs["distances"] = plots.distance_histograms(
       histogram_values, same, str(plots_dir / "distances.png"),

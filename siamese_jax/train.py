@@ -167,6 +167,8 @@ class BatchSpec:
   batch_size: int = 128
   classes_per_batch: int = 8
   samples_per_class: int = 4
+  pair_source: str = "balanced"  # "two_source": the second image is an inverted, warped view
+  augment: bool = False  # random rotation + shift of every image (Koch et al.'s distortions)
 
   @property
   def examples(self) -> int:
@@ -175,17 +177,27 @@ class BatchSpec:
 
 def sample_batch(key, data: DeviceData, spec: BatchSpec) -> dict:
   """Draws one batch on device: index sampling, then a gather from the uint8 images."""
+  key, view_key, augment_key = jax.random.split(key, 3)
+  maybe_augment = lambda k, x: samplers.transform_view(k, x) if spec.augment else x
   if spec.kind == "pairs":
-    idx_a, idx_b, same = samplers.sample_balanced_pairs(key, data.index, spec.batch_size)
-    return {"x_a": data.images[idx_a], "x_b": data.images[idx_b], "same": same,
-            "mask": jnp.ones_like(same)}
+    if spec.pair_source == "two_source":
+      idx_a, idx_b, same = samplers.sample_two_source_pairs(key, data.index, spec.batch_size)
+    else:
+      idx_a, idx_b, same = samplers.sample_balanced_pairs(key, data.index, spec.batch_size)
+    augment_a, augment_b = jax.random.split(augment_key)
+    x_a = maybe_augment(augment_a, samplers.gather_images(data.images, idx_a))
+    x_b = maybe_augment(augment_b, samplers.gather_images(data.images, idx_b))
+    if spec.pair_source == "two_source":
+      x_b = samplers.transform_view(view_key, x_b, invert=True)
+    return {"x_a": x_a, "x_b": x_b, "same": same, "mask": jnp.ones_like(same)}
   if spec.kind == "pk":
     idx, labels = samplers.sample_pk_batch(key, data.index, spec.classes_per_batch,
                                            spec.samples_per_class)
   else:
     idx = jax.random.randint(key, (spec.batch_size,), 0, data.labels.shape[0])
     labels = data.labels[idx]
-  return {"x": data.images[idx], "label": labels, "mask": jnp.ones(labels.shape, jnp.float32)}
+  x = maybe_augment(augment_key, samplers.gather_images(data.images, idx))
+  return {"x": x, "label": labels, "mask": jnp.ones(labels.shape, jnp.float32)}
 
 
 # ------------------------------------------------------------------------- sharding
@@ -279,9 +291,11 @@ def eval_pair_step(state: TrainState, batch: dict, spec: LossSpec) -> dict:
 
 
 def evaluate_pairs(state: TrainState, data: DeviceData, key, spec: LossSpec,
-                   num_pairs: int = 2000, batch_size: int = 500) -> dict:
-  """Mean eval metrics over ``num_pairs`` balanced pairs of ``data`` drawn from ``key``."""
-  batch_spec = BatchSpec(kind="pairs", batch_size=batch_size)
+                   num_pairs: int = 2000, batch_size: int = 500,
+                   pair_source: str = "balanced") -> dict:
+  """Mean eval metrics over ``num_pairs`` balanced pairs of ``data`` drawn from ``key``
+  (``pair_source`` as in BatchSpec: the two-source pairs of a two-tower model)."""
+  batch_spec = BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
   batches = max(num_pairs // batch_size, 1)
   totals: dict[str, float] = {}
   for i in range(batches):

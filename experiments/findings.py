@@ -1,0 +1,105 @@
+"""The seed write-ups' findings as experiments: each finding is a set of arms, each arm a config.
+
+An arm is a base config (an ``experiments/<name>.py``) plus overrides, as data. The report
+(``scripts/make_report.py``) runs every arm for several seeds and compares the arms.
+"""
+
+import dataclasses
+import importlib
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  name: str
+  base: str = "contrastive"  # experiments/<base>.py
+  overrides: tuple = ()  # (("model.head", "subtract"), ...)
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+  key: str
+  title: str
+  claim: str  # what the seed write-up reports
+  arms: tuple
+  extra: str = ""  # "svm" | "retrieval" | "oneshot" | "latent" : evaluations beyond pair accuracy
+
+
+BCE = (("model.head", "abs_diff"), ("loss.name", "bce"))
+
+FINDINGS = (
+    Finding("keras", "Contrastive MLP on MNIST (Keras mnist_siamese)",
+            "seed 003: 99.55 % train / 97.42 % test pair accuracy at threshold 0.5",
+            (Arm("contrastive"),)),
+    Finding("heads", "Distance head vs Dense heads",
+            "seed 003: subtract -> Dense gives 48 %; seed 001: concat -> Dense does not work",
+            (Arm("distance"), Arm("abs_diff", overrides=BCE),
+             Arm("concat", overrides=(("model.head", "concat"), ("loss.name", "bce"))),
+             Arm("subtract", overrides=(("model.head", "subtract"), ("loss.name", "bce"))))),
+    Finding("abs", "abs present or missing in the BCE head",
+            "seed 000: forgetting the absolute value gave inferior results",
+            (Arm("with_abs", overrides=BCE),
+             Arm("without_abs", overrides=(("model.head", "subtract"), ("loss.name", "bce"))))),
+    Finding("dropout", "Dropout on the first layer",
+            "seed 000: dropout on the first layer gave inferior results",
+            (Arm("no_input_dropout", overrides=BCE),
+             Arm("input_dropout_0.2", overrides=BCE + (("model.input_dropout", 0.2),)))),
+    Finding("learning_rate", "Learning-rate sweep (RMSprop)",
+            "seed 000: too high a learning rate gave bad results",
+            tuple(Arm(f"lr_{lr:g}", overrides=(("optimizer.learning_rate", lr),))
+                  for lr in (1e-4, 1e-3, 1e-2, 1e-1))),
+    Finding("batch_size", "Batch-size sweep (same epochs, so fewer steps at larger batches)",
+            "seed 000: a larger batch ran faster but hurt accuracy more than loss",
+            tuple(Arm(f"batch_{b}", overrides=(("train.batch_size", b),))
+                  for b in (32, 128, 512, 2048))),
+    Finding("optimizer", "Adam vs SGD with 2-D embeddings",
+            "seed 002: Adam gives spindly clusters, SGD round ones",
+            (Arm("adam", overrides=(("model.encoder", "mlp_2d"), ("loss.margin", 5.0),
+                                    ("optimizer.name", "adam"), ("optimizer.learning_rate", 1e-3))),
+             Arm("sgd", overrides=(("model.encoder", "mlp_2d"), ("loss.margin", 5.0),
+                                   ("optimizer.name", "sgd"), ("optimizer.learning_rate", 1e-2)))),
+            extra="latent"),
+    Finding("margin", "Contrastive margin 1 vs 5",
+            "seed 002 uses margin 5 (with a 2-D embedding); the Keras example margin 1",
+            (Arm("margin_1", overrides=(("model.encoder", "mlp_2d"),)),
+             Arm("margin_5", overrides=(("model.encoder", "mlp_2d"), ("loss.margin", 5.0),
+                                        ("loss.threshold", 2.5))))),
+    Finding("svm", "SVM on learned |f(a) - f(b)| vs on raw-pixel |a - b|",
+            "seed 000: 80 % vs 74 %", (Arm("bce_abs", overrides=BCE),), extra="svm"),
+    Finding("table", "Seed 004's table: CE, contrastive, BCE, triplet with EmbeddingNet (2-D)",
+            "seed 004 shows latent-space plots of the four on MNIST and Fashion-MNIST",
+            tuple(Arm(f"{name}_{data}", base=base, overrides=(
+                ("data.name", data), ("model.encoder", "embedding_net"),
+                ("model.embedding_dim", 2)) + extra_overrides)
+                  for data in ("mnist", "fashion_mnist")
+                  for name, base, extra_overrides in (
+                      ("ce", "embedding_ce", ()), ("contrastive", "contrastive", ()),
+                      ("bce", "bce", ()), ("triplet", "triplet", ()))),
+            extra="retrieval"),
+    Finding("towers", "Two towers with separate weights vs shared weights",
+            "seed 002: inputs of different type can use towers with distinct weights",
+            (Arm("shared", overrides=(("train.pair_source", "two_source"),)),
+             Arm("separate", overrides=(("train.pair_source", "two_source"),
+                                        ("model.shared_weights", False))))),
+    Finding("omniglot", "Omniglot one-shot on alphabets never trained on",
+            "Koch et al. 2015: a Siamese convnet generalises to unseen alphabets",
+            (Arm("koch_l1_bce", base="omniglot", overrides=BCE),
+             Arm("contrastive", base="omniglot"),
+             Arm("triplet", base="omniglot", overrides=(
+                 ("loss.name", "triplet"), ("loss.margin", 0.5),
+                 ("train.classes_per_batch", 16), ("train.samples_per_class", 4))),
+             Arm("koch_l1_bce_affine", base="omniglot", overrides=BCE + (("train.augment", True),)),
+             Arm("contrastive_affine", base="omniglot", overrides=(("train.augment", True),))),
+            extra="oneshot"),
+)
+
+
+def arm_config(arm: Arm, seed: int) -> ml_collections.ConfigDict:
+  """The config of ``arm`` for ``seed``."""
+  config = importlib.import_module(f"experiments.{arm.base}").get_config()
+  config.seed = seed
+  for key, value in arm.overrides:
+    section, name = key.split(".")
+    config[section][name] = value
+  return config
