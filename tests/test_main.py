@@ -10,24 +10,13 @@ import pytest
 
 from experiments import contrastive, triplet
 from siamese_jax import config_checks, experiment
+from tests.conftest import shrink_for_tests
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def tiny(config, tfds_dir, epochs=2):
-  config.data.tfds_data_dir = tfds_dir
-  config.train.epochs = epochs
-  config.train.steps_per_epoch = 6
-  config.train.steps_per_call = 3
-  config.train.batch_size = 32
-  config.eval.pairs = 200
-  config.eval.plot_points = 300
-  return config
+  return shrink_for_tests(config, tfds_dir, epochs)
 
 
 def test_run_writes_every_output(tmp_path, tfds_dir):

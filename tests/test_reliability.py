@@ -21,27 +21,14 @@ from hypothesis import given, strategies as st
 
 from experiments import contrastive
 from siamese_jax import checkpoints, config_checks, experiment, idx, train
+from tests.conftest import shrink_for_tests
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tfds_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def tiny(tfds_dir, epochs=2, **train_overrides):
-  config = contrastive.get_config()
-  config.data.tfds_data_dir = tfds_dir
-  config.train.epochs = epochs
-  config.train.steps_per_epoch = 6
-  config.train.steps_per_call = 3
-  config.train.batch_size = 32
-  config.eval.pairs = 100
-  config.eval.plot_points = 100
+  config = shrink_for_tests(contrastive.get_config(), tfds_dir, epochs, **train_overrides)
   config.plots.latent = False
-  for key, value in train_overrides.items():
-    config.train[key] = value
   return config
 
 
