@@ -1,0 +1,250 @@
+"""What an embedding is worth: pair verification, retrieval, SVM on pair features, one-shot.
+
+Scores follow one convention: ``higher_means_same`` says whether a larger score means "same
+class" (pair logits) or "different" (distances). Everything that touches N x M distances runs on
+device in blocks of query rows (``nearest_neighbours``), so 10,000 x 10,000 distances never sit in
+host memory; only the [N, k] neighbour lists come back.
+
+Retrieval metrics are those of pytorch-metric-learning's ``AccuracyCalculator`` with the query set
+equal to the reference set (each query's own row excluded): ``precision_at_1``, ``r_precision``
+and ``mean_average_precision_at_r`` (Musgrave et al. 2020), where R is the number of other
+examples of the query's class; queries whose class has no other example are skipped.
+"""
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from sklearn import metrics as sk_metrics
+from sklearn import pipeline, preprocessing, svm
+
+from siamese_jax import distances, samplers
+
+# --------------------------------------------------------------------- pair verification
+
+
+def _similarity(scores, higher_means_same: bool) -> np.ndarray:
+  scores = np.asarray(scores, np.float64)
+  return scores if higher_means_same else -scores
+
+
+def accuracy_at_threshold(scores, same, threshold: float, higher_means_same: bool) -> float:
+  """Fraction of pairs called right: "same" where score > threshold (or < for distances).
+
+  scores [M] float, same [M] bool.
+  """
+  scores, same = np.asarray(scores), np.asarray(same, bool)
+  predicted = scores > threshold if higher_means_same else scores < threshold
+  return float(np.mean(predicted == same))
+
+
+def best_threshold(scores, same, higher_means_same: bool) -> float:
+  """The threshold with the highest accuracy on these (validation) pairs: scores [M], same [M].
+
+  Candidates are the midpoints between consecutive distinct scores (and both ends), so the
+  chosen threshold never sits exactly on a validation score.
+  """
+  values = np.unique(np.asarray(scores, np.float64))
+  candidates = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2,
+                               [values[-1] + 1.0]])
+  accuracies = [accuracy_at_threshold(scores, same, t, higher_means_same) for t in candidates]
+  return float(candidates[int(np.argmax(accuracies))])
+
+
+def equal_error_rate(scores, same, higher_means_same: bool) -> float:
+  """The error rate where false accepts equal false rejects (ROC interpolated): scores [M]."""
+  fpr, tpr, _ = sk_metrics.roc_curve(np.asarray(same, bool), _similarity(scores, higher_means_same))
+  fnr = 1.0 - tpr
+  i = int(np.argmax(fpr >= fnr))  # first ROC point past the crossing
+  if i == 0:
+    return float(fpr[0])
+  # Linear interpolation between ROC points i - 1 and i, where fpr - fnr changes sign.
+  d0, d1 = fpr[i - 1] - fnr[i - 1], fpr[i] - fnr[i]
+  w = d0 / (d0 - d1) if d1 != d0 else 0.0
+  return float(fpr[i - 1] + w * (fpr[i] - fpr[i - 1]))
+
+
+def pair_verification(test_scores, test_same, val_scores, val_same, higher_means_same: bool,
+                      fixed_threshold: float) -> dict:
+  """Verification metrics of test pairs; the tuned threshold comes from the validation pairs only.
+
+  test_scores/test_same [M], val_scores/val_same [V]. Returns accuracy_fixed (at
+  ``fixed_threshold``: 0.5 on a distance as the Keras example, 0 on a logit), accuracy_tuned,
+  threshold_tuned, roc_auc and eer.
+  """
+  tuned = best_threshold(val_scores, val_same, higher_means_same)
+  test_same = np.asarray(test_same, bool)
+  return {
+      "accuracy_fixed": accuracy_at_threshold(test_scores, test_same, fixed_threshold,
+                                              higher_means_same),
+      "accuracy_tuned": accuracy_at_threshold(test_scores, test_same, tuned, higher_means_same),
+      "threshold_tuned": tuned,
+      "roc_auc": float(sk_metrics.roc_auc_score(test_same,
+                                                _similarity(test_scores, higher_means_same))),
+      "eer": equal_error_rate(test_scores, test_same, higher_means_same),
+  }
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+
+def _block_rows(num_reference: int, dim: int, distance: str, block_size: int | None) -> int:
+  if block_size is not None:
+    return block_size
+  if distance == "l1":  # pairwise_l1 builds [rows, M, D]: keep it near 256 MB of float32
+    return max(1, min(1024, (1 << 26) // max(num_reference * dim, 1)))
+  return 1024
+
+
+@functools.partial(jax.jit, static_argnames=("k", "distance", "exclude_self", "block"))
+def _nearest_blocks(query, reference, k: int, distance: str, exclude_self: bool, block: int):
+  num_query = query.shape[0]
+  padded = -(-num_query // block) * block
+  blocks = jnp.pad(query, ((0, padded - num_query), (0, 0))).reshape(padded // block, block, -1)
+  # Euclidean neighbours are ranked on squared distances (no square root over the whole matrix).
+  rank_name = "squared_euclidean" if distance == "euclidean" else distance
+  pairwise = distances.get_pairwise_distance(rank_name)
+
+  def one_block(args):
+    rows, offset = args
+    dist = pairwise(rows, reference).astype(jnp.float32)
+    if exclude_self:
+      own = offset + jnp.arange(block)
+      dist = jnp.where(own[:, None] == jnp.arange(reference.shape[0])[None, :], jnp.inf, dist)
+    negative, idx = jax.lax.top_k(-dist, k)
+    return -negative, idx
+
+  offsets = jnp.arange(padded // block) * block
+  dist, idx = jax.lax.map(one_block, (blocks, offsets))
+  dist, idx = dist.reshape(padded, k)[:num_query], idx.reshape(padded, k)[:num_query]
+  if distance == "euclidean":
+    dist = distances.safe_sqrt(dist)
+  return dist, idx
+
+
+def nearest_neighbours(query, reference, k: int, distance: str = "euclidean",
+                       exclude_self: bool = False, block_size: int | None = None):
+  """The k nearest references of every query, on device: query [N, D], reference [M, D].
+
+  Returns (distances [N, k] float32, indices [N, k] int32), nearest first. ``exclude_self``
+  (query is reference) skips each query's own row. Works in blocks of ``block_size`` query rows
+  (default 1024; smaller for "l1"), so device memory holds [block, M] at a time.
+  """
+  query, reference = jnp.asarray(query), jnp.asarray(reference)
+  if query.ndim != 2 or reference.ndim != 2 or query.shape[1] != reference.shape[1]:
+    raise ValueError(f"nearest_neighbours: query [N, D] and reference [M, D] must agree in D; "
+                     f"got {query.shape} and {reference.shape}")
+  available = reference.shape[0] - (1 if exclude_self else 0)
+  if not 1 <= k <= available:
+    raise ValueError(f"nearest_neighbours: k={k} must be in [1, {available}]")
+  distances.get_pairwise_distance(distance)  # a clear error for an unknown name
+  block = _block_rows(reference.shape[0], reference.shape[1], distance, block_size)
+  return _nearest_blocks(query, reference, k, distance, exclude_self, block)
+
+
+def _retrieval_sums(neighbour_labels, labels, class_counts, knn_k: int):
+  """Per-metric sums over queries: neighbour_labels [N, K], labels [N], class_counts [C]."""
+  relevant = neighbour_labels == labels[:, None]  # [N, K]
+  r = class_counts[labels] - 1  # other examples of the query's class
+  ranks = jnp.arange(1, neighbour_labels.shape[1] + 1)
+  within_r = ranks[None, :] <= r[:, None]
+  hits_within_r = jnp.where(within_r, relevant, False)
+  precision_at_rank = jnp.cumsum(hits_within_r, axis=1) / ranks[None, :]
+  counted = r > 0
+  safe_r = jnp.maximum(r, 1)
+  r_precision = jnp.sum(hits_within_r, axis=1) / safe_r
+  average_precision = jnp.sum(jnp.where(hits_within_r, precision_at_rank, 0.0), axis=1) / safe_r
+  votes = jax.nn.one_hot(neighbour_labels[:, :knn_k], class_counts.shape[0]).sum(axis=1)
+  # Ties go to the class of the nearest neighbour among the tied ones: a tiny bonus by rank.
+  bonus = jax.nn.one_hot(neighbour_labels[:, :knn_k], class_counts.shape[0]) * (
+      1e-3 / jnp.arange(1, knn_k + 1))[None, :, None]
+  knn_correct = jnp.argmax(votes + bonus.sum(axis=1), axis=1) == labels
+  return {
+      "precision_at_1": jnp.sum(jnp.where(counted, relevant[:, 0], False)),
+      "r_precision": jnp.sum(jnp.where(counted, r_precision, 0.0)),
+      "mean_average_precision_at_r": jnp.sum(jnp.where(counted, average_precision, 0.0)),
+      "knn_accuracy": jnp.sum(knn_correct),
+      "counted": jnp.sum(counted),
+  }
+
+
+def retrieval_metrics(embeddings, labels, knn_k: int = 5, distance: str = "euclidean",
+                      block_size: int | None = None) -> dict:
+  """Leave-one-out retrieval on one labelled set: embeddings [N, D], labels [N] int.
+
+  Returns knn_accuracy (majority of the ``knn_k`` nearest others), precision_at_1, r_precision
+  and mean_average_precision_at_r, each a float in [0, 1]; the last three over queries whose
+  class has another example (knn_accuracy over all queries).
+  """
+  labels_np = np.asarray(labels)
+  if labels_np.ndim != 1 or len(labels_np) != len(embeddings):
+    raise ValueError(f"retrieval_metrics: labels must be [N] for {len(embeddings)} embeddings; "
+                     f"got {labels_np.shape}")
+  class_counts = np.bincount(labels_np)
+  k = int(min(max(class_counts.max() - 1, knn_k), len(labels_np) - 1))
+  _, idx = nearest_neighbours(embeddings, embeddings, k, distance, exclude_self=True,
+                              block_size=block_size)
+  labels_dev = jnp.asarray(labels_np, jnp.int32)
+  sums = jax.jit(_retrieval_sums, static_argnames="knn_k")(
+      labels_dev[idx], labels_dev, jnp.asarray(class_counts, jnp.int32), knn_k=min(knn_k, k))
+  sums = {name: float(value) for name, value in sums.items()}
+  counted = max(sums.pop("counted"), 1.0)
+  result = {name: value / counted for name, value in sums.items() if name != "knn_accuracy"}
+  result["knn_accuracy"] = sums["knn_accuracy"] / len(labels_np)
+  return result
+
+
+# ---------------------------------------------------------------- SVM on pair features
+
+
+def svm_pair_accuracy(train_features, train_same, test_features, test_same, seed: int = 0) -> float:
+  """Seed 000's test: an RBF SVM (scikit-learn, standardised inputs) learns "same class?" from
+  pair features, e.g. ``|f(a) - f(b)|`` or raw-pixel ``|a - b|``.
+
+  train_features [M, F], train_same [M] bool, test_features [T, F], test_same [T] bool.
+  Returns test accuracy.
+  """
+  model = pipeline.make_pipeline(preprocessing.StandardScaler(),
+                                 svm.SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed))
+  model.fit(np.asarray(train_features, np.float32), np.asarray(train_same, bool))
+  return float(model.score(np.asarray(test_features, np.float32), np.asarray(test_same, bool)))
+
+
+# ------------------------------------------------------------------------------ one-shot
+
+
+def one_shot_accuracy(key, embeddings, labels, n_way: int, k_shot: int = 1, episodes: int = 400,
+                      similarity: Callable | None = None, classes=None, alphabet_of_class=None,
+                      within_alphabet: bool = False) -> float:
+  """Mean N-way K-shot accuracy over ``episodes`` episodes of one query per class.
+
+  embeddings [N, D] (all images, computed once), labels [N] int in [0, C). A query is given the
+  class of its most similar support example; ``similarity(a [B, D], b [B, D]) -> [B]`` (higher =
+  more alike; default minus the Euclidean distance, e.g. a Koch head's logit instead).
+  classes: the class ids episodes may use (e.g. classes of alphabets never trained on);
+  within_alphabet: all N classes of an episode from one alphabet (needs alphabet_of_class [C]).
+  """
+  if similarity is None:
+    similarity = lambda a, b: -distances.batch_euclidean(a, b)
+  labels = np.asarray(labels)
+  index = samplers.build_class_index(labels, int(labels.max()) + 1)
+  embeddings = jnp.asarray(embeddings)
+
+  def episode_correct(episode_key):
+    support, query, _ = samplers.sample_episode(
+        episode_key, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
+        within_alphabet=within_alphabet, classes=classes)
+    support_emb = embeddings[support.reshape(-1)]  # [N K, D], class n at rows n K .. n K + K - 1
+    query_emb = embeddings[query[:, 0]]  # [N, D]
+    q = jnp.repeat(query_emb, n_way * k_shot, axis=0)
+    s = jnp.tile(support_emb, (n_way, 1))
+    scores = similarity(q, s).reshape(n_way, n_way, k_shot).max(axis=2)  # [query, class]
+    return jnp.mean(jnp.argmax(scores, axis=1) == jnp.arange(n_way))
+
+  keys = jax.random.split(key, episodes)
+  # Host-side checks of sample_episode run once here, with concrete class lists.
+  samplers.sample_episode(keys[0], index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
+                          within_alphabet=within_alphabet, classes=classes)
+  return float(jnp.mean(jax.lax.map(episode_correct, keys)))

@@ -1,0 +1,158 @@
+"""Evaluation metrics against brute-force NumPy references."""
+
+import jax
+import numpy as np
+import pytest
+
+from siamese_jax import evaluate
+
+
+def _numpy_distances(x, y, distance):
+  diff = x[:, None, :] - y[None, :, :]
+  if distance == "euclidean":
+    return np.sqrt(np.sum(diff ** 2, -1))
+  if distance == "squared_euclidean":
+    return np.sum(diff ** 2, -1)
+  if distance == "l1":
+    return np.sum(np.abs(diff), -1)
+  xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+  yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+  return 1 - xn @ yn.T
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared_euclidean", "l1", "cosine"])
+@pytest.mark.parametrize("exclude_self", [False, True])
+def test_nearest_neighbours_match_numpy(distance, exclude_self):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(37, 5)).astype(np.float32)
+  y = x if exclude_self else rng.normal(size=(23, 5)).astype(np.float32)
+  dist, idx = evaluate.nearest_neighbours(x, y, 4, distance, exclude_self, block_size=8)
+  ref = _numpy_distances(x.astype(np.float64), y.astype(np.float64), distance)
+  if exclude_self:
+    np.fill_diagonal(ref, np.inf)
+  ref_idx = np.argsort(ref, axis=1, kind="stable")[:, :4]
+  np.testing.assert_array_equal(np.asarray(idx), ref_idx)
+  np.testing.assert_allclose(np.asarray(dist), np.take_along_axis(ref, ref_idx, 1), rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_nearest_neighbours_rejects_bad_shapes_and_k():
+  x = np.zeros((4, 3), np.float32)
+  with pytest.raises(ValueError, match="agree in D"):
+    evaluate.nearest_neighbours(x, np.zeros((4, 2), np.float32), 1)
+  with pytest.raises(ValueError, match="k=4 must be in"):
+    evaluate.nearest_neighbours(x, x, 4, exclude_self=True)
+  with pytest.raises(ValueError, match="unknown distance"):
+    evaluate.nearest_neighbours(x, x, 1, distance="hamming")
+
+
+def _numpy_retrieval(embeddings, labels, knn_k):
+  dist = _numpy_distances(embeddings.astype(np.float64), embeddings.astype(np.float64),
+                          "euclidean")
+  np.fill_diagonal(dist, np.inf)
+  order = np.argsort(dist, axis=1, kind="stable")
+  p1, rp, mapr, knn, counted = [], [], [], [], 0
+  for i, row in enumerate(order):
+    neighbour_labels = labels[row[:-1]]
+    votes = np.bincount(neighbour_labels[:knn_k], minlength=labels.max() + 1)
+    winners = np.flatnonzero(votes == votes.max())
+    first = next(l for l in neighbour_labels[:knn_k] if l in winners)
+    knn.append(first == labels[i])
+    r = int(np.sum(labels == labels[i])) - 1
+    if r == 0:
+      continue
+    rel = neighbour_labels[:r] == labels[i]
+    p1.append(rel[0])
+    rp.append(rel.mean())
+    precision = np.cumsum(rel) / np.arange(1, r + 1)
+    mapr.append(np.sum(precision * rel) / r)
+  return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp),
+          "mean_average_precision_at_r": np.mean(mapr), "knn_accuracy": np.mean(knn)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_retrieval_metrics_match_numpy(seed):
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 5, 60)
+  labels[0] = 5  # a class of one: skipped by the R-based metrics
+  embeddings = (rng.normal(size=(60, 3)) + 1.5 * np.eye(6)[labels][:, :3]).astype(np.float32)
+  got = evaluate.retrieval_metrics(embeddings, labels, knn_k=3, block_size=16)
+  want = _numpy_retrieval(embeddings, labels, 3)
+  for name, value in want.items():
+    assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_retrieval_metrics_are_one_for_perfect_clusters():
+  labels = np.repeat(np.arange(4), 5)
+  embeddings = np.eye(4, dtype=np.float32)[labels] * 10
+  got = evaluate.retrieval_metrics(embeddings, labels)
+  assert all(value == pytest.approx(1.0) for value in got.values())
+
+
+def test_best_threshold_is_chosen_on_validation_pairs_only():
+  val_scores = np.array([0.1, 0.2, 0.3, 0.9, 1.0, 1.1])
+  val_same = np.array([1, 1, 1, 0, 0, 0], bool)
+  threshold = evaluate.best_threshold(val_scores, val_same, higher_means_same=False)
+  assert 0.3 < threshold < 0.9
+  # On the test pairs the tuned threshold (from validation) is worse than the fixed 0.7 would be.
+  test_scores = np.array([0.65, 0.65, 0.1, 0.8])
+  test_same = np.array([1, 1, 1, 0], bool)
+  result = evaluate.pair_verification(test_scores, test_same, val_scores, val_same,
+                                      higher_means_same=False, fixed_threshold=0.7)
+  assert result["threshold_tuned"] == pytest.approx(0.6)
+  assert result["accuracy_tuned"] == pytest.approx(0.5)
+  assert result["accuracy_fixed"] == pytest.approx(1.0)
+  assert result["roc_auc"] == pytest.approx(1.0)
+  assert result["eer"] == pytest.approx(0.0)
+
+
+def test_equal_error_rate_of_known_cases():
+  same = np.array([1, 1, 0, 0], bool)
+  assert evaluate.equal_error_rate(np.array([3.0, 2.0, 1.0, 0.0]), same, True) == 0.0
+  assert evaluate.equal_error_rate(np.array([0.0, 1.0, 2.0, 3.0]), same, True) == 1.0
+  rng = np.random.default_rng(0)
+  scores = rng.normal(size=20000)
+  same = rng.random(20000) < 0.5
+  assert evaluate.equal_error_rate(scores, same, True) == pytest.approx(0.5, abs=0.02)
+  # Higher-means-same and distances are mirror images.
+  assert evaluate.equal_error_rate(-scores, same, False) == pytest.approx(
+      evaluate.equal_error_rate(scores, same, True))
+
+
+def test_svm_pair_accuracy_learns_separable_features_and_not_noise():
+  rng = np.random.default_rng(0)
+  same = rng.random(400) < 0.5
+  informative = np.abs(rng.normal(size=(400, 4))) + np.where(same, 0.0, 2.0)[:, None]
+  assert evaluate.svm_pair_accuracy(informative[:300], same[:300], informative[300:],
+                                    same[300:]) > 0.95
+  noise = rng.normal(size=(400, 4))
+  assert evaluate.svm_pair_accuracy(noise[:300], same[:300], noise[300:], same[300:]) < 0.7
+
+
+def test_one_shot_accuracy_perfect_for_class_codes_and_chance_for_noise():
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(12), 4)
+  codes = np.eye(12, dtype=np.float32)[labels] + 0.01 * rng.normal(size=(48, 12))
+  key = jax.random.key(0)
+  assert evaluate.one_shot_accuracy(key, codes, labels, n_way=5, episodes=50) == 1.0
+  noise = rng.normal(size=(48, 12)).astype(np.float32)
+  accuracy = evaluate.one_shot_accuracy(key, noise, labels, n_way=5, episodes=400)
+  assert 0.1 < accuracy < 0.3  # chance is 0.2
+  # A similarity that prefers far-away examples gets everything wrong.
+  far = lambda a, b: ((a - b) ** 2).sum(-1)
+  assert evaluate.one_shot_accuracy(key, codes, labels, n_way=5, episodes=20,
+                                    similarity=far) == 0.0
+
+
+def test_one_shot_accuracy_uses_only_the_classes_asked_for():
+  labels = np.repeat(np.arange(6), 3)
+  # Classes 0..2 are confusable (same code), 3..5 distinct: restricted to 3..5 it is perfect.
+  codes = np.eye(6, dtype=np.float32)[np.where(labels < 3, 0, labels)]
+  key = jax.random.key(1)
+  assert evaluate.one_shot_accuracy(key, codes, labels, 3, episodes=30,
+                                    classes=np.array([3, 4, 5])) == 1.0
+  assert evaluate.one_shot_accuracy(key, codes, labels, 3, episodes=30,
+                                    classes=np.array([0, 1, 2])) < 0.7
+  alphabet = np.array([0, 0, 0, 1, 1, 1])
+  assert evaluate.one_shot_accuracy(key, codes, labels, 3, episodes=30,
+                                    alphabet_of_class=alphabet, within_alphabet=True) < 1.0
