@@ -54,6 +54,9 @@ def load_datasets(config):
             "source_dir": config.data.dir}
   train_set = data.load(config.data.name, config.data.train_split, **kwargs)
   test_set = data.load(config.data.name, config.data.test_split, **kwargs)
+  if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
+    # Omniglot: evaluate on alphabets never trained on (small2 shares Greek, Latin with small1).
+    test_set = data.without_alphabets(test_set, train_set.alphabet_names)
   return train_set, test_set
 
 

@@ -170,6 +170,22 @@ def test_omniglot_small_splits(shared_tfds_dir, split, n, n_classes, alphabets):
   assert "prepared in" in small.source
 
 
+def test_omniglot_unseen_alphabets_of_small2(shared_tfds_dir):
+  _require(SHARED_DATA / "omniglot")
+  small1 = data.load("omniglot", "small1", data_dir=shared_tfds_dir, image_size=28, download=False)
+  small2 = data.load("omniglot", "small2", data_dir=shared_tfds_dir, image_size=28, download=False)
+  unseen = data.without_alphabets(small2, small1.alphabet_names)
+  assert unseen.alphabet_names == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+  assert not set(unseen.alphabet_names) & set(small1.alphabet_names)
+  assert unseen.num_classes == len(np.unique(unseen.labels)) == unseen.labels.max() + 1
+  assert len(unseen.labels) == 20 * unseen.num_classes == len(unseen.images)
+  for c in range(unseen.num_classes):  # class names and alphabets still agree after renumbering
+    (alphabet,) = np.unique(unseen.alphabets[unseen.labels == c])
+    assert unseen.class_names[c].startswith(unseen.alphabet_names[alphabet] + "/")
+  with pytest.raises(data.DataFileError, match="also in the training split"):
+    data.without_alphabets(small1, small1.alphabet_names)
+
+
 def test_batched_reader_matches_tfds_as_dataset(shared_tfds_dir):
   import tensorflow_datasets as tfds
   from siamese_jax.data import builders

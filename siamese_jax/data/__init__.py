@@ -32,7 +32,7 @@ import numpy as np
 from siamese_jax.data import files
 from siamese_jax.idx import DataFileError
 
-__all__ = ["DataFileError", "LabelledImages", "load", "NAMES", "SPLITS"]
+__all__ = ["DataFileError", "LabelledImages", "load", "NAMES", "SPLITS", "without_alphabets"]
 
 SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
           "omniglot": ("train", "test", "small1", "small2")}
@@ -219,3 +219,30 @@ def _labelled(name, arrays, source, builder) -> LabelledImages:
                  for i in by_class]
   return LabelledImages(images, labels.astype(np.int32), len(classes), source,
                         alphabets.astype(np.int32), [str(a) for a in alphabet_names], class_names)
+
+
+def without_alphabets(dataset: LabelledImages, alphabet_names) -> LabelledImages:
+  """``dataset`` (Omniglot) without the images of the alphabets named in ``alphabet_names``.
+
+  Labels and alphabets are renumbered 0..C'-1 in their old order; class_names follow. Used to
+  evaluate on alphabets never trained on (small2 shares Greek and Latin with small1).
+  """
+  if dataset.alphabets is None:
+    raise ValueError("without_alphabets: this dataset has no alphabets (Omniglot only)")
+  drop = set(alphabet_names)
+  keep_alphabets = [i for i, n in enumerate(dataset.alphabet_names) if n not in drop]
+  if not keep_alphabets:
+    raise DataFileError(f"every alphabet of this split ({', '.join(dataset.alphabet_names)}) is "
+                        "also in the training split; choose another test split")
+  keep = np.isin(dataset.alphabets, keep_alphabets)
+  classes, labels = np.unique(dataset.labels[keep], return_inverse=True)
+  _, alphabets = np.unique(dataset.alphabets[keep], return_inverse=True)
+  class_names = ([dataset.class_names[c] for c in classes] if dataset.class_names is not None
+                 else None)
+  dropped = sorted(drop & set(dataset.alphabet_names))
+  return dataset._replace(
+      images=dataset.images[keep], labels=labels.astype(np.int32), num_classes=len(classes),
+      alphabets=alphabets.astype(np.int32),
+      alphabet_names=[dataset.alphabet_names[i] for i in keep_alphabets], class_names=class_names,
+      source=f"{dataset.source}; without the alphabets also in training ({', '.join(dropped)})"
+      if dropped else dataset.source)
