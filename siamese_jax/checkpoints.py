@@ -5,10 +5,15 @@ killed mid-write leaves the previous checkpoints intact; arrays are stored as te
 and metadata as JSON, never pickled.
 """
 
+import json
 import os
+import pathlib
 
+import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
+from siamese_jax import models, train
 from siamese_jax.train import TrainState
 
 BEST_METRIC = "test_accuracy"
@@ -45,8 +50,12 @@ def save(manager: ocp.CheckpointManager, state: TrainState, epoch: int, metrics:
   manager.wait_until_finished()
 
 
-def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None = None):
-  """(state, progress) of checkpoint ``epoch`` (default: the latest), into ``state``'s layout."""
+def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None = None,
+            fix: str = "use the config it was trained with, or another --workdir"):
+  """(state, progress) of checkpoint ``epoch`` (default: the latest), into ``state``'s layout.
+
+  A checkpoint of another model raises CheckpointError; ``fix`` is what its message tells
+  the user to do."""
   epoch = manager.latest_step() if epoch is None else epoch
   target = _savable(state)
   try:
@@ -56,8 +65,108 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None
     first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     raise CheckpointError(
         f"checkpoint {epoch} in {manager.directory} does not fit this model ({first_line}); "
-        "use the config it was trained with, or another --workdir") from None
+        f"{fix}") from None
   saved = restored["state"]
   new_state = state.replace(params=saved["params"], opt_state=saved["opt_state"],
                             step=saved["step"])
   return new_state, restored["progress"]
+
+
+# Native image sizes, for runs whose config.json and summary.json do not say which size trained.
+NATIVE_IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "omniglot": 105}
+
+
+def _read_json(path: pathlib.Path, what_to_do: str):
+  try:
+    return json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    reason = getattr(error, "strerror", None) or str(error).splitlines()[0]
+    raise CheckpointError(f"{path}: cannot read it as JSON ({reason}); {what_to_do}") from None
+
+
+def _as_tuples(value):
+  """JSON lists back to the tuples a config holds (hashable, as flax module fields want)."""
+  if isinstance(value, dict):
+    return {key: _as_tuples(item) for key, item in value.items()}
+  if isinstance(value, list):
+    return tuple(_as_tuples(item) for item in value)
+  return value
+
+
+def _image_shape(config, summary: dict) -> tuple[int, int, int]:
+  """(H, W, C) the run trained on: data.image_size, else summary.json, else the native size."""
+  if config.data.get("image_size"):
+    return (config.data.image_size, config.data.image_size, 1)
+  train_shape = summary.get("data", {}).get("train_shape")
+  if train_shape and len(train_shape) == 4:
+    return tuple(int(n) for n in train_shape[1:])
+  size = NATIVE_IMAGE_SIZES.get(config.data.get("name"), 28)
+  return (size, size, 1)
+
+
+def _num_classes_from_checkpoint(step_dir: pathlib.Path) -> int | None:
+  """The classifier's output size from a checkpoint's array metadata (no arrays read)."""
+  try:
+    metadata = ocp.StandardCheckpointer().metadata(step_dir / "state")
+    tree = getattr(metadata, "item_metadata", metadata)
+    return int(tree["params"]["classifier"]["kernel"].shape[-1])
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    return None
+
+
+def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.ConfigDict, TrainState]:
+  """(config, state) of the training run in ``workdir``, for evaluation.
+
+  The model is rebuilt from ``workdir/config.json`` (lists read back as tuples) and its
+  parameters restored from the LATEST checkpoint in ``workdir/checkpoints`` (not the "best",
+  which was chosen on test data), or from checkpoint ``epoch``. Images are [H, W, C] of
+  data.image_size, else summary.json's data.train_shape, else 28 (MNIST) or 105 (Omniglot).
+  ``state.tx`` is rebuilt from config.optimizer only so that the optimiser state restores; its
+  schedule length is not the run's, so continue training with train_and_evaluate, not with it.
+  Raises CheckpointError (one line that says what to do) when anything is missing or the
+  checkpoint is not of this model.
+  """
+  workdir = pathlib.Path(workdir).expanduser()
+  pass_a_run = "pass the workdir of a training run (the --workdir of python main.py)"
+  if not workdir.is_dir():
+    raise CheckpointError(f"{workdir}: no such folder; {pass_a_run}")
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise CheckpointError(f"{config_path} not found, so the model is unknown; {pass_a_run}")
+  saved = _read_json(config_path, f"train again into {workdir} or {pass_a_run}")
+  if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    raise CheckpointError(f"{config_path} has no model section; {pass_a_run}")
+  config = ml_collections.ConfigDict(_as_tuples(saved))
+  summary_path = workdir / "summary.json"
+  summary = _read_json(summary_path, f"delete it or {pass_a_run}") if summary_path.is_file() else {}
+
+  checkpoint_dir = workdir / "checkpoints"
+  manager = make_manager(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
+  steps = manager.all_steps() if manager is not None else []
+  if not steps:
+    raise CheckpointError(f"{checkpoint_dir}: no checkpoints; train into {workdir} for at least "
+                          f"one epoch (python main.py --workdir {workdir} ...) or {pass_a_run}")
+  epoch = max(steps) if epoch is None else epoch
+  if epoch not in steps:
+    raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
+                          f"{', '.join(str(s) for s in sorted(steps))} (or no epoch: the latest)")
+
+  if config.model.get("head") == "classifier" and not config.model.get("num_classes"):
+    # train_and_evaluate fills num_classes in after config.json is written.
+    config.model.num_classes = (summary.get("config", {}).get("model", {}).get("num_classes")
+                                or _num_classes_from_checkpoint(checkpoint_dir / str(epoch)))
+  try:
+    model = models.build_model(config.model)
+    tx = train.make_optimizer(config.optimizer, total_steps=1)
+  except (ValueError, AttributeError, KeyError) as error:
+    raise CheckpointError(f"{config_path}: {str(error).splitlines()[0]}; {pass_a_run}") from None
+  # Shapes only (no init compiled or run); the restore fills in every array, on one device
+  # whatever the mesh it was saved from.
+  abstract = jax.eval_shape(lambda key: train.create_train_state(
+      key, model, _image_shape(config, summary), tx), jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  state = jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+  state, _ = restore(manager, state, epoch, fix=f"{config_path} is not the config of these "
+                     f"checkpoints; {pass_a_run} (its config.json and checkpoints/ together)")
+  return config, state
