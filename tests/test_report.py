@@ -1,0 +1,76 @@
+"""The results report (scripts/make_report.py): verdict arithmetic and a quick end-to-end run."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from experiments import findings
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "scripts" / "make_report.py")
+make_report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_report)
+
+
+def _finding(key):
+  return next(f for f in findings.FINDINGS if f.key == key)
+
+
+def test_heads_verdict_needs_distance_heads_to_work_and_dense_heads_to_fail():
+  def stats(distance, abs_diff, concat, subtract):
+    return {"distance": {"accuracy_fixed": [distance] * 3},
+            "abs_diff": {"accuracy_tuned": [abs_diff] * 3},
+            "concat": {"accuracy_tuned": [concat] * 3},
+            "subtract": {"accuracy_tuned": [subtract] * 3}}
+  assert make_report.verdict(_finding("heads"), stats(0.97, 0.95, 0.5, 0.52))[0] is True
+  assert make_report.verdict(_finding("heads"), stats(0.97, 0.95, 0.9, 0.52))[0] is False
+  reproduced, sentence = make_report.verdict(_finding("heads"), stats(0.6, 0.95, 0.5, 0.5))
+  assert reproduced is False and "60.0 %" in sentence
+
+
+def test_abs_and_svm_verdicts_compare_the_arms():
+  abs_stats = lambda a, b: {"with_abs": {"accuracy_tuned": [a]}, "without_abs": {"accuracy_tuned": [b]}}
+  assert make_report.verdict(_finding("abs"), abs_stats(0.95, 0.5))[0] is True
+  assert make_report.verdict(_finding("abs"), abs_stats(0.95, 0.93))[0] is False
+  svm = lambda a, b: {"bce_abs": {"svm_learned": [a], "svm_raw_pixels": [b]}}
+  assert make_report.verdict(_finding("svm"), svm(0.8, 0.74))[0] is True
+  assert make_report.verdict(_finding("svm"), svm(0.7, 0.74))[0] is False
+
+
+def test_cluster_elongation_tells_round_from_spindly():
+  rng = np.random.default_rng(0)
+  labels = np.repeat([0, 1], 500)
+  round_points = rng.normal(size=(1000, 2))
+  spindly = round_points * np.array([5.0, 0.5])
+  assert make_report.cluster_elongation(round_points, labels) == pytest.approx(1.0, abs=0.15)
+  assert make_report.cluster_elongation(spindly, labels) == pytest.approx(10.0, rel=0.15)
+
+
+def test_unknown_finding_is_a_one_line_error(capsys):
+  assert make_report.main(["--only", "nope"]) == 2
+  assert "unknown finding" in capsys.readouterr().err
+
+
+def test_quick_report_writes_tables_verdicts_and_figures(tmp_path, tfds_dir):
+  out = tmp_path / "docs"
+  assert make_report.main(["--quick", "--seeds", "2", "--only", "abs,svm,optimizer",
+                           "--runs", str(tmp_path / "runs"), "--out", str(out),
+                           "--tfds_data_dir", tfds_dir]) == 0
+  text = (out / "results_quick.md").read_text()
+  for key in ("abs", "svm", "optimizer"):
+    assert f"## {_finding(key).title}" in text
+  assert "| with_abs |" in text and "| without_abs |" in text
+  assert "SVM learned" in text and "SVM pixels" in text
+  assert "Quick mode" in text
+  assert (out / "figures" / "optimizer_latent.png").stat().st_size > 1000
+  # A rerun reuses the finished runs (no training) and gives the same numbers.
+  first = (out / "results_quick.json").read_text()
+  assert make_report.main(["--quick", "--seeds", "2", "--only", "abs,svm,optimizer",
+                           "--runs", str(tmp_path / "runs"), "--out", str(out),
+                           "--tfds_data_dir", tfds_dir]) == 0
+  second = (out / "results_quick.json").read_text()
+  strip = lambda s: {k: {a: {m: v for m, v in d.items() if m not in ("train_seconds",)}
+                         for a, d in arms.items()} for k, arms in __import__("json").loads(s).items()}
+  assert strip(first) == strip(second)
