@@ -1,5 +1,8 @@
 """Omniglot at 28 x 28: a 4-block convnet trained with contrastive loss on the background
-alphabets of small1, evaluated on pairs of the alphabets of small2 (characters never trained on).
+alphabets of small1, evaluated on the alphabets of small2 that small1 lacks (Japanese_katakana,
+Sanskrit, Tagalog: characters and alphabets never trained on; small2's Greek and Latin are dropped).
+One-shot accuracy (20-way and 5-way, within alphabet) is in ``scripts/make_report.py`` and
+``python -m siamese_jax.oneshot``.
 Koch et al.'s convnet at 105 x 105 is ``--config.model.encoder=koch --config.data.image_size=105``
 (meant for accelerators)."""
 
