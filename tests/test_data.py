@@ -87,11 +87,13 @@ def _assert_one_line_naming(error, path):
 # ---------------------------------------------------------------------------------- real data
 
 
-def test_mnist_falls_back_to_the_embedded_sample(shared_tfds_dir, caplog):
+def test_mnist_falls_back_to_the_embedded_sample(shared_tfds_dir, caplog, monkeypatch):
+  monkeypatch.setattr(data, "_NOTICES_GIVEN", set())
   with caplog.at_level(logging.WARNING):
     train = data.load("mnist", "train", data_dir=shared_tfds_dir, download=False)
-  test = data.load("mnist", "test", data_dir=shared_tfds_dir, download=False)
+    test = data.load("mnist", "test", data_dir=shared_tfds_dir, download=False)
   assert "embedded MNIST sample" in train.source and "source_dir" in caplog.text
+  assert caplog.text.count("Using the embedded MNIST sample") == 1  # once, not once per split
   assert train.images.shape == (8000, 28, 28, 1) and test.images.shape == (2000, 28, 28, 1)
   assert train.images.dtype == np.uint8 and train.labels.dtype == np.int32
   assert train.num_classes == 10

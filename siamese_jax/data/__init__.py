@@ -181,6 +181,9 @@ def _downloaded(builders, name, data_dir, download):
   return builder, f"tfds {builder.info.full_name} (downloaded to {data_dir})"
 
 
+_NOTICES_GIVEN: set[str] = set()
+
+
 def _sample(builders, name, data_dir):
   if name != "mnist":
     return None
@@ -190,9 +193,11 @@ def _sample(builders, name, data_dir):
   cut = files.SAMPLE_TRAIN_SIZE
   source = (f"embedded MNIST sample (official test set split {cut}/{10000 - cut} into train/test; "
             f"tfds {builder.info.full_name} in {data_dir})")
-  logging.warning("Using the %s. For the full 60,000 + 10,000 MNIST, pass source_dir "
-                  "(--config.data.dir) a folder of the four official IDX files, set "
-                  "SIAMESE_JAX_MNIST_DIR, or run where tfds can download.", source)
+  if source not in _NOTICES_GIVEN:  # once per process, not once per split
+    _NOTICES_GIVEN.add(source)
+    logging.warning("Using the %s. For the full 60,000 + 10,000 MNIST, pass source_dir "
+                    "(--config.data.dir) a folder of the four official IDX files, set "
+                    "SIAMESE_JAX_MNIST_DIR, or run where tfds can download.", source)
   return builder, source
 
 
