@@ -8,6 +8,12 @@ Every config key can be overridden as --config.<section>.<key>=value; experiment
 lists them all. Outputs go to --workdir: metrics.jsonl, summary.json, TensorBoard events,
 checkpoints/ (orbax: the last N and the best) and plots/. Rerunning into the same workdir
 resumes from its last checkpoint.
+
+Multi-process (one process per host of a Cloud TPU pod slice, or several on one machine): add
+--distributed to every process; it calls jax.distributed.initialize() before anything touches a
+device. TPU pods, SLURM and Open MPI need nothing else; elsewhere also give --coordinator_address
+(host:port of process 0), --num_processes and --process_id. All processes train one model on the
+mesh of all their devices; process 0 writes the outputs, checkpoints go to the shared --workdir.
 """
 
 import os
@@ -32,6 +38,13 @@ config_flags.DEFINE_config_file(
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>). Rerunning "
                     "into the same folder resumes from its last checkpoint.")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run: jax.distributed.initialize() "
+                  "before touching devices (auto-detected on TPU pods, SLURM, Open MPI).")
+flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port of process 0 "
+                    "where auto-detection does not apply (e.g. localhost:12345).")
+flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 to "
+                     "num_processes - 1.")
 
 
 def _default_workdir(config_path: str) -> str:
@@ -41,6 +54,9 @@ def _default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if FLAGS.distributed:
+    import jax  # must join the other processes before any device is touched
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from siamese_jax import checkpoints, config_checks, data, experiment  # after flags: fast --help
   config_path = FLAGS["config"].config_filename
   workdir = FLAGS.workdir or _default_workdir(config_path)

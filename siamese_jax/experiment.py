@@ -108,6 +108,12 @@ def _describe_devices() -> str:
           f"{jax.process_count()} process(es)")
 
 
+def _is_primary() -> bool:
+  """Whether this process writes the run's files: process 0 of a multi-process run (every
+  process runs the same computations; checkpoints are written by orbax from all of them)."""
+  return jax.process_index() == 0
+
+
 def _prepare_workdir(config, workdir: pathlib.Path) -> bool:
   """Creates the workdir; returns True if it already holds a run of this config to resume."""
   try:
@@ -115,7 +121,8 @@ def _prepare_workdir(config, workdir: pathlib.Path) -> bool:
   except OSError as error:
     raise config_checks.ConfigError(f"cannot create --workdir {workdir} ({error.strerror}); "
                                     "choose a writable folder") from None
-  config_checks.check_writable(workdir)
+  if _is_primary():
+    config_checks.check_writable(workdir)
   saved = workdir / "config.json"
   current = json.loads(config.to_json_best_effort())
   if saved.exists():
@@ -127,17 +134,21 @@ def _prepare_workdir(config, workdir: pathlib.Path) -> bool:
       raise config_checks.ConfigError(
           f"{workdir} holds a run of another config (differs in: {', '.join(sorted(differs))}); "
           "choose another --workdir or pass --config.train.overwrite=True")
-    if differs:
+    if differs and _is_primary():
       import shutil
       shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
       for name in ("metrics.jsonl", "summary.json"):
         (workdir / name).unlink(missing_ok=True)
-  _write_json_atomically(saved, current)
+  if _is_primary():
+    _write_json_atomically(saved, current)
   return (workdir / "checkpoints").exists() and config.train.resume
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains ``config`` into ``workdir`` and returns the summary (also in summary.json)."""
+def train_and_evaluate(config, workdir: str) -> dict | None:
+  """Trains ``config`` into ``workdir`` and returns the summary (also in summary.json).
+
+  In a multi-process run (``jax.distributed``) every process calls it; process 0 writes the
+  files and returns the summary, the others return None."""
   workdir = pathlib.Path(workdir)
   config_checks.validate(config)
   resume = _prepare_workdir(config, workdir)
@@ -180,7 +191,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     history, start_epoch = progress["history"], progress["epoch"]
     elapsed_before = progress["train_seconds"]
     # Epochs after the checkpoint will run again: drop any lines they had already written.
-    _write_lines_atomically(workdir / "metrics.jsonl", [json.dumps(h) for h in history])
+    if _is_primary():
+      _write_lines_atomically(workdir / "metrics.jsonl", [json.dumps(h) for h in history])
     _say(f"resuming from {workdir / 'checkpoints'} at epoch {start_epoch} (step {int(state.step)})")
 
   run_chunk = train.make_train_epoch(loss_spec, batch_spec, steps_per_call, mesh)
@@ -194,7 +206,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   train_seconds = elapsed_before
 
   bar = tqdm.tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step",
-                  dynamic_ncols=True, desc="train")
+                  dynamic_ncols=True, desc="train", disable=not _is_primary())
   for epoch in range(start_epoch, config.train.epochs):
     epoch_key = jax.random.fold_in(train_key, epoch)
     chunk_metrics = []
@@ -229,12 +241,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
               **{f"train_{k}": v for k, v in train_means.items()},
               **{f"test_{k}": v for k, v in test_metrics.items()}}
     history.append(record)
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    if _is_primary():
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
     writer.write_scalars(int(state.step), {k: v for k, v in record.items() if k != "epoch"})
     writer.flush()
     if config.plots.latent:
       embeddings = embed(state.params, plot_images)
+    if config.plots.latent and _is_primary():
       plots.latent_space(embeddings, plot_labels, str(plots_dir / f"latent_epoch{epoch + 1:03d}.png"),
                          title=f"{config.data.name} test, epoch {epoch + 1}",
                          class_names=_short_class_names(test_set))
@@ -255,7 +269,11 @@ def _short_class_names(dataset):
 
 
 def _finish(config, workdir, state, test_data, eval_key, loss_spec, history, train_seconds,
-            started, train_set, test_set, manager) -> dict:
+            started, train_set, test_set, manager) -> dict | None:
+  scores, same, higher_means_same = pair_scores(state, test_data, eval_key, loss_spec,
+                                                config.eval.pairs, config.train.pair_source)
+  if not _is_primary():
+    return None
   plots_dir = workdir / "plots"
   outputs = {}
   if history:
@@ -264,8 +282,6 @@ def _finish(config, workdir, state, test_data, eval_key, loss_spec, history, tra
     frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))
     if frames:
       outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))
-  scores, same, higher_means_same = pair_scores(state, test_data, eval_key, loss_spec,
-                                                config.eval.pairs, config.train.pair_source)
   histogram_values = scores if not higher_means_same else -scores
   outputs["distances"] = plots.distance_histograms(
       histogram_values, same, str(plots_dir / "distances.png"),
