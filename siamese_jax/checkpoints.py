@@ -114,59 +114,79 @@ def _num_classes_from_checkpoint(step_dir: pathlib.Path) -> int | None:
     return None
 
 
+PASS_A_RUN = "pass the workdir of a training run (the --workdir of python main.py)"
+
+
+def _read_run_config(workdir: pathlib.Path) -> tuple[ml_collections.ConfigDict, dict]:
+  """(config from config.json with lists as tuples, summary.json or {}) of a run's workdir."""
+  if not workdir.is_dir():
+    raise CheckpointError(f"{workdir}: no such folder; {PASS_A_RUN}")
+  config_path = workdir / "config.json"
+  if not config_path.is_file():
+    raise CheckpointError(f"{config_path} not found, so the model is unknown; {PASS_A_RUN}")
+  saved = _read_json(config_path, f"train again into {workdir} or {PASS_A_RUN}")
+  if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
+    raise CheckpointError(f"{config_path} has no model section; {PASS_A_RUN}")
+  summary_path = workdir / "summary.json"
+  summary = _read_json(summary_path, f"delete it or {PASS_A_RUN}") if summary_path.is_file() else {}
+  return ml_collections.ConfigDict(_as_tuples(saved)), summary
+
+
+def _abstract_state(config, summary: dict, where: pathlib.Path) -> TrainState:
+  """The run's TrainState as shapes on one device (no init compiled or run), whatever the mesh
+  it was saved from; sets config.data.image_size to the size the run trained on."""
+  try:
+    model = models.build_model(config.model)
+    tx = train.make_optimizer(config.optimizer, total_steps=1)
+  except (ValueError, AttributeError, KeyError) as error:
+    raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
+  image_shape = _image_shape(config, summary)
+  config.data.image_size = image_shape[0]
+  abstract = jax.eval_shape(lambda key: train.create_train_state(key, model, image_shape, tx),
+                            jax.random.key(0))
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  return jax.tree_util.tree_map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
+
+
 def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.ConfigDict, TrainState]:
   """(config, state) of the training run in ``workdir``, for evaluation.
 
   The model is rebuilt from ``workdir/config.json`` (lists read back as tuples) and its
   parameters restored from the LATEST checkpoint in ``workdir/checkpoints`` (not the "best",
   which was chosen on test data), or from checkpoint ``epoch``. Images are [H, W, C] of
-  data.image_size, else summary.json's data.train_shape, else 28 (MNIST) or 105 (Omniglot).
+  data.image_size, else summary.json's data.train_shape, else 28 (MNIST) or 105 (Omniglot);
+  the returned config's data.image_size is set to that size.
   ``state.tx`` is rebuilt from config.optimizer only so that the optimiser state restores; its
   schedule length is not the run's, so continue training with train_and_evaluate, not with it.
   Raises CheckpointError (one line that says what to do) when anything is missing or the
   checkpoint is not of this model.
   """
   workdir = pathlib.Path(workdir).expanduser()
-  pass_a_run = "pass the workdir of a training run (the --workdir of python main.py)"
-  if not workdir.is_dir():
-    raise CheckpointError(f"{workdir}: no such folder; {pass_a_run}")
-  config_path = workdir / "config.json"
-  if not config_path.is_file():
-    raise CheckpointError(f"{config_path} not found, so the model is unknown; {pass_a_run}")
-  saved = _read_json(config_path, f"train again into {workdir} or {pass_a_run}")
-  if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict):
-    raise CheckpointError(f"{config_path} has no model section; {pass_a_run}")
-  config = ml_collections.ConfigDict(_as_tuples(saved))
-  summary_path = workdir / "summary.json"
-  summary = _read_json(summary_path, f"delete it or {pass_a_run}") if summary_path.is_file() else {}
-
+  config, summary = _read_run_config(workdir)
   checkpoint_dir = workdir / "checkpoints"
-  manager = make_manager(str(checkpoint_dir)) if checkpoint_dir.is_dir() else None
-  steps = manager.all_steps() if manager is not None else []
-  if not steps:
-    raise CheckpointError(f"{checkpoint_dir}: no checkpoints; train into {workdir} for at least "
-                          f"one epoch (python main.py --workdir {workdir} ...) or {pass_a_run}")
-  epoch = max(steps) if epoch is None else epoch
-  if epoch not in steps:
-    raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
-                          f"{', '.join(str(s) for s in sorted(steps))} (or no epoch: the latest)")
-
-  if config.model.get("head") == "classifier" and not config.model.get("num_classes"):
-    # train_and_evaluate fills num_classes in after config.json is written.
-    config.model.num_classes = (summary.get("config", {}).get("model", {}).get("num_classes")
-                                or _num_classes_from_checkpoint(checkpoint_dir / str(epoch)))
+  no_checkpoints = CheckpointError(
+      f"{checkpoint_dir}: no checkpoints; train into {workdir} for at least one epoch (python "
+      f"main.py --workdir {workdir} ...) or {PASS_A_RUN}")
+  if not checkpoint_dir.is_dir():
+    raise no_checkpoints
+  manager = make_manager(str(checkpoint_dir))
   try:
-    model = models.build_model(config.model)
-    tx = train.make_optimizer(config.optimizer, total_steps=1)
-  except (ValueError, AttributeError, KeyError) as error:
-    raise CheckpointError(f"{config_path}: {str(error).splitlines()[0]}; {pass_a_run}") from None
-  # Shapes only (no init compiled or run); the restore fills in every array, on one device
-  # whatever the mesh it was saved from.
-  abstract = jax.eval_shape(lambda key: train.create_train_state(
-      key, model, _image_shape(config, summary), tx), jax.random.key(0))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  state = jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-  state, _ = restore(manager, state, epoch, fix=f"{config_path} is not the config of these "
-                     f"checkpoints; {pass_a_run} (its config.json and checkpoints/ together)")
+    steps = sorted(manager.all_steps())
+    if not steps:
+      raise no_checkpoints
+    epoch = steps[-1] if epoch is None else epoch
+    if epoch not in steps:
+      raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
+                            f"{', '.join(map(str, steps))} (or no epoch: the latest)")
+    if config.model.get("head") == "classifier" and not config.model.get("num_classes"):
+      # train_and_evaluate fills num_classes in after config.json is written.
+      config.model.num_classes = (summary.get("config", {}).get("model", {}).get("num_classes")
+                                  or _num_classes_from_checkpoint(checkpoint_dir / str(epoch)))
+    config_path = workdir / "config.json"
+    state = _abstract_state(config, summary, config_path)
+    state, _ = restore(manager, state, epoch, fix=f"{config_path} is not the config of these "
+                       f"checkpoints; {PASS_A_RUN} (its config.json and checkpoints/ together)")
+  finally:
+    manager.close()
   return config, state
