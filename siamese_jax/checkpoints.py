@@ -104,14 +104,33 @@ def _image_shape(config, summary: dict) -> tuple[int, int, int]:
   return (size, size, 1)
 
 
-def _num_classes_from_checkpoint(step_dir: pathlib.Path) -> int | None:
-  """The classifier's output size from a checkpoint's array metadata (no arrays read)."""
-  try:
-    metadata = ocp.StandardCheckpointer().metadata(step_dir / "state")
-    tree = getattr(metadata, "item_metadata", metadata)
-    return int(tree["params"]["classifier"]["kernel"].shape[-1])
-  except (OSError, ValueError, KeyError, TypeError, AttributeError):
-    return None
+def _reader(directory: pathlib.Path) -> ocp.CheckpointManager:
+  """A manager for reading ``directory`` that knows its items, so their metadata reads too."""
+  # (read_only=True would say so in two absl warnings on every load)
+  options = ocp.CheckpointManagerOptions(create=False, enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(directory), options=options, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()})
+
+
+def _saved_param_shapes(manager: ocp.CheckpointManager, epoch: int) -> dict[str, tuple]:
+  """{"encoder/Dense_0/kernel": shape} of checkpoint ``epoch``'s params, from metadata only."""
+  tree = manager.item_metadata(epoch)["state"]
+  return _param_shapes(getattr(tree, "tree", tree)["params"])
+
+
+def _param_shapes(params) -> dict[str, tuple]:
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+          for path, leaf in leaves}
+
+
+def _check_same_params(saved: dict, model: dict, where: str, fix: str) -> None:
+  """CheckpointError naming the first parameter whose name or shape differs."""
+  for name in sorted(set(saved) | set(model)):
+    if saved.get(name) != model.get(name):
+      raise CheckpointError(f"{where} does not fit this model (param {name} is "
+                            f"{saved.get(name, 'absent')} there, {model.get(name, 'absent')} in "
+                            f"the model); {fix}")
 
 
 PASS_A_RUN = "pass the workdir of a training run (the --workdir of python main.py)"
@@ -170,7 +189,7 @@ def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.Conf
       f"main.py --workdir {workdir} ...) or {PASS_A_RUN}")
   if not checkpoint_dir.is_dir():
     raise no_checkpoints
-  manager = make_manager(str(checkpoint_dir))
+  manager = _reader(checkpoint_dir)
   try:
     steps = sorted(manager.all_steps())
     if not steps:
@@ -179,14 +198,18 @@ def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.Conf
     if epoch not in steps:
       raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
                             f"{', '.join(map(str, steps))} (or no epoch: the latest)")
+    saved = _saved_param_shapes(manager, epoch)
     if config.model.get("head") == "classifier" and not config.model.get("num_classes"):
       # train_and_evaluate fills num_classes in after config.json is written.
-      config.model.num_classes = (summary.get("config", {}).get("model", {}).get("num_classes")
-                                  or _num_classes_from_checkpoint(checkpoint_dir / str(epoch)))
+      config.model.num_classes = saved.get("classifier/kernel", (None,))[-1]
     config_path = workdir / "config.json"
+    fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
+           "config.json and checkpoints/ together)")
     state = _abstract_state(config, summary, config_path)
-    state, _ = restore(manager, state, epoch, fix=f"{config_path} is not the config of these "
-                       f"checkpoints; {PASS_A_RUN} (its config.json and checkpoints/ together)")
+    # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
+    _check_same_params(saved, _param_shapes(state.params), f"checkpoint {epoch} in "
+                       f"{checkpoint_dir}", fix)
+    state, _ = restore(manager, state, epoch, fix=fix)
   finally:
     manager.close()
   return config, state

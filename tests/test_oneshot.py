@@ -1,7 +1,6 @@
 """oneshot.py and checkpoints.load_trained: parsing, error arithmetic, the CLI end to end on a
 synthetic runs folder in brendenlake/omniglot's layout, and every bad input."""
 
-import gc
 import json
 import pathlib
 import shutil
@@ -228,6 +227,7 @@ def test_cli_end_to_end(trained, runs_dir, tmp_path):
   workdir, _, _ = trained
   result = run_cli("--runs", runs_dir, "--checkpoint", workdir, "--json", tmp_path / "out.json")
   assert result.returncode == 0, result.stderr
+  assert result.stderr == ""  # neither TensorFlow's nor orbax's log lines
   assert "2 runs" in result.stdout and "5-way, 28x28" in result.stdout
   assert "smallest euclidean embedding distance" in result.stdout
   report = json.loads((tmp_path / "out.json").read_text())
@@ -281,8 +281,6 @@ def test_bad_runs_folders(tmp_path, runs_dir, capsys):
                  "cannot write it")
 
 
-# orbax leaves the reads of a failed restore as never-awaited coroutines; collected here.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_bad_checkpoints(trained, tmp_path, runs_dir, capsys):
   workdir, _, _ = trained
   runs = ["--runs", runs_dir / "run01"]
@@ -299,15 +297,7 @@ def test_bad_checkpoints(trained, tmp_path, runs_dir, capsys):
   config["model"]["embedding_dim"] = 32
   (foreign / "config.json").write_text(json.dumps(config))
   one_line_error(capsys, [*runs, "--checkpoint", foreign], "does not fit this model",
+                 "param encoder/Dense_0/bias is (16,) there, (32,)",
                  "is not the config of these checkpoints")
-  gc.collect()
   (foreign / "config.json").write_text("{not json")
   one_line_error(capsys, [*runs, "--checkpoint", foreign], "cannot read it as JSON")
-
-
-def test_cli_bad_input_exits_2_without_traceback(tmp_path):
-  result = run_cli("--runs", tmp_path / "nowhere")
-  assert result.returncode == 2 and "Traceback" not in result.stderr
-  assert result.stderr.splitlines() == [f"error: {tmp_path / 'nowhere'}: no such folder; pass "
-                                        "--runs the one-shot-classification folder of "
-                                        "brendenlake/omniglot (python/one-shot-classification)"]
