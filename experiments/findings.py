@@ -67,8 +67,9 @@ FINDINGS = (
                                         ("loss.threshold", 2.5))))),
     Finding("svm", "SVM on learned |f(a) - f(b)| vs on raw-pixel |a - b|",
             "seed 000: 80 % vs 74 %", (Arm("bce_abs", overrides=BCE),), extra="svm"),
-    # Seed 004 uses EmbeddingNet (convs); XLA:CPU trains it at about 1 s a step on 2 cores, too
-    # slow for 24 runs, so the table uses an MLP with the same 2-D output (EmbeddingNet:
+    # Seed 004 uses EmbeddingNet (convs); on the shared 2-core machine a quick 8-step EmbeddingNet
+    # run took 20-54 s, too slow for 24 runs, so the table uses an MLP with the same 2-D output
+    # (EmbeddingNet:
     # --config.model.encoder=embedding_net --config.model.embedding_dim=2).
     Finding("table", "Seed 004's table: CE, contrastive, BCE, triplet with a 2-D embedding",
             "seed 004 shows latent-space plots of the four on MNIST and Fashion-MNIST",
