@@ -14,6 +14,9 @@ Cases (the project's experiment configs; data read from the official files, no T
      abs_diff head and pair BCE, as Koch et al. (2015); Adam
   d  triplet batch-hard, P x K = 32 x 4 = 128 anchors: experiments/triplet.py (the same MLP) on
      Omniglot small1 at 28 x 28 (136 characters; Fashion-MNIST has only 10 classes)
+Case c's fused epoch is one step long: inside a loop body (lax.scan / while) XLA:CPU leaves the
+weight-gradient convolutions in a layout its fast convolution paths do not take (jax-ml/jax
+#12868); one step then takes ~20 min and ~19 GB on 2 cores, the plain jit step ~30 s.
 Each case runs in its own subprocess (so that its peak RSS is its own) and reports:
   compile      s to trace, lower and compile the fused epoch (train.make_train_epoch: one scan)
   first epoch  s of compile + the first epoch call, as a run sees it
@@ -88,8 +91,8 @@ CASES = {
     "d": Case("d", "triplet batch-hard, P x K = 32 x 4", "triplet", "omniglot28",
               classes_per_batch=32, samples_per_class=4),
 }
-QUICK = {"a": {"max_steps": 50}, "b": {"max_steps": 8},
-         "c": {"batch_size": 2, "title": "Koch convnet 105x105 Omniglot, batch 2"}, "d": {}}
+QUICK = {"a": {"max_steps": 20}, "b": {"max_steps": 4}, "d": {"max_steps": 5},
+         "c": {"batch_size": 1, "loop_steps": 1, "title": "Koch convnet 105x105 Omniglot, batch 1"}}
 
 
 # ------------------------------------------------------------------------------ the peak
@@ -252,7 +255,8 @@ def timed(fn, *args):
 def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | None,
              peak_seconds: float, with_ablation: bool = False) -> dict:
   """Everything one case reports (runs in the case's own process)."""
-  peaks = [matmul_peak(seconds=peak_seconds)]
+  sizes = (512, 1024) if peak_seconds < 0.1 else (512, 1024, 2048)
+  peaks = [matmul_peak(sizes, seconds=peak_seconds)]
   images, labels, num_classes, source = load_data(case.data)
   config = case_config(case)
   spec = train.loss_spec_from_config(config)
@@ -276,16 +280,16 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
   batch = train.sample_batch(jax.random.key(0), data, batch_spec)
   flops = analytic_flops(state.params, lambda p: train.compute_loss(
       p, state.apply_fn, batch, jax.random.key(1), spec)[0])
-  one_step = train.make_train_epoch(spec, batch_spec, 1, mesh).lower(
-      fresh_state(), data, jax.random.key(1)).compile()
-  flops["hlo_dot_conv"] = hlo_dot_conv_flops(one_step.as_text())
-  flops["xla_cost_analysis"] = _cost_flops(one_step)
 
   # The fused epoch: compile, first epoch, steady state.
   epoch_fn = train.make_train_epoch(spec, batch_spec, steps, mesh)
   start = time.perf_counter()
   epoch = epoch_fn.lower(state, data, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - start
+  one_step = epoch if steps == 1 else train.make_train_epoch(spec, batch_spec, 1, mesh).lower(
+      fresh_state(), data, jax.random.key(1)).compile()
+  flops["hlo_dot_conv"] = hlo_dot_conv_flops(one_step.as_text())
+  flops["xla_cost_analysis"] = _cost_flops(one_step)
   (state, _), first_run_s = timed(epoch, state, data, jax.random.key(1))
   calls = max(1, math.ceil(min_seconds / first_run_s))
   epoch_times = [first_run_s] if case.fused_repeats == 0 else []
@@ -327,7 +331,8 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
 
   ablation_ms = (ablation(case, data, batch_spec, steps, repeats)
                  if with_ablation and case.data == "fashion_mnist" else None)
-  peaks.append(matmul_peak(seconds=peak_seconds))
+  if peak_seconds >= 0.1:  # not in --quick
+    peaks.append(matmul_peak(sizes, seconds=peak_seconds))
   best_epoch, median_epoch = min(epoch_times), statistics.median(epoch_times)
   return {
       "case": case.name, "title": case.title, "data": source, "examples_per_step": examples,
