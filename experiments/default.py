@@ -23,6 +23,9 @@ Keys (override any with ``--config.<section>.<key>=value``):
                              (None: training images // batch_size), train.classes_per_batch and
                              train.samples_per_class (P x K batches for triplet).
   train.steps_per_call       steps fused into one compiled call (progress is shown between calls).
+  train.unroll               auto | always | never: unroll the steps of a call (no loop in the
+                             program); auto = convolutional encoders on CPU, where XLA runs conv
+                             gradients inside loops on a slow path (jax-ml/jax#12868).
   train.pair_source          balanced | two_source (second image: an inverted, warped view, for
                              two-tower experiments with model.shared_weights=False).
   train.augment              random rotation and shift of every training image (Koch et al.).
@@ -81,6 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.classes_per_batch = 8
   config.train.samples_per_class = 4
   config.train.steps_per_call = 100
+  config.train.unroll = "auto"
   config.train.pair_source = "balanced"
   config.train.augment = False
   config.train.resume = True

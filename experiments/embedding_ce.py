@@ -13,4 +13,5 @@ def get_config():
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.train.epochs = 10
+  config.train.steps_per_call = 8  # unrolled on CPU (train.unroll="auto"): compile time grows with it
   return config

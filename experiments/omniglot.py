@@ -22,4 +22,5 @@ def get_config():
   config.optimizer.learning_rate = 1e-3
   config.train.epochs = 10
   config.train.batch_size = 64
+  config.train.steps_per_call = 8  # unrolled on CPU (train.unroll="auto"): compile time grows with it
   return config

@@ -41,7 +41,7 @@ FULL = {
     "optimizer": {"train.epochs": 5},
     "margin": {"train.epochs": 5},
     "table": {"train.epochs": 5},
-    "omniglot": {"train.epochs": 3},
+    "omniglot": {"train.epochs": 25},
 }
 FULL_DEFAULT = {"train.epochs": 10}
 QUICK = {"train.epochs": 1, "train.steps_per_epoch": 8, "train.steps_per_call": 8,

@@ -74,6 +74,7 @@ def validate(config) -> None:
            "train.samples_per_class must be at least 2 for triplet mining (an anchor needs a "
            "positive)")
   _choice(config.train.pair_source, ("balanced", "two_source"), "train.pair_source")
+  _choice(config.train.unroll, train.UNROLL_SETTINGS, "train.unroll")
   _require(config.train.pair_source == "balanced" or pair_loss,
            "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
   _positive(config.eval.pairs, "eval.pairs", int)

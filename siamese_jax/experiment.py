@@ -195,7 +195,9 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
       _write_lines_atomically(workdir / "metrics.jsonl", [json.dumps(h) for h in history])
     _say(f"resuming from {workdir / 'checkpoints'} at epoch {start_epoch} (step {int(state.step)})")
 
-  run_chunk = train.make_train_epoch(loss_spec, batch_spec, steps_per_call, mesh)
+  run_chunk = train.make_train_epoch(
+      loss_spec, batch_spec, steps_per_call, mesh,
+      unroll=train.unroll_steps(config.train.unroll, config.model.encoder))
   embed = make_embed_fn(state)
   plot_images = test_set.images[:config.eval.plot_points]
   plot_labels = test_set.labels[:config.eval.plot_points]

@@ -16,6 +16,7 @@ from siamese_jax import distances
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
 ENCODERS = ("keras_mlp", "mlp_2d", "mlp", "embedding_net", "koch", "koch28", "convnet4")
+CONVOLUTIONAL_ENCODERS = ("embedding_net", "koch", "koch28", "convnet4")
 HEADS = ("distance", "abs_diff", "concat", "subtract", "classifier")
 
 

@@ -251,8 +251,27 @@ def make_train_step(spec: LossSpec, mesh: Mesh):
   return jax.jit(step, donate_argnums=0)
 
 
-def make_train_epoch(spec: LossSpec, batch_spec: BatchSpec, steps: int, mesh: Mesh):
-  """``epoch(state, data, key) -> (state, metrics [steps])``: ``steps`` steps in one scan.
+UNROLL_SETTINGS = ("auto", "always", "never")
+
+
+def unroll_steps(setting: str, encoder: str, backend: str | None = None) -> bool:
+  """Whether the ``steps`` of a compiled call are unrolled into straight-line code.
+
+  ``"auto"`` unrolls for convolutional encoders on CPU only: inside a loop body XLA:CPU runs
+  the weight-gradient convolutions on a slow generic path (jax-ml/jax#12868; 6x slower for
+  ``experiments/omniglot.py``, 36x for the Koch convnet, see benchmarks/README.md), while
+  unrolled they take its fast path. Unrolling costs compile time that grows with the steps
+  per call, so keep ``train.steps_per_call`` small (about 8) for such configs.
+  """
+  if setting == "auto":
+    return (backend or jax.default_backend()) == "cpu" and encoder in models.CONVOLUTIONAL_ENCODERS
+  return setting == "always"
+
+
+def make_train_epoch(spec: LossSpec, batch_spec: BatchSpec, steps: int, mesh: Mesh,
+                     unroll: bool = False):
+  """``epoch(state, data, key) -> (state, metrics [steps])``: ``steps`` steps in one scan
+  (``unroll=True``: the same steps unrolled, no loop in the compiled program).
 
   Step ``i`` uses ``fold_in(key, i)`` split into a batch key and a dropout key, so an epoch is
   reproducible from its key whatever the number of devices.
@@ -264,7 +283,7 @@ def make_train_epoch(spec: LossSpec, batch_spec: BatchSpec, steps: int, mesh: Me
       batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, step_index))
       batch = shard_batch(sample_batch(batch_key, data, batch_spec), mesh)
       return train_step(state, batch, dropout_key, spec)
-    return jax.lax.scan(body, state, jnp.arange(steps))
+    return jax.lax.scan(body, state, jnp.arange(steps), unroll=steps if unroll else 1)
 
   return jax.jit(epoch, donate_argnums=0)
 

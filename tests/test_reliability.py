@@ -169,6 +169,7 @@ BAD_CONFIGS = [
     ("loss.name", "arcface", "loss.name='arcface' is not known"),
     ("train.batch_size", 0, "train.batch_size=0 must be a positive number"),
     ("data.name", "cifar10", "data.name='cifar10' is not known"),
+    ("train.unroll", "yes", "train.unroll='yes' is not known; choose one of auto, always, never"),
     ("model.dropout_rates", (1.5, 0.0, 0.0), "model.dropout_rates[0]=1.5 must be in [0, 1)"),
 ]
 

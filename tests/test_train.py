@@ -123,6 +123,34 @@ def test_fused_epoch_equals_loop_of_jit_steps():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_unrolled_epoch_equals_scanned_epoch_for_a_convnet():
+  mesh = train.make_mesh()
+  images, labels = synthetic_data()
+  images = images.repeat(3, axis=1).repeat(3, axis=2)  # 18 x 18: four 2x2 pools leave 1 x 1
+  data = train.device_data(images, labels, 3, mesh)
+  spec, batch_spec, key = train.LossSpec(), train.BatchSpec(kind="pairs", batch_size=4), jax.random.key(2)
+  config = model_config(encoder="convnet4", filters=8, embedding_dim=3)
+  results = [train.make_train_epoch(spec, batch_spec, 3, mesh, unroll=unroll)(
+      make_state(config, (18, 18, 1), optimizer="sgd", lr=0.1), data, key)
+      for unroll in (False, True)]  # sgd: Adam would magnify the rounding noise of the
+  # zero gradients of the conv biases before GroupNorm
+  (scanned, scanned_metrics), (unrolled, unrolled_metrics) = results
+  np.testing.assert_allclose(unrolled_metrics["loss"], scanned_metrics["loss"], rtol=1e-5)
+  assert not np.allclose(scanned_metrics["loss"][0], scanned_metrics["loss"][-1])  # it trained
+  for a, b in zip(jax.tree_util.tree_leaves(unrolled.params),
+                  jax.tree_util.tree_leaves(scanned.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("setting,encoder,backend,expected", [
+    ("auto", "convnet4", "cpu", True), ("auto", "koch", "cpu", True),
+    ("auto", "convnet4", "gpu", False), ("auto", "convnet4", "tpu", False),
+    ("auto", "keras_mlp", "cpu", False), ("always", "keras_mlp", "tpu", True),
+    ("never", "convnet4", "cpu", False)])
+def test_unroll_setting(setting, encoder, backend, expected):
+  assert train.unroll_steps(setting, encoder, backend) is expected
+
+
 def test_optimizers_and_schedules_by_name():
   for name in train.OPTIMIZERS:
     for schedule in train.SCHEDULES:
