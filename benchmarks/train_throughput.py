@@ -1,6 +1,6 @@
 """Training throughput against the machine's measured float32 matmul peak (cases a-d).
 
-    .venv/bin/python benchmarks/train_throughput.py               # a-d: ~25 min, 19 GB (case c)
+    .venv/bin/python benchmarks/train_throughput.py               # a-d
     .venv/bin/python benchmarks/train_throughput.py --quick       # smoke test, under a minute
     .venv/bin/python benchmarks/train_throughput.py --cases a,b --repeats 5 --profile /tmp/prof
 
@@ -14,11 +14,13 @@ Cases (the project's experiment configs; data read from the official files, no T
      abs_diff head and pair BCE, as Koch et al. (2015); Adam
   d  triplet batch-hard, P x K = 32 x 4 = 128 anchors: experiments/triplet.py (the same MLP) on
      Omniglot small1 at 28 x 28 (136 characters; Fashion-MNIST has only 10 classes)
-Case c's fused epoch is one step long: inside a loop body (lax.scan / while) XLA:CPU leaves the
-weight-gradient convolutions in a layout its fast convolution paths do not take (jax-ml/jax
-#12868); one step then takes ~20 min and ~19 GB on 2 cores, the plain jit step ~30 s.
+Case c's fused epoch is 1 step, unrolled (train.unroll="auto", as main.py runs convnets on CPU):
+inside a loop body (lax.scan / while) XLA:CPU leaves the weight-gradient convolutions in a layout
+its fast convolution paths do not take (jax-ml/jax#12868); one scanned step took ~20 min and
+~19 GB on 2 cores, a plain jit step ~30 s.
 Each case runs in its own subprocess (so that its peak RSS is its own) and reports:
-  compile      s to trace, lower and compile the fused epoch (train.make_train_epoch: one scan)
+  compile      s to trace, lower and compile the fused epoch (train.make_train_epoch: one scan,
+               or its steps unrolled where train.unroll_steps says so)
   first epoch  s of compile + the first epoch call, as a run sees it
   steady       pairs (anchors for d) per second of the fused epoch: best and median of --repeats
                epochs, each repeated to last at least --min_seconds
@@ -87,7 +89,7 @@ CASES = {
     "c": Case("c", "Koch convnet 105x105 Omniglot, batch 128", "omniglot", "omniglot105", 128,
               overrides=(("model.encoder", "koch"), ("model.embedding_dim", None),
                          ("model.head", "abs_diff"), ("loss.name", "bce"),
-                         ("data.image_size", 105)), max_steps=1, fused_repeats=0, loop_steps=2),
+                         ("data.image_size", 105)), max_steps=1, fused_repeats=1, loop_steps=2),
     "d": Case("d", "triplet batch-hard, P x K = 32 x 4", "triplet", "omniglot28",
               classes_per_batch=32, samples_per_class=4),
 }
@@ -282,11 +284,12 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
       p, state.apply_fn, batch, jax.random.key(1), spec)[0])
 
   # The fused epoch: compile, first epoch, steady state.
-  epoch_fn = train.make_train_epoch(spec, batch_spec, steps, mesh)
+  unroll = train.unroll_steps(config.train.unroll, config.model.encoder)  # as main.py does
+  epoch_fn = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll)
   start = time.perf_counter()
   epoch = epoch_fn.lower(state, data, jax.random.key(0)).compile()
   compile_s = time.perf_counter() - start
-  one_step = epoch if steps == 1 else train.make_train_epoch(spec, batch_spec, 1, mesh).lower(
+  one_step = epoch if steps == 1 else train.make_train_epoch(spec, batch_spec, 1, mesh, unroll=unroll).lower(
       fresh_state(), data, jax.random.key(1)).compile()
   flops["hlo_dot_conv"] = hlo_dot_conv_flops(one_step.as_text())
   flops["xla_cost_analysis"] = _cost_flops(one_step)
@@ -336,7 +339,7 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
   best_epoch, median_epoch = min(epoch_times), statistics.median(epoch_times)
   return {
       "case": case.name, "title": case.title, "data": source, "examples_per_step": examples,
-      "steps_per_epoch": steps, "image_shape": list(images.shape[1:]),
+      "steps_per_epoch": steps, "unrolled": unroll, "image_shape": list(images.shape[1:]),
       "config": json.loads(config.to_json_best_effort()),
       "compile_s": compile_s, "first_epoch_s": compile_s + first_run_s,
       "epoch_s_best": best_epoch, "epoch_s_median": median_epoch, "epoch_calls": calls,

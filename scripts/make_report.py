@@ -225,8 +225,12 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
     a, b = m("no_input_dropout", "accuracy_tuned"), m("input_dropout_0.2", "accuracy_tuned")
     spread = max(np.std(stats["no_input_dropout"]["accuracy_tuned"]),
                  np.std(stats["input_dropout_0.2"]["accuracy_tuned"]))
-    return a - b > max(2 * spread, 0.002), (
-        f"without first-layer dropout {_pct(a)}, with dropout 0.2 on the inputs {_pct(b)}")
+    reproduced = a - b > max(2 * spread, 0.002)
+    why = "" if reproduced else (
+        f"; the gap of {100 * (a - b):.1f} points is not larger than twice the spread over seeds "
+        f"({200 * spread:.1f} points): seed 000 compared single runs")
+    return reproduced, (
+        f"without first-layer dropout {_pct(a)}, with dropout 0.2 on the inputs {_pct(b)}{why}")
   if key == "learning_rate":
     accuracies = {arm.name: m(arm.name) for arm in finding.arms}
     best = max(accuracies, key=accuracies.get)
@@ -259,13 +263,20 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
                            for arm in finding.arms)
   if key == "towers":
     a, b = m("shared", "accuracy_tuned"), m("separate", "accuracy_tuned")
-    return b >= 0.75, f"shared weights {_pct(a)}, separate weights {_pct(b)} on image vs inverted-view pairs"
+    why = "" if b >= 0.75 else (
+        "; neither arm learns to match an image with its inverted, warped view in these runs "
+        f"(ROC AUC {_pct(m('shared', 'roc_auc'))} and {_pct(m('separate', 'roc_auc'))}), so the "
+        "test cannot show the benefit seed 002 describes for inputs of different types")
+    return b >= 0.75, (f"shared weights {_pct(a)}, separate weights {_pct(b)} on image vs "
+                       f"inverted-view pairs{why}")
   if key == "omniglot":
     best = max((arm.name for arm in finding.arms), key=lambda n: m(n, "oneshot_20way"))
     pixels = m("raw pixels", "oneshot_20way")
     return m(best, "oneshot_20way") > pixels, (
         f"best 20-way one-shot {_pct(m(best, 'oneshot_20way'))} ({best}) vs raw pixels "
-        f"{_pct(pixels)}; chance 5 %")
+        f"{_pct(pixels)}; chance 5 %. Koch et al. report 92 % 20-way with a 105 x 105 convnet "
+        "trained on many more alphabets and for far longer; here a 4-block convnet "
+        "at 28 x 28 trains on small1 (5 alphabets, 2,720 drawings) for minutes on 2 CPU cores")
   return None, ""
 
 
