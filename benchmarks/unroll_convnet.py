@@ -1,0 +1,66 @@
+"""Convnet steps on CPU: scanned vs unrolled vs a plain jit step from a Python loop.
+
+    .venv/bin/python benchmarks/unroll_convnet.py [--steps 8]
+
+The step is experiments/omniglot.py's (convnet4 width 32 at 28 x 28, contrastive, Adam, batch 64
+pairs) on random uint8 images (2,720, 136 classes, as Omniglot small1). It prints the first call
+(compile included) and the ms per step afterwards of: ``train.make_train_epoch`` with the steps in
+a ``lax.scan`` (``unroll=False``), the same steps unrolled (``unroll=True``, what
+``train.unroll="auto"`` picks for convnets on CPU), and ``train.make_train_step`` called from a
+Python loop. XLA:CPU runs conv weight gradients inside a loop body on a slow path
+(jax-ml/jax#12868), which the unrolled program avoids.
+"""
+
+import argparse
+import pathlib
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments import omniglot  # noqa: E402
+from siamese_jax import experiment, models, train  # noqa: E402
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--steps", type=int, default=8, help="steps per compiled call")
+  steps = parser.parse_args().steps
+  config = omniglot.get_config()
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (2720, 28, 28, 1), dtype=np.uint8)
+  labels = np.repeat(np.arange(136), 20)
+  mesh = train.make_mesh()
+  data = train.device_data(images, labels, 136, mesh)
+  spec = train.loss_spec_from_config(config)
+  batch_spec = experiment.batch_spec_from_config(config, spec)
+  model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
+  fresh = lambda: train.put_replicated(
+      train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
+  key = jax.random.key(1)
+  print(f"{jax.devices()}; {steps} steps of batch {batch_spec.examples} pairs per call")
+  for name, unroll in (("unrolled", True), ("scan", False)):
+    epoch, state = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll), fresh()
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(epoch(state, data, key))
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    state, _ = jax.block_until_ready(epoch(state, data, key))
+    print(f"{name:>9}: first call {first:.2f} s, then {(time.perf_counter() - start) / steps * 1e3:.1f} ms/step")
+  step, state = train.make_train_step(spec, mesh), fresh()
+  draw = jax.jit(lambda k: train.sample_batch(k, data, batch_spec))
+  start = time.perf_counter()
+  state, _ = jax.block_until_ready(step(state, draw(key), key))
+  first = time.perf_counter() - start
+  start = time.perf_counter()
+  for i in range(steps):
+    state, _ = step(state, draw(jax.random.fold_in(key, i)), key)
+  jax.block_until_ready(state)
+  print(f"{'jit loop':>9}: first call {first:.2f} s, then {(time.perf_counter() - start) / steps * 1e3:.1f} ms/step")
+
+
+if __name__ == "__main__":
+  main()
