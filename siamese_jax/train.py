@@ -258,7 +258,7 @@ def unroll_steps(setting: str, encoder: str, backend: str | None = None) -> bool
   """Whether the ``steps`` of a compiled call are unrolled into straight-line code.
 
   ``"auto"`` unrolls for convolutional encoders on CPU only: inside a loop body XLA:CPU runs
-  the weight-gradient convolutions on a slow generic path (jax-ml/jax#12868; 6x slower for
+  the weight-gradient convolutions on a slow generic path (jax-ml/jax#12868; about 6x slower for
   ``experiments/omniglot.py``, 36x for the Koch convnet, see benchmarks/README.md), while
   unrolled they take its fast path. Unrolling costs compile time that grows with the steps
   per call, so keep ``train.steps_per_call`` small (about 8) for such configs.
