@@ -130,10 +130,11 @@ def test_unrolled_epoch_equals_scanned_epoch_for_a_convnet():
   data = train.device_data(images, labels, 3, mesh)
   spec, batch_spec, key = train.LossSpec(), train.BatchSpec(kind="pairs", batch_size=4), jax.random.key(2)
   config = model_config(encoder="convnet4", filters=8, embedding_dim=3)
+  # SGD: Adam would magnify the rounding noise in the zero gradients of the conv biases that
+  # GroupNorm cancels.
   results = [train.make_train_epoch(spec, batch_spec, 3, mesh, unroll=unroll)(
       make_state(config, (18, 18, 1), optimizer="sgd", lr=0.1), data, key)
-      for unroll in (False, True)]  # sgd: Adam would magnify the rounding noise of the
-  # zero gradients of the conv biases before GroupNorm
+      for unroll in (False, True)]
   (scanned, scanned_metrics), (unrolled, unrolled_metrics) = results
   np.testing.assert_allclose(unrolled_metrics["loss"], scanned_metrics["loss"], rtol=1e-5)
   assert not np.allclose(scanned_metrics["loss"][0], scanned_metrics["loss"][-1])  # it trained
