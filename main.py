@@ -28,8 +28,18 @@ from ml_collections import config_flags  # noqa: E402
 
 from experiments import default as default_config  # noqa: E402
 
-__doc__ += "\nConfig keys and their meaning (experiments/default.py):\n" + default_config.__doc__.split(
-    "\n", 2)[2]
+
+
+def _config_help() -> str:
+  """Every declared key with its default, meaning and (for names) the accepted choices."""
+  from siamese_jax import config_checks  # the tables that resolve names
+  choices = config_checks.choices()
+  lines = ["", "Config keys (experiments/default.py; override with --config.<key>=value):"]
+  for key in default_config.KEYS:
+    value = key.default.get() if hasattr(key.default, "get") else key.default
+    text = key.help + (f"; one of {', '.join(choices[key.path])}" if key.path in choices else "")
+    lines.append(f"  {key.path:<28} {value!s:<16} {text}")
+  return "\n".join(lines)
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -66,6 +76,9 @@ def main(argv):
           experiment.TrainingDiverged) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
+  except experiment.Preempted as stop:
+    print(f"preempted: {stop}", file=sys.stderr)
+    return 0
   except KeyboardInterrupt:
     print(f"\ninterrupted: finished epochs are checkpointed in {workdir}; rerun the same "
           "command to resume", file=sys.stderr)
@@ -76,6 +89,8 @@ def main(argv):
 def _parse_flags(argv):
   """absl flag parsing, with a one-line error for bad flags and config overrides."""
   if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in argv[1:]):
+    global __doc__
+    __doc__ += _config_help()
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
   try:
     return FLAGS(argv)

@@ -3,8 +3,8 @@
 from experiments import default
 
 
-def get_config():
+def get_config(arg=None):
   config = default.get_config()
   config.model.head = "abs_diff"
   config.loss.name = "bce"
-  return config
+  return default.with_variant(config, arg)

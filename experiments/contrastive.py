@@ -4,5 +4,5 @@ contrastive loss with margin 1, RMSprop, 20 epochs, MNIST (the embedded sample o
 from experiments import default
 
 
-def get_config():
-  return default.get_config()
+def get_config(arg=None):
+  return default.get_config(arg)

@@ -1,101 +1,149 @@
-"""Defaults shared by every experiment; an experiment config changes only what differs.
+"""Defaults shared by every experiment: every config key the code reads, declared once.
 
-Keys (override any with ``--config.<section>.<key>=value``):
-  seed                       PRNG seed for init, sampling and dropout.
-  data.name                  mnist | fashion_mnist | omniglot.
-  data.dir                   folder with the official files (IDX or Omniglot zips); None: search.
-  data.tfds_data_dir         tfds data folder (None: $TFDS_DATA_DIR or ~/tensorflow_datasets).
-  data.image_size            resize to this size (None: keep 28 or 105).
-  data.train_split / test_split   which splits to train on and to evaluate on.
-  model.encoder              keras_mlp | mlp_2d | mlp | embedding_net | koch | koch28 | convnet4.
-  model.head                 distance | abs_diff | concat | subtract | classifier.
-  model.distance             euclidean | squared_euclidean | l1 | cosine.
-  model.embedding_dim        output size of the encoder (None: the encoder's own default).
-  model.features / dropout_rates / input_dropout   layers of the "mlp" encoder.
-  model.shared_weights       False: two towers with separate weights.
-  loss.name                  contrastive | bce | triplet | cross_entropy.
-  loss.margin                contrastive and triplet margin.
-  loss.mining                batch_all | batch_hard | semi_hard (triplet).
-  loss.threshold             distance below which a pair is called "same".
-  optimizer.name             sgd | momentum | adam | rmsprop; optimizer.learning_rate > 0.
-  optimizer.schedule         constant | cosine | warmup_cosine (optimizer.warmup_steps).
-  train.epochs, train.batch_size (pairs or examples per step), train.steps_per_epoch
-                             (None: training images // batch_size), train.classes_per_batch and
-                             train.samples_per_class (P x K batches for triplet).
-  train.steps_per_call       steps fused into one compiled call (progress is shown between calls).
-  train.unroll               auto | always | never: unroll the steps of a call (no loop in the
-                             program); auto = convolutional encoders on CPU, where XLA runs conv
-                             gradients inside loops on a slow path (jax-ml/jax#12868).
-  train.pair_source          balanced | two_source (second image: an inverted, warped view, for
-                             two-tower experiments with model.shared_weights=False).
-  train.augment              random rotation and shift of every training image (Koch et al.).
-  train.resume               continue from the workdir's last checkpoint if there is one.
-  train.overwrite            allow a workdir that holds a run of another config.
-  train.checkpoints_to_keep  the last N checkpoints kept (the best one is kept too).
-  eval.pairs                 test pairs drawn (the same every epoch) for pair accuracy.
-  eval.plot_points           test images embedded for the latent-space plots.
-  plots.latent / plots.animation   per-epoch latent plots and their GIF.
+``KEYS`` is the one declaration: each key with its default and what it means. ``get_config()``
+builds the ConfigDict from it, ``python main.py --help`` prints it (with the names each choice
+accepts, read from the tables that resolve them), and an experiment config changes only what
+differs. Values derived from others are ``FieldReference``s: ``loss.threshold`` follows
+``loss.margin`` unless it is set itself.
+
+Variants (big_vision's ``get_config(arg)``): ``experiments/<name>.py:tiny`` is the same config cut
+down to a run of seconds (a few steps of 32 per epoch), used by tests, the report's quick mode and
+benchmarks.
 """
+
+import dataclasses
+from typing import Any
 
 import ml_collections
 from ml_collections.config_dict import placeholder
 
 
-def get_config() -> ml_collections.ConfigDict:
+@dataclasses.dataclass(frozen=True)
+class Key:
+  """One config key: dotted ``path``, its ``default`` and a one-line ``help``. A ``default`` of
+  ``placeholder(type)`` is None but typed, so ``--config.<path>=value`` still parses."""
+  path: str
+  default: Any
+  help: str
+
+
+KEYS = (
+    Key("seed", 0, "PRNG seed for init, sampling, dropout and the validation split."),
+    # data
+    Key("data.name", "mnist", "dataset to train and test on"),
+    Key("data.dir", placeholder(str), "folder with the official files (IDX or Omniglot zips); "
+        "None: search the known places"),
+    Key("data.tfds_data_dir", placeholder(str), "tfds data folder (None: $TFDS_DATA_DIR or "
+        "~/tensorflow_datasets)"),
+    Key("data.image_size", placeholder(int), "resize images to this size (None: keep theirs)"),
+    Key("data.train_split", "train", "split to train on (its validation part is held out)"),
+    Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
+    Key("data.validation_fraction", 0.1, "fraction of the training split held out as "
+        "validation: it picks the best checkpoint and the tuned threshold"),
+    Key("data.validation_by", "auto", "hold out validation 'images' of every class or whole "
+        "'classes'; auto: classes where the test split has classes never trained on (Omniglot)"),
+    # model
+    Key("model.encoder", "keras_mlp", "the shared tower"),
+    Key("model.head", "distance", "how the two embeddings of a pair become a score"),
+    Key("model.distance", "euclidean", "distance between embeddings (distance head, triplet, "
+        "and how classifier embeddings are compared)"),
+    Key("model.embedding_dim", placeholder(int), "encoder output size (None: the encoder's own)"),
+    Key("model.features", (128, 128, 128), "layer widths of the 'mlp' encoder (last = output)"),
+    Key("model.dropout_rates", (0.1, 0.1, 0.0), "dropout after each 'mlp' layer"),
+    Key("model.input_dropout", 0.0, "dropout on the input pixels (keras_mlp, mlp)"),
+    Key("model.activation", "relu", "activation of the 'mlp' encoder"),
+    Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
+    Key("model.filters", 64, "convnet4 width (filters per block)"),
+    Key("model.shared_weights", True, "False: two towers with separate weights"),
+    Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
+    # loss
+    Key("loss.name", "contrastive", "training objective"),
+    Key("loss.margin", 1.0, "contrastive and triplet margin"),
+    Key("loss.mining", "batch_hard", "triplet mining over a P x K batch"),
+    Key("loss.threshold", None, "distance below which a pair is called 'same' before tuning "
+        "(default: loss.margin / 2)"),
+    # optimizer
+    Key("optimizer.name", "rmsprop", "optax optimiser"),
+    Key("optimizer.learning_rate", 1e-3, "peak learning rate (> 0)"),
+    Key("optimizer.schedule", "constant", "learning-rate schedule"),
+    Key("optimizer.momentum", 0.9, "momentum of the 'momentum' optimiser"),
+    Key("optimizer.warmup_steps", 0, "linear warm-up steps of 'warmup_cosine'"),
+    # train
+    Key("train.epochs", 20, "epochs to train"),
+    Key("train.batch_size", 128, "pairs or examples per step (triplet: P x K below)"),
+    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size"),
+    Key("train.classes_per_batch", 8, "P of a P x K triplet batch"),
+    Key("train.samples_per_class", 4, "K of a P x K triplet batch"),
+    Key("train.steps_per_call", 100, "steps fused into one compiled call (progress is shown, "
+        "and a preempted run checkpoints, between calls)"),
+    Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
+        "CPU, where XLA runs conv gradients in loops on a slow path (jax-ml/jax#12868)"),
+    Key("train.pair_source", "balanced", "'two_source': the second image is an inverted, warped "
+        "view (two-tower experiments with model.shared_weights=False)"),
+    Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),
+    Key("train.resume", True, "continue from the workdir's last checkpoint if there is one"),
+    Key("train.overwrite", False, "allow a workdir that holds a run of another config"),
+    Key("train.checkpoints_to_keep", 3, "the last N checkpoints kept (the best one is kept too)"),
+    # eval
+    Key("eval.pairs", 2000, "validation and test pairs drawn (the same every epoch)"),
+    Key("eval.plot_points", 2000, "test images embedded for the latent-space plots"),
+    # plots
+    Key("plots.latent", True, "per-epoch latent-space plots"),
+    Key("plots.animation", True, "their GIF"),
+)
+
+# The variant of a config for a run of seconds (tests, the report's quick mode, benchmarks).
+TINY = {"train.epochs": 2, "train.steps_per_epoch": 6, "train.steps_per_call": 3,
+        "train.batch_size": 32, "eval.pairs": 200, "eval.plot_points": 300}
+VARIANTS = {"tiny": TINY}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The defaults of every key (``arg``: a variant name, see VARIANTS)."""
   config = ml_collections.ConfigDict()
-  config.seed = 0
+  for key in KEYS:
+    *sections, name = key.path.split(".")
+    node = config
+    for section in sections:
+      if section not in node:
+        node[section] = ml_collections.ConfigDict()
+      node = node[section]
+    node[name] = key.default
+  config.loss.threshold = config.loss.get_ref("margin") * 0.5
+  return with_variant(config, arg)
 
-  config.data = ml_collections.ConfigDict()
-  config.data.name = "mnist"
-  config.data.dir = placeholder(str)
-  config.data.tfds_data_dir = placeholder(str)
-  config.data.image_size = placeholder(int)
-  config.data.train_split = "train"
-  config.data.test_split = "test"
 
-  config.model = ml_collections.ConfigDict()
-  config.model.encoder = "keras_mlp"
-  config.model.head = "distance"
-  config.model.distance = "euclidean"
-  config.model.embedding_dim = placeholder(int)
-  config.model.features = (128, 128, 128)
-  config.model.dropout_rates = (0.1, 0.1, 0.0)
-  config.model.input_dropout = 0.0
-  config.model.shared_weights = True
-  config.model.num_classes = placeholder(int)
+def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """``config`` changed as variant ``arg`` says (None: unchanged). Every experiment's
+  ``get_config(arg)`` ends with it, so ``experiments/<name>.py:tiny`` works for all."""
+  if arg is None or arg == "":
+    return config
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)} "
+                     "(e.g. experiments/contrastive.py:tiny)")
+  return override(config, VARIANTS[arg])
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.name = "contrastive"
-  config.loss.margin = 1.0
-  config.loss.mining = "batch_hard"
-  config.loss.threshold = 0.5
 
-  config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = "rmsprop"
-  config.optimizer.learning_rate = 1e-3
-  config.optimizer.schedule = "constant"
-  config.optimizer.momentum = 0.9
-  config.optimizer.warmup_steps = 0
-
-  config.train = ml_collections.ConfigDict()
-  config.train.epochs = 20
-  config.train.batch_size = 128
-  config.train.steps_per_epoch = placeholder(int)
-  config.train.classes_per_batch = 8
-  config.train.samples_per_class = 4
-  config.train.steps_per_call = 100
-  config.train.unroll = "auto"
-  config.train.pair_source = "balanced"
-  config.train.augment = False
-  config.train.resume = True
-  config.train.overwrite = False
-  config.train.checkpoints_to_keep = 3
-
-  config.eval = ml_collections.ConfigDict()
-  config.eval.pairs = 2000
-  config.eval.plot_points = 2000
-
-  config.plots = ml_collections.ConfigDict()
-  config.plots.latent = True
-  config.plots.animation = True
+def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """Sets ``{"section.key": value}`` on ``config`` through its locked form, so a misspelt key
+  raises (a KeyError naming it) instead of adding a new key. Returns ``config``."""
+  was_locked = config.is_locked
+  config.lock()
+  try:
+    for path, value in changes.items():
+      *sections, name = path.split(".")
+      node = config
+      for section in sections:
+        node = node[section]
+      if name not in node:
+        raise KeyError(f"unknown config key {path!r}")
+      node[name] = value
+  finally:
+    if not was_locked:
+      config.unlock()
   return config
+
+
+def declared_paths() -> tuple[str, ...]:
+  """Every declared key, dotted (``model.encoder``, ...)."""
+  return tuple(key.path for key in KEYS)

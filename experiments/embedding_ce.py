@@ -3,7 +3,7 @@
 from experiments import default
 
 
-def get_config():
+def get_config(arg=None):
   config = default.get_config()
   config.model.encoder = "embedding_net"
   config.model.embedding_dim = 2
@@ -14,4 +14,4 @@ def get_config():
   config.optimizer.learning_rate = 1e-3
   config.train.epochs = 10
   config.train.steps_per_call = 8  # unrolled on CPU (train.unroll="auto"): compile time grows with it
-  return config
+  return default.with_variant(config, arg)

@@ -16,7 +16,9 @@ import orbax.checkpoint as ocp
 from siamese_jax import models, train
 from siamese_jax.train import TrainState
 
-BEST_METRIC = "test_accuracy"
+# The best checkpoint is the one with the highest ROC AUC on validation pairs (held out of the
+# training split), never a test-split figure.
+BEST_METRIC = "val_roc_auc"
 
 
 class CheckpointError(ValueError):
@@ -24,8 +26,9 @@ class CheckpointError(ValueError):
 
 
 def make_manager(directory: str, keep_last: int = 3) -> ocp.CheckpointManager:
-  """A manager in ``directory`` that keeps the ``keep_last`` latest steps and the best one
-  (highest ``test_accuracy`` among those saved with metrics)."""
+  """A manager in ``directory`` that keeps the ``keep_last`` latest checkpoints and the best one
+  (highest BEST_METRIC among those saved with metrics). Checkpoints are numbered by the global
+  optimiser step: an epoch's is ``epoch * steps_per_epoch``, a preempted run's any step."""
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=keep_last),
       ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
@@ -40,23 +43,24 @@ def _savable(state: TrainState) -> dict:
   return {"params": state.params, "opt_state": state.opt_state, "step": state.step}
 
 
-def save(manager: ocp.CheckpointManager, state: TrainState, epoch: int, metrics: dict,
+def save(manager: ocp.CheckpointManager, state: TrainState, metrics: dict | None,
          progress: dict) -> None:
-  """Saves ``state`` as checkpoint ``epoch``; ``metrics`` rank it, ``progress`` (JSON) is
-  what the run needs to continue (epoch, history, elapsed time)."""
+  """Saves ``state`` as checkpoint ``state.step``; ``metrics`` rank it (None: a mid-epoch
+  checkpoint, never "best"), ``progress`` (JSON) is what the run needs to continue (epoch,
+  the next call of that epoch, history, elapsed time)."""
   args = ocp.args.Composite(state=ocp.args.StandardSave(_savable(state)),
                             progress=ocp.args.JsonSave(progress))
-  manager.save(epoch, args=args, metrics=metrics, force=True)
+  manager.save(int(jax.device_get(state.step)), args=args, metrics=metrics, force=True)
   manager.wait_until_finished()
 
 
-def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None = None,
+def restore(manager: ocp.CheckpointManager, state: TrainState, step: int | None = None,
             fix: str = "use the config it was trained with, or another --workdir"):
-  """(state, progress) of checkpoint ``epoch`` (default: the latest), into ``state``'s layout.
+  """(state, progress) of checkpoint ``step`` (default: the latest), into ``state``'s layout.
 
   A checkpoint of another model raises CheckpointError; ``fix`` is what its message tells
   the user to do."""
-  epoch = manager.latest_step() if epoch is None else epoch
+  epoch = manager.latest_step() if step is None else step
   target = _savable(state)
   try:
     restored = manager.restore(epoch, args=ocp.args.Composite(
@@ -74,6 +78,17 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, epoch: int | None
 
 # Native image sizes, for runs whose config.json and summary.json do not say which size trained.
 NATIVE_IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "omniglot": 105}
+
+
+def epoch_steps(manager: ocp.CheckpointManager) -> dict[int, int]:
+  """{epoch: step} of the end-of-epoch checkpoints in ``manager`` (not a preempted run's)."""
+  found = {}
+  for step in manager.all_steps():
+    progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    progress = progress["progress"]
+    if not progress.get("next_call"):
+      found[int(progress["epoch"])] = step
+  return found
 
 
 def _read_json(path: pathlib.Path, what_to_do: str):
@@ -95,12 +110,12 @@ def _as_tuples(value):
 
 def _image_shape(config, summary: dict) -> tuple[int, int, int]:
   """(H, W, C) the run trained on: data.image_size, else summary.json, else the native size."""
-  if config.data.get("image_size"):
+  if config.data.image_size:
     return (config.data.image_size, config.data.image_size, 1)
   train_shape = summary.get("data", {}).get("train_shape")
   if train_shape and len(train_shape) == 4:
     return tuple(int(n) for n in train_shape[1:])
-  size = NATIVE_IMAGE_SIZES.get(config.data.get("name"), 28)
+  size = NATIVE_IMAGE_SIZES.get(config.data.name, 28)
   return (size, size, 1)
 
 
@@ -148,7 +163,27 @@ def _read_run_config(workdir: pathlib.Path) -> tuple[ml_collections.ConfigDict, 
     raise CheckpointError(f"{config_path} has no model section; {PASS_A_RUN}")
   summary_path = workdir / "summary.json"
   summary = _read_json(summary_path, f"delete it or {PASS_A_RUN}") if summary_path.is_file() else {}
-  return ml_collections.ConfigDict(_as_tuples(saved)), summary
+  return _onto_defaults(_as_tuples(saved), config_path), summary
+
+
+def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDict:
+  """The declared defaults (experiments/default.py) updated with a saved config's values, so a
+  run saved before a key was declared reads back with that key's default."""
+  from experiments import default
+  config = default.get_config()
+  flat = {}
+
+  def flatten(prefix, node):
+    for key, value in node.items():
+      if isinstance(value, dict):
+        flatten(f"{prefix}{key}.", value)
+      else:
+        flat[f"{prefix}{key}"] = value
+  flatten("", saved)
+  unknown = [path for path in flat if path not in default.declared_paths()]
+  if unknown:
+    raise CheckpointError(f"{where}: unknown config keys {', '.join(sorted(unknown))}; {PASS_A_RUN}")
+  return default.override(config, flat)
 
 
 def _abstract_state(config, summary: dict, where: pathlib.Path) -> TrainState:
@@ -171,9 +206,9 @@ def _abstract_state(config, summary: dict, where: pathlib.Path) -> TrainState:
 def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.ConfigDict, TrainState]:
   """(config, state) of the training run in ``workdir``, for evaluation.
 
-  The model is rebuilt from ``workdir/config.json`` (lists read back as tuples) and its
-  parameters restored from the LATEST checkpoint in ``workdir/checkpoints`` (not the "best",
-  which was chosen on test data), or from checkpoint ``epoch``. Images are [H, W, C] of
+  The model is rebuilt from ``workdir/config.json`` (lists read back as tuples, undeclared keys
+  refused, keys it lacks at their defaults) and its parameters restored from the latest
+  end-of-epoch checkpoint in ``workdir/checkpoints``, or from that of ``epoch``. Images are [H, W, C] of
   data.image_size, else summary.json's data.train_shape, else 28 (MNIST) or 105 (Omniglot);
   the returned config's data.image_size is set to that size.
   ``state.tx`` is rebuilt from config.optimizer only so that the optimiser state restores; its
@@ -191,25 +226,26 @@ def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.Conf
     raise no_checkpoints
   manager = _reader(checkpoint_dir)
   try:
-    steps = sorted(manager.all_steps())
-    if not steps:
+    epochs = epoch_steps(manager)
+    if not epochs:
       raise no_checkpoints
-    epoch = steps[-1] if epoch is None else epoch
-    if epoch not in steps:
+    epoch = max(epochs) if epoch is None else epoch
+    if epoch not in epochs:
       raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
-                            f"{', '.join(map(str, steps))} (or no epoch: the latest)")
-    saved = _saved_param_shapes(manager, epoch)
-    if config.model.get("head") == "classifier" and not config.model.get("num_classes"):
-      # train_and_evaluate fills num_classes in after config.json is written.
+                            f"{', '.join(map(str, sorted(epochs)))} (or no epoch: the latest)")
+    step = epochs[epoch]
+    saved = _saved_param_shapes(manager, step)
+    if config.model.head == "classifier" and not config.model.num_classes:
+      # runs saved before num_classes was filled in before config.json was written
       config.model.num_classes = saved.get("classifier/kernel", (None,))[-1]
     config_path = workdir / "config.json"
     fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
            "config.json and checkpoints/ together)")
     state = _abstract_state(config, summary, config_path)
     # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
-    _check_same_params(saved, _param_shapes(state.params), f"checkpoint {epoch} in "
+    _check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
                        f"{checkpoint_dir}", fix)
-    state, _ = restore(manager, state, epoch, fix=fix)
+    state, _ = restore(manager, state, step, fix=fix)
   finally:
     manager.close()
   return config, state

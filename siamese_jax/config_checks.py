@@ -6,13 +6,16 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import data, distances, models, train
+from siamese_jax import data, distances, losses, models, splits, train
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the key and what to do."""
+
+
+PAIR_SOURCES = ("balanced", "two_source")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -29,42 +32,68 @@ def _positive(value, key: str, kind=(int, float)) -> None:
            and np.isfinite(value), f"{key}={value!r} must be a positive number")
 
 
+def choices() -> dict[str, tuple]:
+  """Every key whose value is a name, with the names it accepts: read from the tables that
+  resolve them, so the check, --help and the code cannot disagree."""
+  return {
+      "data.name": data.NAMES,
+      "data.validation_by": ("auto",) + splits.BY,
+      "model.encoder": tuple(models.ENCODERS),
+      "model.head": tuple(models.HEADS),
+      "model.distance": tuple(distances.PAIR_DISTANCES),
+      "model.activation": tuple(models.ACTIVATIONS),
+      "loss.name": tuple(train.LOSSES),
+      "loss.mining": tuple(losses.MINED_TRIPLET_LOSSES),
+      "optimizer.name": tuple(train.OPTIMIZERS),
+      "optimizer.schedule": tuple(train.SCHEDULES),
+      "train.unroll": train.UNROLL_SETTINGS,
+      "train.pair_source": PAIR_SOURCES,
+  }
+
+
+def _value(config, path: str):
+  node = config
+  for part in path.split("."):
+    node = node[part]
+  return node
+
+
 def validate(config) -> None:
   """Raises ConfigError for the first value that cannot work."""
-  _choice(config.data.name, data.NAMES, "data.name")
+  for key, valid in choices().items():
+    _choice(_value(config, key), valid, key)
   for key in ("train_split", "test_split"):
     _choice(config.data[key], data.SPLITS[config.data.name], f"data.{key}")
   if config.data.image_size is not None:
     _positive(config.data.image_size, "data.image_size", int)
-  _choice(config.model.encoder, models.ENCODERS, "model.encoder")
-  _choice(config.model.head, models.HEADS, "model.head")
-  _choice(config.model.distance, tuple(distances.PAIR_DISTANCES), "model.distance")
+  fraction = config.data.validation_fraction
+  _require(isinstance(fraction, (int, float)) and 0 < fraction < 1,
+           f"data.validation_fraction={fraction!r} must be in (0, 1), e.g. 0.1")
   if config.model.embedding_dim is not None:
     _positive(config.model.embedding_dim, "model.embedding_dim", int)
   for i, rate in enumerate(config.model.dropout_rates):
     _require(0 <= rate < 1, f"model.dropout_rates[{i}]={rate} must be in [0, 1)")
   _require(0 <= config.model.input_dropout < 1,
            f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
-  _choice(config.loss.name, train.LOSSES, "loss.name")
+  _positive(config.model.filters, "model.filters", int)
   _positive(config.loss.margin, "loss.margin")
-  _choice(config.loss.mining, ("batch_all", "batch_hard", "semi_hard"), "loss.mining")
-  pair_loss = config.loss.name in ("contrastive", "bce")
+  _require(isinstance(config.loss.threshold, (int, float)) and np.isfinite(config.loss.threshold),
+           f"loss.threshold={config.loss.threshold!r} must be a number")
+  batch_kind = train.LOSSES[config.loss.name].batch_kind
   if config.loss.name == "contrastive":
     _require(config.model.head == "distance",
              f"loss.name='contrastive' needs model.head='distance' (got {config.model.head!r}); "
              "use loss.name='bce' for the logit heads")
   if config.loss.name == "bce":
-    _require(config.model.head in ("abs_diff", "concat", "subtract"),
-             "loss.name='bce' needs a logit head: model.head='abs_diff', 'concat' or 'subtract'")
+    _require(config.model.head in models.LOGIT_HEADS,
+             f"loss.name='bce' needs a logit head: model.head one of {', '.join(models.LOGIT_HEADS)}")
   if config.loss.name == "cross_entropy":
     _require(config.model.head == "classifier",
              "loss.name='cross_entropy' needs model.head='classifier'")
-  if not pair_loss and config.loss.name != "cross_entropy":
+  if config.loss.name == "triplet":
     _require(config.model.head == "distance",
              "loss.name='triplet' trains the encoder alone: set model.head='distance'")
-  _choice(config.optimizer.name, train.OPTIMIZERS, "optimizer.name")
   _positive(config.optimizer.learning_rate, "optimizer.learning_rate")
-  _choice(config.optimizer.schedule, train.SCHEDULES, "optimizer.schedule")
   for key in ("epochs", "batch_size", "classes_per_batch", "samples_per_class", "steps_per_call",
               "checkpoints_to_keep"):
     _positive(config.train[key], f"train.{key}", int)
@@ -73,16 +102,35 @@ def validate(config) -> None:
   _require(config.loss.name != "triplet" or config.train.samples_per_class >= 2,
            "train.samples_per_class must be at least 2 for triplet mining (an anchor needs a "
            "positive)")
-  _choice(config.train.pair_source, ("balanced", "two_source"), "train.pair_source")
-  _choice(config.train.unroll, train.UNROLL_SETTINGS, "train.unroll")
-  _require(config.train.pair_source == "balanced" or pair_loss,
+  _require(config.train.pair_source == "balanced" or batch_kind == "pairs",
            "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
   _positive(config.eval.pairs, "eval.pairs", int)
   _positive(config.eval.plot_points, "eval.plot_points", int)
 
 
-def validate_against_data(config, train_set, batch_spec: train.BatchSpec) -> None:
-  """Checks that the batches the config asks for can be drawn from ``train_set``."""
+def unused_keys(config) -> list[str]:
+  """One line for each model.* or loss.* key set away from its default that the chosen model or
+  loss does not read (it would have no effect)."""
+  from experiments import default
+  defaults = default.get_config()
+  model_reads = models.keys_read(config.model)
+  loss_reads = {"name"} | set(train.LOSSES[config.loss.name].reads)
+  found = []
+  for section, reads, chosen in (
+      ("model", model_reads, f"model.encoder={config.model.encoder!r} with "
+                             f"model.head={config.model.head!r}"),
+      ("loss", loss_reads, f"loss.name={config.loss.name!r}")):
+    for key in config[section]:
+      if key not in reads and config[section][key] != defaults[section][key]:
+        found.append(f"{section}.{key}={config[section][key]!r} has no effect: {chosen} does "
+                     f"not read it (it reads {', '.join(f'{section}.{k}' for k in sorted(reads))})")
+  return found
+
+
+def validate_against_data(config, datasets, batch_spec) -> None:
+  """Checks that the batches and evaluation pairs the config asks for can be drawn from the
+  training, validation and test parts (an experiment.Datasets)."""
+  train_set = datasets.train
   counts = np.bincount(train_set.labels, minlength=train_set.num_classes)
   size = len(train_set.labels)
   _require(batch_spec.examples <= size,
@@ -94,9 +142,14 @@ def validate_against_data(config, train_set, batch_spec: train.BatchSpec) -> Non
              f"filled: only {int(np.sum(counts >= batch_spec.samples_per_class))} classes have "
              f"{batch_spec.samples_per_class} images; lower train.classes_per_batch or "
              "train.samples_per_class")
-  if batch_spec.kind == "pairs":
-    _require(np.all(counts >= 2), "every class needs at least 2 training images to form "
-             "positive pairs; check the data")
+  for name, part in (("training", train_set), ("validation", datasets.validation),
+                     ("test", datasets.test)):
+    part_counts = np.bincount(part.labels, minlength=part.num_classes)
+    _require(part.num_classes >= 2 and np.all(part_counts >= 2),
+             f"the {name} part needs at least 2 classes with at least 2 images each to form "
+             f"positive and negative pairs (it has {part.num_classes} classes, the smallest with "
+             f"{int(part_counts.min()) if len(part_counts) else 0}); check the data or "
+             "data.validation_fraction")
   devices = len(jax.devices())
   _require(batch_spec.examples % devices == 0,
            f"train.batch_size={batch_spec.examples} does not split over {devices} devices; "

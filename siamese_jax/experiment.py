@@ -1,44 +1,55 @@
-"""``train_and_evaluate(config, workdir)``: the run a user sees.
+"""``train_and_evaluate(config, workdir)``: the run a user sees, shaped like the flax examples'.
 
-Between compiled calls (never inside them) it shows progress, evaluates, writes metrics
-(``metrics.jsonl``, TensorBoard through ``clu.metric_writers``), checkpoints (orbax), plots
-(``plots/``) and finally ``summary.json``. Rerunning into the same workdir resumes.
+It loads the data (holding a validation part out of the training split), builds the state, then
+loops over compiled calls of ``train.make_train_epoch``. Between calls (never inside them) it shows
+progress; after each epoch it scores the fixed validation pairs, writes metrics (metrics.jsonl and
+TensorBoard through one ``clu.metric_writers`` writer), saves a checkpoint ranked by the validation
+ROC AUC, and draws the latent-space plot. At the end it scores the test pairs (the test split only
+reports: the tuned threshold comes from the validation pairs) and writes ``summary.json``.
+
+A SIGTERM (spot VM, TPU preemption, ``kill``) checkpoints at the next call boundary and raises
+``Preempted``; rerunning the command resumes and ends bit-identical to an uninterrupted run.
 """
 
+import contextlib
+import dataclasses
 import json
-import logging
-import os
 import pathlib
 import platform
+import signal
+import threading
 import time
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tqdm
-from clu import metric_writers
+from clu import metric_writers, metrics as clu_metrics, periodic_actions
 
-from siamese_jax import checkpoints, config_checks, data, distances, models, plots, train
+from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models, plots,
+                         scoring, sharding, splits, train, workdir as workdir_lib)
 
 
 class TrainingDiverged(RuntimeError):
   """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
+class Preempted(RuntimeError):
+  """A SIGTERM arrived; the run was checkpointed and can be resumed by rerunning it."""
+
+
+class Datasets(NamedTuple):
+  """train (what the steps draw from), validation (held out of the train split: what is chosen
+  is chosen on it), test (the test split: reported only); ``split`` records how validation was
+  held out."""
+  train: data.LabelledImages
+  validation: data.LabelledImages
+  test: data.LabelledImages
+  split: dict
+
+
 def _say(message: str) -> None:
   print(message, flush=True)
-
-
-def _write_json_atomically(path: pathlib.Path, obj) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-  os.replace(tmp, path)
-
-
-def _write_lines_atomically(path: pathlib.Path, lines: list[str]) -> None:
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text("".join(line + "\n" for line in lines))
-  os.replace(tmp, path)
 
 
 def _versions() -> dict:
@@ -48,57 +59,35 @@ def _versions() -> dict:
           "optax": optax.__version__, "numpy": np.__version__}
 
 
-def load_datasets(config):
-  """(train, test) LabelledImages as the config asks."""
+def _validation_by(config, train_set, test_set) -> str:
+  """data.validation_by, with "auto" = classes where the test split's classes are all unseen."""
+  if config.data.validation_by != "auto":
+    return config.data.validation_by
+  unseen = (train_set.class_names is not None and test_set.class_names is not None
+            and not set(train_set.class_names) & set(test_set.class_names))
+  return "classes" if unseen else "images"
+
+
+def load_datasets(config) -> Datasets:
+  """The three parts as the config asks (see Datasets)."""
   kwargs = {"data_dir": config.data.tfds_data_dir, "image_size": config.data.image_size,
             "source_dir": config.data.dir}
-  train_set = data.load(config.data.name, config.data.train_split, **kwargs)
+  full_train = data.load(config.data.name, config.data.train_split, **kwargs)
   test_set = data.load(config.data.name, config.data.test_split, **kwargs)
   if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
     # Omniglot: evaluate on alphabets never trained on (small2 shares Greek, Latin with small1).
-    test_set = data.without_alphabets(test_set, train_set.alphabet_names)
-  return train_set, test_set
-
-
-def batch_spec_from_config(config, loss_spec: train.LossSpec) -> train.BatchSpec:
-  kind = {"pairs": "pairs", "labelled": "pk"}[loss_spec.batch_kind]
-  if loss_spec.name == "cross_entropy":
-    kind = "uniform"
-  return train.BatchSpec(kind=kind, batch_size=config.train.batch_size,
-                         classes_per_batch=config.train.classes_per_batch,
-                         samples_per_class=config.train.samples_per_class,
-                         pair_source=config.train.pair_source, augment=config.train.augment)
-
-
-def make_embed_fn(state: train.TrainState, batch_size: int = 1000):
-  """``embed(images uint8 [N, H, W, C]) -> np.ndarray [N, D]`` in eval mode, in batches."""
-  @jax.jit
-  def embed_batch(params, images):
-    return state.apply_fn({"params": params}, train.to_float_images(images), method="embed")
-
-  def embed(params, images):
-    parts = [np.asarray(embed_batch(params, images[i:i + batch_size]))
-             for i in range(0, len(images), batch_size)]
-    return np.concatenate(parts)
-  return embed
-
-
-def pair_scores(state, test_data: train.DeviceData, key, loss_spec: train.LossSpec,
-                num_pairs: int, pair_source: str = "balanced"):
-  """Scores of ``num_pairs`` fixed test pairs: (scores [M], same [M], higher_means_same)."""
-  batch = train.sample_batch(key, test_data, train.BatchSpec(kind="pairs", batch_size=num_pairs,
-                                                             pair_source=pair_source))
-  variables = {"params": state.params}
-  x_a, x_b = train.to_float_images(batch["x_a"]), train.to_float_images(batch["x_b"])
-  if loss_spec.batch_kind == "pairs":
-    output, _, _ = state.apply_fn(variables, x_a, x_b, train=False)
-    higher_means_same = loss_spec.name == "bce"
-  else:
-    emb_a = state.apply_fn(variables, x_a, method="embed")
-    emb_b = state.apply_fn(variables, x_b, method="embed")
-    output = distances.get_batch_distance(loss_spec.distance)(emb_a, emb_b)
-    higher_means_same = False
-  return np.asarray(output), np.asarray(batch["same"]) > 0, higher_means_same
+    test_set = data.without_alphabets(test_set, full_train.alphabet_names)
+  by = _validation_by(config, full_train, test_set)
+  kept, held_out = splits.split(full_train.labels, config.data.validation_fraction, by,
+                                config.seed)
+  note = f"; {config.data.validation_fraction:g} of its {by} held out for validation (seed {config.seed})"
+  split = {"by": by, "fraction": config.data.validation_fraction, "seed": config.seed,
+           "validation_indices": held_out.tolist()}
+  if by == "classes":
+    names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
+    split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
+  return Datasets(splits.take(full_train, kept, note),
+                  splits.take(full_train, held_out, " (validation part)"), test_set, split)
 
 
 def _describe_devices() -> str:
@@ -108,40 +97,67 @@ def _describe_devices() -> str:
           f"{jax.process_count()} process(es)")
 
 
-def _is_primary() -> bool:
-  """Whether this process writes the run's files: process 0 of a multi-process run (every
-  process runs the same computations; checkpoints are written by orbax from all of them)."""
-  return jax.process_index() == 0
+class Schedule(NamedTuple):
+  """How the run's steps are cut: ``calls_per_epoch`` calls of ``steps_per_call`` steps."""
+  steps_per_call: int
+  calls_per_epoch: int
+  epochs: int
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.steps_per_call * self.calls_per_epoch
+
+  @property
+  def total_steps(self) -> int:
+    return self.steps_per_epoch * self.epochs
 
 
-def _prepare_workdir(config, workdir: pathlib.Path) -> bool:
-  """Creates the workdir; returns True if it already holds a run of this config to resume."""
+def make_schedule(config, train_size: int, examples_per_step: int) -> Schedule:
+  """train.steps_per_epoch (None: train_size // examples per step), rounded up to whole calls."""
+  steps = config.train.steps_per_epoch or max(train_size // examples_per_step, 1)
+  per_call = min(config.train.steps_per_call, steps)
+  return Schedule(per_call, -(-steps // per_call), config.train.epochs)
+
+
+@contextlib.contextmanager
+def sigterm_requests_stop():
+  """Yields an Event set by SIGTERM while the block runs (the old handler back afterwards); off
+  the main thread, where signals cannot be caught, the Event is never set."""
+  requested = threading.Event()
+  if threading.current_thread() is not threading.main_thread():
+    yield requested
+    return
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
   try:
-    workdir.mkdir(parents=True, exist_ok=True)
-  except OSError as error:
-    raise config_checks.ConfigError(f"cannot create --workdir {workdir} ({error.strerror}); "
-                                    "choose a writable folder") from None
-  if _is_primary():
-    config_checks.check_writable(workdir)
-  saved = workdir / "config.json"
-  current = json.loads(config.to_json_best_effort())
-  if saved.exists():
-    previous = json.loads(saved.read_text())
-    ignored = ("train",)  # resume/overwrite/epochs may change between a run and its resumption
-    differs = {k for k in set(previous) | set(current) if k not in ignored
-               and previous.get(k) != current.get(k)}
-    if differs and not config.train.overwrite:
-      raise config_checks.ConfigError(
-          f"{workdir} holds a run of another config (differs in: {', '.join(sorted(differs))}); "
-          "choose another --workdir or pass --config.train.overwrite=True")
-    if differs and _is_primary():
-      import shutil
-      shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-      for name in ("metrics.jsonl", "summary.json"):
-        (workdir / name).unlink(missing_ok=True)
-  if _is_primary():
-    _write_json_atomically(saved, current)
-  return (workdir / "checkpoints").exists() and config.train.resume
+    yield requested
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _average(metrics: dict) -> clu_metrics.Collection:
+  """A clu Collection averaging each named metric of a call ({name: [steps]})."""
+  collection = clu_metrics.Collection.create(
+      **{name: clu_metrics.Average.from_output(name) for name in sorted(metrics)})
+  return collection.single_from_model_output(**metrics)
+
+
+def _averages_to_json(collection) -> dict:
+  """{name: [total, count]} of an averaging Collection (exact: float32 totals survive JSON)."""
+  return {name: [float(average.total), int(average.count)]
+          for name, average in _named_averages(collection).items()}
+
+
+def _named_averages(collection) -> dict:
+  return {field.name: getattr(collection, field.name) for field in dataclasses.fields(collection)
+          if isinstance(getattr(collection, field.name), clu_metrics.Average)}
+
+
+def _averages_from_json(saved: dict) -> clu_metrics.Collection:
+  """The Collection that ``_averages_to_json`` wrote."""
+  collection = _average({name: np.zeros(0, np.float32) for name in saved})
+  return collection.replace(**{name: clu_metrics.Average(total=np.float32(total),
+                                                         count=np.int32(count))
+                               for name, (total, count) in saved.items()})
 
 
 def train_and_evaluate(config, workdir: str) -> dict | None:
@@ -150,118 +166,153 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   In a multi-process run (``jax.distributed``) every process calls it; process 0 writes the
   files and returns the summary, the others return None."""
   workdir = pathlib.Path(workdir)
-  config_checks.validate(config)
-  resume = _prepare_workdir(config, workdir)
   started = time.time()
+  config_checks.validate(config)
+  for warning in config_checks.unused_keys(config):
+    print(f"warning: {warning}", flush=True)
   _say(_describe_devices())
-
-  train_set, test_set = load_datasets(config)
-  _say(f"data: {config.data.name} {config.data.train_split} {train_set.images.shape} / "
-       f"{config.data.test_split} {test_set.images.shape}; from {train_set.source}")
+  datasets = load_datasets(config)
+  _say(f"data: {config.data.name} {config.data.train_split} {datasets.train.images.shape} "
+       f"(+ {len(datasets.validation.labels)} validation) / {config.data.test_split} "
+       f"{datasets.test.images.shape}; from {datasets.train.source}")
   loss_spec = train.loss_spec_from_config(config)
-  batch_spec = batch_spec_from_config(config, loss_spec)
-  config_checks.validate_against_data(config, train_set, batch_spec)
+  batch_spec = batches.batch_spec_from_config(config, loss_spec.batch_kind)
+  config_checks.validate_against_data(config, datasets, batch_spec)
   if config.model.head == "classifier" and not config.model.num_classes:
-    config.model.num_classes = train_set.num_classes
+    config.model.num_classes = datasets.train.num_classes
+  resume = workdir_lib.prepare(config, workdir)
   _say("config:\n" + str(config))
 
-  mesh = train.make_mesh()
-  train_data = train.device_data(train_set.images, train_set.labels, train_set.num_classes, mesh)
-  test_data = train.device_data(test_set.images, test_set.labels, test_set.num_classes, mesh)
-  steps_per_epoch = config.train.steps_per_epoch or max(len(train_set.labels) //
-                                                        batch_spec.examples, 1)
-  steps_per_call = min(config.train.steps_per_call, steps_per_epoch)
-  calls_per_epoch = -(-steps_per_epoch // steps_per_call)
-  steps_per_epoch = calls_per_epoch * steps_per_call
-  total_steps = steps_per_epoch * config.train.epochs
-
-  key = jax.random.key(config.seed)
-  init_key, train_key, eval_key = jax.random.split(key, 3)
+  mesh = sharding.make_mesh()
+  device_sets = {name: sharding.device_data(part.images, part.labels, part.num_classes, mesh)
+                 for name, part in datasets._asdict().items() if name != "split"}
+  schedule = make_schedule(config, len(datasets.train.labels), batch_spec.examples)
+  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
   model = models.build_model(config.model)
-  tx = train.make_optimizer(config.optimizer, total_steps)
-  state = train.create_train_state(init_key, model, train_set.images.shape[1:], tx)
-  state = train.put_replicated(state, mesh)
+  tx = train.make_optimizer(config.optimizer, schedule.total_steps)
+  state = train.create_train_state(init_key, model, datasets.train.images.shape[1:], tx)
+  state = sharding.put_replicated(state, mesh)
 
-  manager = checkpoints.make_manager(str(workdir / "checkpoints"),
-                                     config.train.checkpoints_to_keep)
-  history, start_epoch, elapsed_before = [], 0, 0.0
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep)
+  progress = {"epoch": 0, "next_call": 0, "history": [], "train_seconds": 0.0, "partial": None}
   if resume and manager.latest_step() is not None:
     state, progress = checkpoints.restore(manager, state)
-    state = train.put_replicated(state, mesh)
-    history, start_epoch = progress["history"], progress["epoch"]
-    elapsed_before = progress["train_seconds"]
-    # Epochs after the checkpoint will run again: drop any lines they had already written.
-    if _is_primary():
-      _write_lines_atomically(workdir / "metrics.jsonl", [json.dumps(h) for h in history])
-    _say(f"resuming from {workdir / 'checkpoints'} at epoch {start_epoch} (step {int(state.step)})")
+    state = sharding.put_replicated(state, mesh)
+    progress = {"next_call": 0, "partial": None, **progress}
+    if workdir_lib.is_primary():  # epochs after the checkpoint run again: drop their lines
+      workdir_lib.write_metrics(workdir, progress["history"])
+    _say(f"resuming from {workdir / 'checkpoints'} at epoch {progress['epoch']}, call "
+         f"{progress['next_call']} (step {int(state.step)})")
 
-  run_chunk = train.make_train_epoch(
-      loss_spec, batch_spec, steps_per_call, mesh,
+  run_call = train.make_train_epoch(
+      loss_spec, batch_spec, schedule.steps_per_call, mesh,
       unroll=train.unroll_steps(config.train.unroll, config.model.encoder))
-  embed = make_embed_fn(state)
-  plot_images = test_set.images[:config.eval.plot_points]
-  plot_labels = test_set.labels[:config.eval.plot_points]
-  plots_dir = workdir / "plots"
-  writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
-  metrics_path = workdir / "metrics.jsonl"
-  examples_per_step = batch_spec.examples
-  train_seconds = elapsed_before
+  pair_scoring = scoring.pair_scoring_from_config(config)
+  score_pairs = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, config.eval.pairs,
+                                          config.train.pair_source)
+  writer = metric_writers.create_default_writer(str(workdir),
+                                                just_logging=not workdir_lib.is_primary())
+  report_progress = periodic_actions.ReportProgress(
+      num_train_steps=schedule.total_steps, writer=writer, every_steps=schedule.steps_per_epoch)
+  plot_set = (datasets.test.images[:config.eval.plot_points],
+              datasets.test.labels[:config.eval.plot_points])
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
+  history, train_seconds = progress["history"], progress["train_seconds"]
 
-  bar = tqdm.tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step",
-                  dynamic_ncols=True, desc="train", disable=not _is_primary())
-  for epoch in range(start_epoch, config.train.epochs):
-    epoch_key = jax.random.fold_in(train_key, epoch)
-    chunk_metrics = []
-    epoch_start = time.time()
-    for call in range(calls_per_epoch):
-      state, metrics = run_chunk(state, train_data, jax.random.fold_in(epoch_key, call))
-      metrics = jax.device_get(metrics)
-      if not np.all(np.isfinite(metrics["loss"])):
-        bad = int(np.argmin(np.isfinite(metrics["loss"])))
-        step = epoch * steps_per_epoch + call * steps_per_call + bad + 1
-        raise TrainingDiverged(
-            f"the {loss_spec.name} loss became {metrics['loss'][bad]} at step {step} (epoch "
-            f"{epoch + 1}); the last good checkpoint is kept in {workdir / 'checkpoints'}; lower "
-            "--config.optimizer.learning_rate and rerun with --config.train.overwrite=True")
-      chunk_metrics.append(metrics)
-      seconds = time.time() - epoch_start
-      done = (call + 1) * steps_per_call
-      bar.set_postfix(epoch=f"{epoch + 1}/{config.train.epochs}",
-                      loss=f"{float(metrics['loss'].mean()):.4f}",
-                      ex_per_s=f"{done * examples_per_step / max(seconds, 1e-9):.0f}")
-      bar.update(steps_per_call)
-    epoch_seconds = time.time() - epoch_start
-    train_seconds += epoch_seconds
-    train_means = {name: float(np.mean(np.concatenate([m[name] for m in chunk_metrics])))
-                   for name in chunk_metrics[0]}
-    test_metrics = train.evaluate_pairs(state, test_data, eval_key, loss_spec,
-                                        num_pairs=config.eval.pairs,
-                                        batch_size=min(500, config.eval.pairs),
-                                        pair_source=config.train.pair_source)
-    record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
-              "examples_per_second": steps_per_epoch * examples_per_step / epoch_seconds,
-              **{f"train_{k}": v for k, v in train_means.items()},
-              **{f"test_{k}": v for k, v in test_metrics.items()}}
-    history.append(record)
-    if _is_primary():
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    writer.write_scalars(int(state.step), {k: v for k, v in record.items() if k != "epoch"})
-    writer.flush()
-    if config.plots.latent:
-      embeddings = embed(state.params, plot_images)
-    if config.plots.latent and _is_primary():
-      plots.latent_space(embeddings, plot_labels, str(plots_dir / f"latent_epoch{epoch + 1:03d}.png"),
-                         title=f"{config.data.name} test, epoch {epoch + 1}",
-                         class_names=_short_class_names(test_set))
-    checkpoints.save(manager, state, epoch + 1, {"test_accuracy": record["test_accuracy"]},
-                     {"epoch": epoch + 1, "history": history, "train_seconds": train_seconds})
-    bar.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, test loss "
-              f"{record['test_loss']:.4f}, test pair accuracy {record['test_accuracy']:.4f}")
+  bar = tqdm.tqdm(total=schedule.total_steps, initial=int(state.step), unit="step",
+                  dynamic_ncols=True, desc="train", disable=not workdir_lib.is_primary())
+  with sigterm_requests_stop() as stop_requested:
+    for epoch in range(progress["epoch"], config.train.epochs):
+      epoch_key = jax.random.fold_in(train_key, epoch)
+      first_call = progress["next_call"] if epoch == progress["epoch"] else 0
+      averages = (_averages_from_json(progress["partial"])
+                  if first_call and progress["partial"] else None)
+      epoch_start, pending = time.time(), None
+
+      def take_metrics(call, metrics, averages):
+        """Fetches a finished call's metrics (after the next call was dispatched)."""
+        metrics = jax.device_get(metrics)
+        if not np.all(np.isfinite(metrics["loss"])):
+          bad = int(np.argmin(np.isfinite(metrics["loss"])))
+          step = epoch * schedule.steps_per_epoch + call * schedule.steps_per_call + bad + 1
+          raise TrainingDiverged(
+              f"the {loss_spec.name} loss became {metrics['loss'][bad]} at step {step} (epoch "
+              f"{epoch + 1}); the last good checkpoint is kept in {workdir / 'checkpoints'}; "
+              "lower --config.optimizer.learning_rate and rerun with "
+              "--config.train.overwrite=True")
+        call_average = _average(metrics)
+        bar.set_postfix(epoch=f"{epoch + 1}/{config.train.epochs}",
+                        loss=f"{float(np.mean(metrics['loss'])):.4f}")
+        bar.update(schedule.steps_per_call)
+        return call_average if averages is None else averages.merge(call_average)
+
+      for call in range(first_call, schedule.calls_per_epoch):
+        state, metrics = run_call(state, device_sets["train"], jax.random.fold_in(epoch_key, call))
+        if pending is not None:
+          averages = take_metrics(*pending, averages)
+        pending = (call, metrics)
+        if stop_requested.is_set() and call + 1 < schedule.calls_per_epoch:
+          averages = take_metrics(*pending, averages)
+          train_seconds += time.time() - epoch_start
+          checkpoints.save(manager, state, None, {
+              "epoch": epoch, "next_call": call + 1, "history": history,
+              "train_seconds": train_seconds, "partial": _averages_to_json(averages)})
+          bar.close()
+          raise Preempted(f"stopped by SIGTERM at step {int(state.step)} (epoch {epoch + 1}) and "
+                          f"checkpointed in {workdir / 'checkpoints'}; rerun the same command to "
+                          "resume")
+      averages = take_metrics(*pending, averages)
+      jax.block_until_ready(state)
+      epoch_seconds = time.time() - epoch_start
+      train_seconds += epoch_seconds
+      report_progress(int(state.step))
+      val_scores, val_same = jax.device_get(
+          score_pairs(state.params, device_sets["validation"], eval_key))
+      calls_run = schedule.calls_per_epoch - first_call
+      record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
+                "examples_per_second": (calls_run * schedule.steps_per_call
+                                        * batch_spec.examples / epoch_seconds),
+                **{f"train_{k}": float(v) for k, v in averages.compute().items()},
+                **{f"val_{k}": v for k, v in _pair_metrics(val_scores, val_same,
+                                                           pair_scoring).items()}}
+      history.append(record)
+      if workdir_lib.is_primary():
+        workdir_lib.append_metrics(workdir, record)
+      writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "epoch"})
+      writer.flush()
+      if config.plots.latent:
+        embeddings = np.asarray(embed(state.params, plot_set[0]))
+        if workdir_lib.is_primary():
+          plots.latent_space(embeddings, plot_set[1],
+                             str(workdir / "plots" / f"latent_epoch{epoch + 1:03d}.png"),
+                             title=f"{config.data.name} test, epoch {epoch + 1}",
+                             class_names=_short_class_names(datasets.test))
+      checkpoints.save(manager, state, {checkpoints.BEST_METRIC: record[checkpoints.BEST_METRIC]},
+                       {"epoch": epoch + 1, "next_call": 0, "history": history,
+                        "train_seconds": train_seconds, "partial": None})
+      bar.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, validation pair "
+                f"accuracy {record['val_accuracy']:.4f}, ROC AUC {record['val_roc_auc']:.4f}")
+      if stop_requested.is_set() and epoch + 1 < config.train.epochs:
+        bar.close()
+        raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}, checkpointed in "
+                        f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
-  return _finish(config, workdir, state, test_data, eval_key, loss_spec, history, train_seconds,
-                 started, train_set, test_set, manager)
+  summary = _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_key,
+                       pair_scoring, history, manager)
+  if summary is not None:
+    summary.update(train_seconds=train_seconds, wall_seconds=time.time() - started)
+    workdir_lib.write_json(workdir / workdir_lib.SUMMARY_FILE, summary)
+  return summary
+
+
+def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
+  """accuracy (at the untuned threshold) and roc_auc of scored pairs [M]."""
+  from sklearn import metrics as sk_metrics
+  similarity = scores if pair_scoring.higher_means_same else -scores
+  return {"accuracy": evaluate.accuracy_at_threshold(scores, same, pair_scoring.threshold,
+                                                     pair_scoring.higher_means_same),
+          "roc_auc": float(sk_metrics.roc_auc_score(same, similarity))}
 
 
 def _short_class_names(dataset):
@@ -270,12 +321,19 @@ def _short_class_names(dataset):
   return list(dataset.class_names)
 
 
-def _finish(config, workdir, state, test_data, eval_key, loss_spec, history, train_seconds,
-            started, train_set, test_set, manager) -> dict | None:
-  scores, same, higher_means_same = pair_scores(state, test_data, eval_key, loss_spec,
-                                                config.eval.pairs, config.train.pair_source)
-  if not _is_primary():
+def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_key, pair_scoring,
+               history, manager) -> dict | None:
+  """Test-pair verification of the final state (threshold tuned on validation pairs), the
+  plots of the whole run, and the summary; None on processes other than 0."""
+  val_scores, val_same = jax.device_get(score_pairs(state.params, device_sets["validation"],
+                                                    eval_key))
+  test_scores, test_same = jax.device_get(score_pairs(state.params, device_sets["test"],
+                                                      eval_key))
+  if not workdir_lib.is_primary():
     return None
+  higher = pair_scoring.higher_means_same
+  test = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
+                                    fixed_threshold=pair_scoring.threshold)
   plots_dir = workdir / "plots"
   outputs = {}
   if history:
@@ -284,31 +342,41 @@ def _finish(config, workdir, state, test_data, eval_key, loss_spec, history, tra
     frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))
     if frames:
       outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))
-  histogram_values = scores if not higher_means_same else -scores
   outputs["distances"] = plots.distance_histograms(
-      histogram_values, same, str(plots_dir / "distances.png"),
-      threshold=None if higher_means_same else loss_spec.threshold)
-  outputs["roc"], auc = plots.roc_curve(scores, same, str(plots_dir / "roc.png"),
-                                        higher_means_same=higher_means_same)
-  final = history[-1] if history else {}
+      -test_scores if higher else test_scores, test_same, str(plots_dir / "distances.png"),
+      threshold=None if higher else pair_scoring.threshold)
+  outputs["roc"], _ = plots.roc_curve(test_scores, test_same, str(plots_dir / "roc.png"),
+                                      higher_means_same=higher)
+  best_step = manager.best_step()
+  best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)
   summary = {
-      "final": final, "test_roc_auc": float(auc),
-      "best_epoch": manager.best_step(), "epochs": len(history),
-      "steps": int(state.step), "train_seconds": train_seconds,
-      "wall_seconds": time.time() - started,
-      "examples_per_second": (sum(h["examples_per_second"] for h in history) / len(history)
+      "final": history[-1] if history else {},
+      "test": {**test, "pairs": int(len(test_scores)),
+               "note": "final state; threshold_tuned chosen on the validation pairs"},
+      "validation": {**_pair_metrics(val_scores, val_same, pair_scoring),
+                     "pairs": int(len(val_scores))},
+      "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
+               "value": next((h[checkpoints.BEST_METRIC] for h in history
+                              if h["step"] == best_step), None)},
+      "splits": {"train": {"split": config.data.train_split, "shape": list(datasets.train.images.shape),
+                           "source": datasets.train.source},
+                 "validation": {"held_out_of": config.data.train_split,
+                                "shape": list(datasets.validation.images.shape),
+                                **datasets.split},
+                 "test": {"split": config.data.test_split, "shape": list(datasets.test.images.shape),
+                          "source": datasets.test.source}},
+      "metric_splits": {"train_*": "training split (less validation), averaged over the epoch",
+                        "val_*": "validation pairs, fixed every epoch",
+                        "test": "test split pairs, final state"},
+      "epochs": len(history), "steps": int(state.step),
+      "examples_per_second": (float(np.mean([h["examples_per_second"] for h in history]))
                               if history else None),
       "seed": config.seed, "config": json.loads(config.to_json_best_effort()),
-      "data": {"train": train_set.source, "test": test_set.source,
-               "train_shape": list(train_set.images.shape),
-               "test_shape": list(test_set.images.shape)},
       "devices": _describe_devices(), "versions": _versions(), "plots": outputs,
   }
-  _write_json_atomically(workdir / "summary.json", summary)
-  if final:
-    _say(f"test pair accuracy {final['test_accuracy']:.4f} (threshold {loss_spec.threshold} on "
-         f"the distance)" if not higher_means_same else
-         f"test pair accuracy {final['test_accuracy']:.4f} (logit > 0)")
-  _say(f"ROC AUC {auc:.4f}; outputs in {workdir}")
-  logging.info("summary: %s", summary["final"])
+  threshold_words = ("logit > 0" if higher else
+                     f"threshold {pair_scoring.threshold:g} on the {pair_scoring.distance} distance")
+  _say(f"test pair accuracy {test['accuracy_fixed']:.4f} ({threshold_words}), "
+       f"{test['accuracy_tuned']:.4f} at the threshold tuned on validation pairs "
+       f"({test['threshold_tuned']:.4g}); ROC AUC {test['roc_auc']:.4f}; outputs in {workdir}")
   return summary

@@ -6,7 +6,7 @@ statistics, so an encoder is a pure function of ``(params, x)`` plus a "dropout"
 train mode. A pair head is called as ``head(emb_a, emb_b) -> [B]``.
 """
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -15,9 +15,6 @@ from siamese_jax import distances
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
-ENCODERS = ("keras_mlp", "mlp_2d", "mlp", "embedding_net", "koch", "koch28", "convnet4")
-CONVOLUTIONAL_ENCODERS = ("embedding_net", "koch", "koch28", "convnet4")
-HEADS = ("distance", "abs_diff", "concat", "subtract", "classifier")
 
 
 def _flatten(x):
@@ -244,8 +241,9 @@ class Classifier(nn.Module):
   def setup(self):
     self.classifier = nn.Dense(self.num_classes)
 
-  def embed(self, x, train: bool = False):
-    """x: [B, H, W, C] -> [B, D]."""
+  def embed(self, x, train: bool = False, tower: int = 0):
+    """x: [B, H, W, C] -> [B, D] (one tower: ``tower`` is accepted for a uniform call)."""
+    del tower
     return self.encoder(x, train=train)
 
   def __call__(self, x, train: bool):
@@ -256,64 +254,90 @@ class Classifier(nn.Module):
 # --------------------------------------------------------------------------------- factories
 
 
-def _choice(model_config, key: str, valid: Sequence[str], default=None) -> str:
-  """Reads model_config[key] and raises a one-line ValueError if it is not in ``valid``."""
-  value = model_config.get(key, default)
-  if value not in valid:
-    raise ValueError(f"model.{key}={value!r} is not known; choose one of {', '.join(valid)}.")
-  return value
+class Component(NamedTuple):
+  """A named choice of the config: ``build(model_config) -> nn.Module`` and the ``model.*`` keys
+  it reads (a key it does not read has no effect, which the config check warns about)."""
+  build: Callable
+  reads: tuple[str, ...] = ()
+  convolutional: bool = False
+
+
+def _dim(model_config) -> dict:
+  """embedding_dim as a keyword, or none (the encoder's own default) when it is None."""
+  dim = model_config.embedding_dim
+  return {} if dim is None else {"embedding_dim": dim}
+
+
+def _mlp(model_config) -> MLPEncoder:
+  if not model_config.features:
+    raise ValueError("model.encoder='mlp' needs model.features, e.g. (128, 128, 128).")
+  return MLPEncoder(features=tuple(model_config.features),
+                    dropout_rates=tuple(model_config.dropout_rates),
+                    input_dropout=model_config.input_dropout, activation=model_config.activation,
+                    final_activation=model_config.final_activation)
+
+
+ENCODERS: dict[str, Component] = {
+    "keras_mlp": Component(lambda m: keras_mnist_mlp(input_dropout=m.input_dropout, **_dim(m)),
+                           ("embedding_dim", "input_dropout")),
+    "mlp_2d": Component(lambda m: mlp_2d(**_dim(m)), ("embedding_dim",)),
+    "mlp": Component(_mlp, ("features", "dropout_rates", "input_dropout", "activation",
+                            "final_activation")),
+    "embedding_net": Component(lambda m: EmbeddingNet(**_dim(m)), ("embedding_dim",), True),
+    "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True),
+    "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True),
+    "convnet4": Component(lambda m: ConvNet4(filters=m.filters, **_dim(m)),
+                          ("embedding_dim", "filters"), True),
+}
+
+
+def _distance_head(model_config) -> DistanceHead:
+  return DistanceHead(model_config.distance)
+
+
+# Logit heads score a pair by their output (higher = more alike); the others by model.distance
+# between the two embeddings (lower = more alike): see siamese_jax.scoring.
+HEADS: dict[str, Component] = {
+    "distance": Component(_distance_head, ("distance", "shared_weights")),
+    "abs_diff": Component(lambda m: AbsDiffHead(), ("shared_weights",)),
+    "concat": Component(lambda m: ConcatHead(), ("shared_weights",)),
+    "subtract": Component(lambda m: SubtractHead(), ("shared_weights",)),
+    "classifier": Component(None, ("distance", "num_classes")),
+}
+LOGIT_HEADS = ("abs_diff", "concat", "subtract")
+
+
+def _choice(table: dict, value, key: str):
+  """table[value], or a one-line ValueError naming ``key`` and the choices."""
+  if value not in table:
+    raise ValueError(f"model.{key}={value!r} is not known; choose one of {', '.join(table)}.")
+  return table[value]
+
+
+def is_convolutional(encoder: str) -> bool:
+  return ENCODERS[encoder].convolutional
+
+
+def keys_read(model_config) -> set[str]:
+  """The ``model.*`` keys that the model of ``model_config`` reads."""
+  return ({"encoder", "head"} | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
+          | set(_choice(HEADS, model_config.head, "head").reads))
 
 
 def build_encoder(model_config) -> nn.Module:
-  """Encoder named by model_config.encoder (see ENCODERS); optional keys: embedding_dim
-  (else the encoder's own default), input_dropout (keras_mlp, mlp), and for "mlp"
-  features (required), dropout_rates, activation, final_activation."""
-  name = _choice(model_config, "encoder", ENCODERS)
-  dim = model_config.get("embedding_dim", None)
-  kw = {} if dim is None else {"embedding_dim": dim}
-  input_dropout = model_config.get("input_dropout", 0.0)
-  if name == "keras_mlp":
-    return keras_mnist_mlp(input_dropout=input_dropout, **kw)
-  if name == "mlp_2d":
-    return mlp_2d(**kw)
-  if name == "mlp":
-    features = model_config.get("features", None)
-    if not features:
-      raise ValueError("model.encoder='mlp' needs model.features, e.g. (128, 128, 128).")
-    return MLPEncoder(features=tuple(features),
-                      dropout_rates=tuple(model_config.get("dropout_rates", ())),
-                      input_dropout=input_dropout,
-                      activation=model_config.get("activation", "relu"),
-                      final_activation=model_config.get("final_activation", False))
-  if name == "embedding_net":
-    return EmbeddingNet(**kw)
-  if name in ("koch", "koch28"):
-    return KochConvNet(variant="105" if name == "koch" else "28", **kw)
-  return ConvNet4(filters=model_config.get("filters", 64), **kw)
-
-
-def build_head(model_config) -> nn.Module:
-  """Pair head named by model_config.head (not "classifier"); model_config.distance
-  (default "euclidean") names a siamese_jax.distances batch distance for the "distance" head."""
-  name = _choice(model_config, "head", HEADS[:-1])
-  if name == "distance":
-    distance = model_config.get("distance", "euclidean")
-    try:
-      distances.get_batch_distance(distance)
-    except ValueError as error:
-      raise ValueError(f"model.distance: {error}") from None
-    return DistanceHead(distance)
-  return {"abs_diff": AbsDiffHead, "concat": ConcatHead, "subtract": SubtractHead}[name]()
+  """The encoder named by model_config.encoder (see ENCODERS for the keys each reads)."""
+  return _choice(ENCODERS, model_config.encoder, "encoder").build(model_config)
 
 
 def build_model(model_config) -> nn.Module:
   """SiameseModel(encoder, head, shared_weights), or Classifier if model_config.head is
   "classifier" (needs num_classes). See the module docstring for the call signatures."""
   encoder = build_encoder(model_config)
-  if _choice(model_config, "head", HEADS) == "classifier":
-    num_classes = model_config.get("num_classes", None)
-    if not num_classes:
+  head = _choice(HEADS, model_config.head, "head")
+  if model_config.head == "classifier":
+    if not model_config.num_classes:
       raise ValueError("model.head='classifier' needs model.num_classes (e.g. 10 for MNIST).")
-    return Classifier(encoder, num_classes)
-  return SiameseModel(encoder, build_head(model_config),
-                      shared_weights=model_config.get("shared_weights", True))
+    return Classifier(encoder, model_config.num_classes)
+  if model_config.head == "distance":
+    _choice(distances.BATCH_DISTANCES, model_config.distance, "distance")
+  return SiameseModel(encoder, head.build(model_config), shared_weights=model_config.shared_weights)

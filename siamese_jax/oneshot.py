@@ -28,7 +28,6 @@ from PIL import Image, UnidentifiedImageError
 
 LABELS_FILE = "class_labels.txt"
 RUN_SIZE = 105  # side of every image of the official runs
-LOGIT_HEADS = ("abs_diff", "concat", "subtract")
 
 Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -171,23 +170,23 @@ def _in_batches(fn, batch: int, *arrays) -> np.ndarray:
 
 
 def model_similarity(config, state, batch: int = 64) -> Similarity:
-  """``similarity(test uint8 [T, S, S, 1], training [C, S, S, 1]) -> [T, C]`` of a trained model:
-  pair logits of (test, training) for logit heads, else minus the model.distance of embeddings."""
+  """``similarity(test uint8 [T, S, S, 1], training [C, S, S, 1]) -> [T, C]`` of a trained model,
+  every (test, training) pair scored by siamese_jax.scoring (higher = more alike)."""
   import jax
-  from siamese_jax import distances, train
-  variables = {"params": state.params}
-  if config.model.get("head") in LOGIT_HEADS:
-    logits = jax.jit(lambda a, b: state.apply_fn(
-        variables, train.to_float_images(a), train.to_float_images(b), train=False)[0])
+  from siamese_jax import scoring
+  pair_scoring = scoring.pair_scoring_from_config(config)
+  embed_a = jax.jit(lambda x: scoring.embed(state.apply_fn, state.params, x, tower=0))
+  embed_b = jax.jit(lambda x: scoring.embed(state.apply_fn, state.params, x, tower=1))
+  score = jax.jit(lambda a, b: scoring.score_embeddings(state.apply_fn, state.params, a, b,
+                                                        pair_scoring))
+  sign = 1.0 if pair_scoring.higher_means_same else -1.0
 
-    def similarity(test, training):
-      a, b = np.repeat(test, len(training), axis=0), np.tile(training, (len(test), 1, 1, 1))
-      return _in_batches(logits, batch, a, b).reshape(len(test), len(training))
-    return similarity
-  embed = jax.jit(lambda x: state.apply_fn(variables, train.to_float_images(x), method="embed"))
-  distance = distances.get_pairwise_distance(config.model.get("distance", "euclidean"))
-  return lambda test, training: -np.asarray(distance(_in_batches(embed, batch, test),
-                                                     _in_batches(embed, batch, training)))
+  def similarity(test, training):
+    emb_test, emb_training = _in_batches(embed_a, batch, test), _in_batches(embed_b, batch, training)
+    a = np.repeat(emb_test, len(training), axis=0)
+    b = np.tile(emb_training, (len(test), 1))
+    return sign * np.asarray(score(a, b)).reshape(len(test), len(training))
+  return similarity
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -221,6 +220,7 @@ def _table(names: list[str], columns: dict[str, list[float]]) -> str:
 def _evaluate(args) -> tuple[list[Run], dict[str, list[float]], str, int]:
   """(runs, error rates per column, the model in words or "", image side) for ``args``."""
   from siamese_jax import checkpoints
+  from siamese_jax.models import LOGIT_HEADS
   runs = load_runs(args.runs)
   config, state, size = None, None, RUN_SIZE
   if args.checkpoint:
@@ -231,8 +231,8 @@ def _evaluate(args) -> tuple[list[Run], dict[str, list[float]], str, int]:
   columns, model = {}, ""
   if state is not None:
     columns["model_error"] = run_errors(runs, model_similarity(config, state))
-    score = ("largest pair logit" if config.model.get("head") in LOGIT_HEADS else
-             f"smallest {config.model.get('distance', 'euclidean')} embedding distance")
+    score = ("largest pair logit" if config.model.head in LOGIT_HEADS else
+             f"smallest {config.model.distance} embedding distance")
     model = (f"{args.checkpoint} (step {int(state.step)}, {config.model.encoder} encoder, "
              f"{config.model.head} head, {config.loss.name} loss; {score})")
   columns["pixel_error"] = run_errors(runs, pixel_similarity)

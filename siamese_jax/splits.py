@@ -1,0 +1,57 @@
+"""Held-out parts of a split: by images (some of every class) or by classes (whole classes).
+
+Pure functions of the labels and a seed (NumPy's ``default_rng``), so a split is reproducible and
+can be recorded. The training run holds out a validation part of its training split with them:
+the best checkpoint and any tuned threshold are chosen on it, never on the test split.
+"""
+
+import numpy as np
+
+BY = ("images", "classes")
+
+
+def split_by_images(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(kept [N - M], held_out [M]) sorted indices into labels [N]: ``round(fraction * n_c)`` images
+  of every class c with n_c images, at least 1 where n_c >= 4 and never so many that fewer than 2
+  stay (a positive pair needs 2)."""
+  rng = np.random.default_rng(seed)
+  held = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    take = int(round(fraction * len(members)))
+    take = max(take, 1 if len(members) >= 4 and fraction > 0 else 0)
+    take = min(take, max(len(members) - 2, 0))
+    held.append(rng.permutation(members)[:take])
+  held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+  return np.setdiff1d(np.arange(len(labels)), held_out), held_out
+
+
+def split_by_classes(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(kept, held_out) sorted indices into labels [N]: every image of ``round(fraction * C)`` of the
+  C classes (at least 2 when fraction > 0, so held-out pairs can differ; at most C - 2)."""
+  classes = np.unique(labels)
+  take = int(round(fraction * len(classes)))
+  take = min(max(take, 2 if fraction > 0 else 0), max(len(classes) - 2, 0))
+  held_classes = np.random.default_rng(seed).permutation(classes)[:take]
+  held = np.isin(labels, held_classes)
+  return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def split(labels: np.ndarray, fraction: float, by: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """``split_by_images`` or ``split_by_classes`` as ``by`` says."""
+  if by not in BY:
+    raise ValueError(f"split by {by!r} is not known; choose one of {', '.join(BY)}")
+  return (split_by_images if by == "images" else split_by_classes)(labels, fraction, seed)
+
+
+def take(dataset, idx: np.ndarray, note: str = ""):
+  """The examples ``idx`` of a data.LabelledImages, labels renumbered 0..C'-1 in their old order
+  (so a subset of classes has no empty class), alphabets and class names following."""
+  classes, labels = np.unique(dataset.labels[idx], return_inverse=True)
+  changes = {"images": dataset.images[idx], "labels": labels.astype(np.int32),
+             "num_classes": len(classes), "source": dataset.source + note}
+  if dataset.class_names is not None:
+    changes["class_names"] = [dataset.class_names[c] for c in classes]
+  if dataset.alphabets is not None:
+    changes["alphabets"] = dataset.alphabets[idx]
+  return dataset._replace(**changes)
