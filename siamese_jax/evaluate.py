@@ -20,7 +20,7 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 from sklearn import pipeline, preprocessing, svm
 
-from siamese_jax import distances, samplers
+from siamese_jax import batches, distances, samplers, scoring
 
 # --------------------------------------------------------------------- pair verification
 
@@ -36,8 +36,7 @@ def accuracy_at_threshold(scores, same, threshold: float, higher_means_same: boo
   scores [M] float, same [M] bool.
   """
   scores, same = np.asarray(scores), np.asarray(same, bool)
-  predicted = scores > threshold if higher_means_same else scores < threshold
-  return float(np.mean(predicted == same))
+  return float(np.mean(scoring.predict_same(scores, higher_means_same, threshold) == same))
 
 
 def best_threshold(scores, same, higher_means_same: bool) -> float:
@@ -85,6 +84,27 @@ def pair_verification(test_scores, test_same, val_scores, val_same, higher_means
                                                 _similarity(test_scores, higher_means_same))),
       "eer": equal_error_rate(test_scores, test_same, higher_means_same),
   }
+
+
+def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_pairs: int,
+                     pair_source: str = "balanced", batch_size: int = 500):
+  """``score(params, data, key) -> (scores [M], same [M] bool)``, one jitted call that draws M
+  balanced pairs of ``data`` (siamese_jax.batches, ``batch_size`` at a time) and scores them as
+  siamese_jax.scoring does; M is ``num_pairs`` rounded down to whole batches (at least one).
+  The same key gives the same pairs, so an evaluation set stays fixed across epochs."""
+  batch_size = min(batch_size, num_pairs)
+  spec = batches.BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
+  num_batches = max(num_pairs // batch_size, 1)
+
+  @jax.jit
+  def score(params, data, key):
+    def one_batch(i):
+      batch = batches.sample_batch(jax.random.fold_in(key, i), data, spec)
+      scores, _ = scoring.score_pairs(apply_fn, params, batch["x_a"], batch["x_b"], pair_scoring)
+      return scores, batch["same"] > 0
+    scores, same = jax.lax.map(one_batch, jnp.arange(num_batches))
+    return scores.reshape(-1), same.reshape(-1)
+  return score
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -182,6 +202,11 @@ def retrieval_metrics(embeddings, labels, knn_k: int = 5, distance: str = "eucli
   if labels_np.ndim != 1 or len(labels_np) != len(embeddings):
     raise ValueError(f"retrieval_metrics: labels must be [N] for {len(embeddings)} embeddings; "
                      f"got {labels_np.shape}")
+  if not np.issubdtype(labels_np.dtype, np.integer) or (labels_np.size and labels_np.min() < 0):
+    smallest = labels_np.min() if labels_np.size else None
+    raise ValueError(f"retrieval_metrics: labels must be integer class ids >= 0 (got dtype "
+                     f"{labels_np.dtype}, smallest {smallest}); renumber them, e.g. "
+                     "np.unique(labels, return_inverse=True)[1]")
   class_counts = np.bincount(labels_np)
   k = int(min(max(class_counts.max() - 1, knn_k), len(labels_np) - 1))
   _, idx = nearest_neighbours(embeddings, embeddings, k, distance, exclude_self=True,
