@@ -89,6 +89,16 @@ def test_retrieval_metrics_are_one_for_perfect_clusters():
   assert all(value == pytest.approx(1.0) for value in got.values())
 
 
+@pytest.mark.parametrize("labels,found", [([0, -1, 1, 1], "int64, smallest -1"),
+                                          ([0.0, 1.0, 1.0, 0.0], "float64")])
+def test_retrieval_metrics_reject_labels_that_are_not_class_ids(labels, found):
+  embeddings = np.eye(4, dtype=np.float32)
+  with pytest.raises(ValueError, match="^retrieval_metrics: labels must be integer") as error:
+    evaluate.retrieval_metrics(embeddings, np.asarray(labels))
+  message = str(error.value)
+  assert found in message and "renumber" in message and "\n" not in message
+
+
 def test_best_threshold_is_chosen_on_validation_pairs_only():
   val_scores = np.array([0.1, 0.2, 0.3, 0.9, 1.0, 1.1])
   val_same = np.array([1, 1, 1, 0, 0, 0], bool)
