@@ -8,27 +8,28 @@ and compares the files, so the same code is checked on 1 and on 8 devices.
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 
-from siamese_jax import models, train
+from experiments import default
+from siamese_jax import batches, models, sharding, train
 
 
 def main(out_path: str, mode: str) -> None:
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
   labels = np.repeat(np.arange(8), 8).astype(np.int32)
-  mesh = train.make_mesh()
-  model = models.build_model(ml_collections.ConfigDict(
-      {"encoder": "keras_mlp", "head": "distance", "distance": "euclidean"}))
-  tx = train.make_optimizer(ml_collections.ConfigDict({"name": "momentum", "learning_rate": 0.1}), 3)
+  mesh = sharding.make_mesh()
+  config = default.override(default.get_config(), {"optimizer.name": "momentum",
+                                                   "optimizer.learning_rate": 0.1})
+  model = models.build_model(config.model)
+  tx = train.make_optimizer(config.optimizer, 3)
   state = train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx)
-  state = train.put_replicated(state, mesh)
-  data = train.device_data(images, labels, 8, mesh)
-  spec = train.LossSpec(name="contrastive")
-  batch_spec = train.BatchSpec(kind="pairs", batch_size=32)
+  state = sharding.put_replicated(state, mesh)
+  data = sharding.device_data(images, labels, 8, mesh)
+  spec = train.loss_spec_from_config(config)
+  batch_spec = batches.BatchSpec(kind="pairs", batch_size=32)
   if mode == "step":
-    batch = train.sample_batch(jax.random.key(1), data, batch_spec)
+    batch = batches.sample_batch(jax.random.key(1), data, batch_spec)
     state, _ = train.make_train_step(spec, mesh)(state, batch, jax.random.key(2))
   else:
     state, _ = train.make_train_epoch(spec, batch_spec, 3, mesh)(state, data, jax.random.key(1))

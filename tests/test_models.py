@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
+from experiments import default
 from siamese_jax import models
 
 KEY = jax.random.key(0)
@@ -22,11 +23,13 @@ def _count(params):
 
 
 def _config(**overrides):
-  base = dict(encoder="mlp", features=(16, 8), dropout_rates=(0.0, 0.0), input_dropout=0.0,
-              embedding_dim=None, head="abs_diff", distance="euclidean", shared_weights=True,
+  """The declared model defaults (experiments/default.py) with a tiny MLP and ``overrides``."""
+  config = default.get_config().model
+  base = dict(encoder="mlp", features=(16, 8), dropout_rates=(0.0, 0.0), head="abs_diff",
               num_classes=10)
   base.update(overrides)
-  return ml_collections.ConfigDict(base)
+  config.update(base)
+  return config
 
 
 def _tiny_mlp(**kw):
@@ -307,15 +310,24 @@ def test_build_model_every_distance(distance):
   assert model.head.distance == distance
 
 
-def test_build_encoder_defaults_without_optional_keys():
-  cfg = ml_collections.ConfigDict({"encoder": "embedding_net"})
-  encoder = models.build_encoder(cfg)
+def test_build_encoder_from_declared_defaults():
+  encoder = models.build_encoder(_config(encoder="embedding_net", embedding_dim=None))
   assert isinstance(encoder, models.EmbeddingNet) and encoder.embedding_dim == 2
-  assert models.build_encoder(ml_collections.ConfigDict({"encoder": "koch"})).embedding_dim == 4096
+  assert models.build_encoder(_config(encoder="koch", embedding_dim=None)).embedding_dim == 4096
   keras = models.build_encoder(_config(encoder="keras_mlp", input_dropout=0.2))
   assert keras.input_dropout == 0.2 and keras.features == (128, 128, 128)
-  model = models.build_model(ml_collections.ConfigDict({"encoder": "convnet4", "head": "distance"}))
+  assert models.build_encoder(_config(encoder="convnet4")).filters == 64
+  mlp = models.build_encoder(_config(activation="gelu", final_activation=True))
+  assert mlp.activation == "gelu" and mlp.final_activation
+  model = models.build_model(default.get_config().model)
   assert model.shared_weights and model.head.distance == "euclidean"
+
+
+def test_keys_read_follow_the_chosen_encoder_and_head():
+  assert "activation" in models.keys_read(_config(encoder="mlp"))
+  assert "activation" not in models.keys_read(_config(encoder="keras_mlp"))
+  assert "distance" not in models.keys_read(_config(head="abs_diff"))
+  assert "filters" in models.keys_read(_config(encoder="convnet4", head="distance"))
 
 
 @pytest.mark.parametrize("overrides, match", [

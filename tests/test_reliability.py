@@ -58,15 +58,15 @@ def test_fault_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, tfds_dir
   process = subprocess.Popen(main_command(killed, tfds_dir, *args), cwd=REPO_ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 300
-  while not (killed / "checkpoints" / "1").exists() and time.time() < deadline:
+  while not (killed / "checkpoints" / "400").exists() and time.time() < deadline:
     time.sleep(0.05)
   time.sleep(0.5)  # well inside epoch 2
   process.send_signal(signal.SIGKILL)
   process.wait()
-  assert not (killed / "checkpoints" / "3").exists(), "killed too late to test anything"
+  assert not (killed / "checkpoints" / "1200").exists(), "killed too late to test anything"
   subprocess.run(main_command(killed, tfds_dir, *args), cwd=REPO_ROOT, env=env, check=True,
                  capture_output=True, timeout=600)
-  want, got = saved_params(reference, 3), saved_params(killed, 3)
+  want, got = saved_params(reference, 1200), saved_params(killed, 1200)
   assert want.keys() == got.keys()
   for name in want:
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
