@@ -1,8 +1,20 @@
-"""Labelled images for siamese_jax: MNIST, Fashion-MNIST and Omniglot through tfds, online or not.
+"""Labelled images for siamese_jax: MNIST, Fashion-MNIST, Omniglot, any tfds image dataset, or a
+folder of your own images, each read once into ``data_dir`` and then into NumPy.
 
-``load(name, split)`` always goes through a tfds dataset, prepared (once) in ``data_dir`` (default
-tfds's: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), then read into NumPy. Where the data comes
-from, first match wins:
+``load(name, split, ...)`` returns `LabelledImages` (uint8 [N, H, W, C] images, int32 labels) for:
+
+- "mnist", "fashion_mnist", "omniglot" (``NAMES``, splits in ``SPLITS``): the routes below, which
+  work offline from the official files;
+- any other tfds dataset name ("cifar10", "emnist/balanced", "cars196"; ``image_key`` /
+  ``label_key`` pick its features): see `tfds_images`;
+- "folder" with ``source_dir`` a folder of class folders (``<dir>/<class>/<image>``, split "all",
+  "train", "test" or its train/ test/ subfolders): see `folders`.
+
+``is_known(name, split)`` says whether load accepts a name and split before any data is read.
+
+MNIST, Fashion-MNIST and Omniglot always go through a tfds dataset, prepared (once) in ``data_dir``
+(default tfds's: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``), then read into NumPy. Where the
+data comes from, first match wins:
 
 1. a tfds dataset already prepared in ``data_dir`` (tfds's own, or the project's builders'); it
    holds the verified official data, so it is used even when ``source_dir`` is given;
@@ -25,37 +37,21 @@ Anything else raises ``DataFileError`` with one line naming the files needed and
 import logging
 import os
 import pathlib
-from typing import NamedTuple
 
 import numpy as np
 
-from siamese_jax.data import files
+from siamese_jax.data import files, pixels
+from siamese_jax.data.labelled import LabelledImages
 from siamese_jax.idx import DataFileError
 
-__all__ = ["DataFileError", "LabelledImages", "load", "NAMES", "SPLITS", "without_alphabets"]
+__all__ = ["DataFileError", "FOLDER", "LabelledImages", "is_known", "load", "NAMES", "SPLITS",
+           "SPLIT_BY", "without_alphabets"]
 
 SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
           "omniglot": ("train", "test", "small1", "small2")}
-NAMES = tuple(SPLITS)
-
-
-class LabelledImages(NamedTuple):
-  """A split of a dataset in host memory.
-
-  images: [N, H, W, 1] uint8 (Omniglot: white 255 background, black 0 strokes, as tfds decodes it).
-  labels: [N] int32 in [0, num_classes). Omniglot's characters are renumbered 0..C-1 within the
-    split, in the order of their global tfds label.
-  source: one human line saying where the data came from.
-  alphabets: Omniglot only, [N] int32 index into ``alphabet_names`` (sorted, this split's only).
-  class_names: names of the labels (Omniglot: "<alphabet>/characterNN"), or None for MNIST digits.
-  """
-  images: np.ndarray
-  labels: np.ndarray
-  num_classes: int
-  source: str
-  alphabets: np.ndarray | None = None
-  alphabet_names: list[str] | None = None
-  class_names: list[str] | None = None
+NAMES = tuple(SPLITS)  # the datasets with offline routes; load also takes FOLDER and tfds names
+FOLDER = "folder"
+SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY: how a folder without train/ is split
 
 
 def default_data_dir() -> pathlib.Path:
@@ -63,19 +59,64 @@ def default_data_dir() -> pathlib.Path:
   return pathlib.Path(os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets").expanduser()
 
 
-def load(name: str, split: str, *, data_dir=None, image_size: int | None = None, source_dir=None,
-         download: bool | None = None) -> LabelledImages:
-  """Loads ``split`` of dataset ``name`` ("mnist", "fashion_mnist", "omniglot") as uint8 images.
+def is_known(name: str, split: str) -> bool:
+  """Whether ``load(name, split)`` can be asked for, as far as is known before reading any data.
 
-  data_dir: tfds data folder for the prepared dataset (default: `default_data_dir()`).
-  image_size: resize to image_size x image_size (area interpolation); None keeps 28 or 105.
-  source_dir: a folder with the official files (IDX, gzipped or not; Omniglot zips); when given,
-    only it (or an already prepared copy of the same official data) is used.
-  download: False never downloads; None (default) downloads only if the host is reachable.
+  NAMES: their SPLITS exactly. FOLDER: any split (its folder decides at load). Other names: tfds's
+  registry (imports tensorflow_datasets); their splits are known only once prepared.
   """
-  _check_args(name, split, image_size)
-  from siamese_jax.data import builders  # imports tensorflow: only when data is actually loaded
+  if name in SPLITS:
+    return split in SPLITS[name]
+  if not isinstance(split, str) or not split:
+    return False
+  if name == FOLDER:
+    return True
+  from siamese_jax.data import tfds_images  # imports tensorflow
+  return tfds_images.is_tfds_name(name)
+
+
+def load(name: str, split: str, *, data_dir=None, image_size: int | None = None, source_dir=None,
+         download: bool | None = None, channels: int | None = None, image_key: str | None = None,
+         label_key: str | None = None, skip_bad_images: bool = False, split_by: str = "images",
+         test_fraction: float = 0.2, seed: int = 0) -> LabelledImages:
+  """Loads ``split`` of dataset ``name`` as uint8 images [N, H, W, C] and int32 labels [N].
+
+  name: "mnist", "fashion_mnist", "omniglot", FOLDER ("folder"), or a tfds dataset name.
+  data_dir: tfds data folder for the prepared dataset, and for a folder's decoded cache (default:
+    `default_data_dir()`).
+  image_size: resize to image_size x image_size (area interpolation); None keeps the native size
+    (28, 105, the tfds dataset's, the folder's; mixed sizes then are an error).
+  source_dir: a folder with the official files (IDX, gzipped or not; Omniglot zips); when given,
+    only it (or an already prepared copy of the same official data) is used. FOLDER: the image
+    folder (required). tfds names: the manual_dir of datasets tfds cannot download.
+  download: False never downloads; None (default) downloads only if the host is reachable.
+  channels: None keeps the data's channels (a folder: 1 if every image is grey, else 3); 1 or 3
+    converts (BT.601 luma; grey repeated).
+  image_key, label_key: tfds names only: the Image and ClassLabel features to read (default:
+    found from the dataset's features, see `tfds_images`).
+  skip_bad_images: FOLDER only: leave out (and list in a warning) images that do not decode or are
+    too large or too small, instead of raising DataFileError.
+  split_by, test_fraction, seed: FOLDER without train/ test/ subfolders: split "train" / "test"
+    is its part under ``siamese_jax.splits.split(labels, test_fraction, split_by, seed)``;
+    split_by is one of SPLIT_BY ("images": some images of every class held out, "classes": whole
+    classes held out).
+  """
+  _check_args(name, split, image_size, source_dir, channels, image_key, label_key, split_by,
+              test_fraction)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
+  if name == FOLDER:
+    from siamese_jax.data import folders
+    dataset = folders.load(source_dir, split, data_dir=data_dir, image_size=image_size,
+                           channels=channels, skip_bad_images=skip_bad_images, split_by=split_by,
+                           test_fraction=test_fraction, seed=seed)
+    logging.info("siamese_jax.data.load(%r, %r): %s", name, split, dataset.source)
+    return dataset
+  if name not in SPLITS:
+    from siamese_jax.data import tfds_images  # imports tensorflow
+    return tfds_images.load(name, split, data_dir=data_dir, image_size=image_size,
+                            source_dir=source_dir, download=download, channels=channels,
+                            image_key=image_key, label_key=label_key)
+  from siamese_jax.data import builders  # imports tensorflow: only when data is actually loaded
   if source_dir is not None:
     source_dir = pathlib.Path(source_dir).expanduser()
     _require_files(name, split, source_dir)
@@ -91,17 +132,34 @@ def load(name: str, split: str, *, data_dir=None, image_size: int | None = None,
   builder, source = found
   logging.info("siamese_jax.data.load(%r, %r): %s", name, split, source)
   arrays = builders.read_split(builder, split, image_size)
-  return _labelled(name, arrays, source, builder)
+  dataset = _labelled(name, arrays, source, builder)
+  return dataset._replace(images=pixels.to_channels(dataset.images, channels))
 
 
-def _check_args(name, split, image_size):
-  if name not in SPLITS:
-    raise ValueError(f"data.load: unknown dataset {name!r}; use one of {', '.join(NAMES)}")
-  if split not in SPLITS[name]:
+def _check_args(name, split, image_size, source_dir, channels, image_key, label_key, split_by,
+                test_fraction):
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"data.load: dataset name {name!r} must be a non-empty string")
+  if name in SPLITS and split not in SPLITS[name]:
     raise ValueError(f"data.load: {name} has no split {split!r}; use one of "
                      f"{', '.join(SPLITS[name])}")
+  if not isinstance(split, str) or not split:
+    raise ValueError(f"data.load: split {split!r} must be a non-empty string")
   if image_size is not None and (int(image_size) != image_size or image_size < 1):
     raise ValueError(f"data.load: image_size={image_size!r} must be a positive int or None")
+  if name == FOLDER and source_dir is None:
+    raise ValueError("data.load: name 'folder' needs source_dir (--config.data.dir), a folder of "
+                     "class folders <dir>/<class>/<image>")
+  if channels not in (None, 1, 3):
+    raise ValueError(f"data.load: channels={channels!r} must be None (keep), 1 or 3")
+  for key, value in (("image_key", image_key), ("label_key", label_key)):
+    if value is not None and (name in SPLITS or name == FOLDER):
+      raise ValueError(f"data.load: {key}={value!r} applies to tfds datasets only, not {name}; "
+                       "leave it None")
+  if split_by not in SPLIT_BY:
+    raise ValueError(f"data.load: split_by={split_by!r}; use one of {', '.join(SPLIT_BY)}")
+  if not 0 < test_fraction < 1:
+    raise ValueError(f"data.load: test_fraction={test_fraction!r} must be between 0 and 1")
 
 
 def _needed_files(name: str, split: str) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from siamese_jax.data import files
+from siamese_jax.data import files, pixels
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -126,20 +126,24 @@ def tfds_builder(name: str, data_dir: str, config: str | None = None) -> tfds.co
   return tfds.builder(name if config is None else f"{name}/{config}", data_dir=data_dir)
 
 
-def prepare(builder, data_dir: str, manual_dir: str | os.PathLike | None = None) -> None:
+def prepare(builder, data_dir: str, manual_dir: str | os.PathLike | None = None,
+            try_gcs: bool = False) -> None:
   """Runs ``builder.download_and_prepare``; on any failure removes what it wrote.
 
   tfds writes into ``<version>.incomplete*`` and renames at the end (and removes that folder on
   failure), but it also leaves ``<name>/.config/metadata.json`` and empty folders: the dataset's
   folder is removed if this call created it, and empty ``downloads`` / ``data_dir`` folders too.
+  try_gcs: let tfds fetch its prepared copy from its GCS bucket first (what ``tfds.load`` does).
   """
   root = pathlib.Path(data_dir)
   version_dir = pathlib.Path(builder.data_dir)  # <data_dir>/<name>[/<config>]/<version>
-  owned = [p for p in reversed(version_dir.relative_to(root).parents) if p != pathlib.Path(".")]
-  owned = next((root / p for p in owned if not (root / p).exists()), None)  # top folder made here
+  owned = None
+  if version_dir.is_relative_to(root):  # not so only where tfds is mocked (tfds.testing)
+    made = [p for p in reversed(version_dir.relative_to(root).parents) if p != pathlib.Path(".")]
+    owned = next((root / p for p in made if not (root / p).exists()), None)  # top folder made here
   shared = [p for p in (root / "downloads", root) if not p.exists()]
   manual_dir = None if manual_dir is None else os.fspath(manual_dir)
-  config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+  config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=try_gcs)
   try:
     builder.download_and_prepare(download_config=config)
   except BaseException:
@@ -183,10 +187,7 @@ def read_split(builder, split: str, image_size: int | None = None,
   def decode(image_bytes):
     images = tf.map_fn(lambda s: tf.io.decode_png(s, channels=1), image_bytes,
                        fn_output_signature=tf.TensorSpec([native, native, 1], tf.uint8))
-    if size != native:
-      resized = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="area")
-      images = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-    return images
+    return pixels.resize_area_tf(images, size) if size != native else images
 
   def parse(records):
     example = tf.io.parse_example(records, spec)

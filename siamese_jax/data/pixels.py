@@ -1,0 +1,52 @@
+"""Pixel conversions shared by every route of siamese_jax.data: channel count and area resizing.
+
+Both take and return uint8 images, so a tfds dataset, the official files and an image folder give
+the same pixels for the same image and settings.
+"""
+
+import numpy as np
+
+# ITU-R BT.601 luma, the weights of PIL's convert("L") and tf.image.rgb_to_grayscale.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+_CHUNK = 4096  # images converted at a time: bounds the float32 copy
+
+
+def to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
+  """uint8 images [..., H, W, C], C in {1, 2, 3, 4} -> [..., H, W, channels]; None: unchanged.
+
+  An alpha channel (C = 2 or 4) is dropped first; colour -> grey is BT.601 luma rounded to the
+  nearest integer; grey -> colour repeats the one channel.
+  """
+  if channels is None:
+    return images
+  if channels not in (1, 3):
+    raise ValueError(f"channels={channels!r} must be 1, 3 or None")
+  if images.shape[-1] in (2, 4):
+    images = images[..., :-1]
+  if images.shape[-1] == channels:
+    return images
+  if channels == 3:
+    return np.repeat(images, 3, axis=-1)
+  flat = images.reshape(-1, *images.shape[-3:])
+  grey = np.empty(flat.shape[:-1] + (1,), np.uint8)
+  for start in range(0, len(flat), _CHUNK):
+    luma = flat[start:start + _CHUNK].astype(np.float32) @ _LUMA
+    grey[start:start + _CHUNK, ..., 0] = np.clip(np.round(luma), 0, 255)
+  return grey.reshape(images.shape[:-1] + (1,))
+
+
+def resize_area_tf(images, size: int):
+  """tf uint8 images [..., H, W, C] -> [..., size, size, C]: area interpolation, rounded.
+
+  For use inside tf.data (graph) code; `resize_area` is the NumPy front.
+  """
+  import tensorflow as tf  # only where something is resized
+  resized = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="area")
+  return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def resize_area(images: np.ndarray, size: int) -> np.ndarray:
+  """uint8 images [..., H, W, C] -> [..., size, size, C] (area interpolation; aspect not kept)."""
+  if images.shape[-3:-1] == (size, size):
+    return images
+  return resize_area_tf(images, size).numpy()
