@@ -32,8 +32,9 @@ import jax  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 import numpy as np  # noqa: E402
 
-from experiments import findings as findings_lib  # noqa: E402
-from siamese_jax import checkpoints, evaluate, experiment, plots, train  # noqa: E402
+from experiments import default, findings as findings_lib  # noqa: E402
+from siamese_jax import (batches, checkpoints, evaluate, experiment, plots, scoring,  # noqa: E402
+                         sharding)
 
 # Training length per finding in the full report (on top of each arm's config).
 FULL = {
@@ -44,27 +45,22 @@ FULL = {
     "omniglot": {"train.epochs": 25},
 }
 FULL_DEFAULT = {"train.epochs": 10}
-QUICK = {"train.epochs": 1, "train.steps_per_epoch": 8, "train.steps_per_call": 8,
-         "eval.pairs": 200, "eval.plot_points": 300}
+QUICK = {"train.epochs": 1}  # on top of each config's "tiny" variant (experiments/default.py)
 EVAL_PAIRS = {"full": 2000, "quick": 200}
 EPISODES = {"full": 400, "quick": 20}
-VALIDATION_SEED = 1234
 
 
 # ---------------------------------------------------------------------------- running
 
 
 def arm_config(finding, arm, seed: int, mode: str):
-  config = findings_lib.arm_config(arm, seed)
+  config = findings_lib.arm_config(arm, seed, "tiny" if mode == "quick" else None)
   overrides = dict(QUICK) if mode == "quick" else {**FULL_DEFAULT, **FULL.get(finding.key, {})}
-  if mode == "quick" and arm.overrides and dict(arm.overrides).get("train.batch_size"):
+  if mode == "quick" and dict(arm.overrides).get("train.batch_size"):
     overrides["train.batch_size"] = min(dict(arm.overrides)["train.batch_size"], 512)
-  for key, value in overrides.items():
-    section, name = key.split(".")
-    config[section][name] = value
-  config.plots.animation = False
-  config.plots.latent = finding.extra in ("latent", "retrieval")
-  return config
+  overrides.update({"plots.animation": False,
+                    "plots.latent": finding.extra in ("latent", "retrieval")})
+  return default.override(config, overrides)
 
 
 def config_hash(config) -> str:
@@ -87,36 +83,38 @@ def train_once(config, workdir: pathlib.Path) -> dict:
 # ------------------------------------------------------------------------- evaluation
 
 
-def _halves(test_set, num_classes_needed: int = 2):
-  """The test split cut into disjoint validation and test halves by a fixed permutation."""
-  order = np.random.default_rng(VALIDATION_SEED).permutation(len(test_set.labels))
-  return order[::2], order[1::2]
+def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source):
+  """(scores [M], same [M], higher_means_same) of balanced pairs of ``dataset``."""
+  data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
+                              sharding.make_mesh(jax.devices()[:1]))
+  score = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, num_pairs, pair_source)
+  scores, same = jax.device_get(score(state.params, data, key))
+  return scores, same, pair_scoring.higher_means_same
 
 
-def _pairs(state, images, labels, num_classes, key, loss_spec, num_pairs, pair_source):
-  data = train.device_data(images, labels, num_classes, train.make_mesh(jax.devices()[:1]))
-  return experiment.pair_scores(state, data, key, loss_spec, num_pairs, pair_source)
+def _embed(state, images, batch_size: int = 1000) -> np.ndarray:
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
+  return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
+                         for i in range(0, len(images), batch_size)])
 
 
-def _pair_features(state, images, labels, num_classes, key, num_pairs):
+def _pair_features(state, dataset, key, num_pairs):
   """(|f(a) - f(b)| [M, D], raw |a - b| [M, H W C], same [M]) for balanced pairs."""
-  data = train.device_data(images, labels, num_classes, train.make_mesh(jax.devices()[:1]))
-  batch = train.sample_batch(key, data, train.BatchSpec(kind="pairs", batch_size=num_pairs))
-  embed = experiment.make_embed_fn(state)
-  emb_a, emb_b = embed(state.params, batch["x_a"]), embed(state.params, batch["x_b"])
+  data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
+                              sharding.make_mesh(jax.devices()[:1]))
+  batch = batches.sample_batch(key, data, batches.BatchSpec(kind="pairs", batch_size=num_pairs))
+  emb_a, emb_b = _embed(state, batch["x_a"]), _embed(state, batch["x_b"])
   raw_a = np.asarray(batch["x_a"], np.float32).reshape(num_pairs, -1) / 255.0
   raw_b = np.asarray(batch["x_b"], np.float32).reshape(num_pairs, -1) / 255.0
   return np.abs(emb_a - emb_b), np.abs(raw_a - raw_b), np.asarray(batch["same"]) > 0
 
 
 def _similarity_fn(state, config):
-  """Higher = more alike, for one-shot episodes: a logit head's output, or minus the distance."""
-  if config.loss.name == "bce":
-    variables = {"params": state.params}
-    return lambda a, b: state.apply_fn(variables, a, b, method=lambda m, x, y: m.head(x, y))
-  from siamese_jax import distances
-  distance = distances.get_batch_distance(config.model.distance)
-  return lambda a, b: -distance(a, b)
+  """Higher = more alike, for one-shot episodes, as siamese_jax.scoring scores a pair."""
+  pair_scoring = scoring.pair_scoring_from_config(config)
+  sign = 1.0 if pair_scoring.higher_means_same else -1.0
+  return lambda a, b: sign * scoring.score_embeddings(state.apply_fn, state.params, a, b,
+                                                      pair_scoring)
 
 
 def cluster_elongation(points, labels) -> float:
@@ -130,44 +128,39 @@ def cluster_elongation(points, labels) -> float:
 
 
 def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
-  train_set, test_set = datasets
+  """Test-pair verification (threshold tuned on pairs of the run's validation part, held out of
+  its training split) and what the finding needs beyond it, of the run's last checkpoint."""
   _, state = checkpoints.load_trained(str(workdir))
-  loss_spec = train.loss_spec_from_config(config)
+  pair_scoring = scoring.pair_scoring_from_config(config)
   key = jax.random.key(config.seed + 100)
-  val_idx, test_idx = _halves(test_set)
   num_pairs = EVAL_PAIRS[mode]
-  scored = []
-  for i, idx in enumerate((val_idx, test_idx)):
-    scored.append(_pairs(state, test_set.images[idx], test_set.labels[idx], test_set.num_classes,
-                         jax.random.fold_in(key, i), loss_spec, num_pairs,
-                         config.train.pair_source))
-  (val_scores, val_same, higher), (test_scores, test_same, _) = scored
+  (val_scores, val_same, higher), (test_scores, test_same, _) = [
+      _pairs(state, part, jax.random.fold_in(key, i), pair_scoring, num_pairs,
+             config.train.pair_source)
+      for i, part in enumerate((datasets.validation, datasets.test))]
   result = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
-                                      fixed_threshold=0.0 if higher else loss_spec.threshold)
+                                      fixed_threshold=pair_scoring.threshold)
   summary = json.loads((workdir / "summary.json").read_text())
   final = summary["final"]
   result.update(train_loss=final.get("train_loss"), train_accuracy=final.get("train_accuracy"),
                 examples_per_second=summary["examples_per_second"],
                 train_seconds=summary["train_seconds"])
+  train_set, test_set = datasets.train, datasets.test
   if finding.extra == "svm":
-    train_features = _pair_features(state, train_set.images, train_set.labels,
-                                     train_set.num_classes, jax.random.fold_in(key, 7), num_pairs)
-    test_features = _pair_features(state, test_set.images, test_set.labels,
-                                   test_set.num_classes, jax.random.fold_in(key, 8), num_pairs)
+    train_features = _pair_features(state, train_set, jax.random.fold_in(key, 7), num_pairs)
+    test_features = _pair_features(state, test_set, jax.random.fold_in(key, 8), num_pairs)
     result["svm_learned"] = evaluate.svm_pair_accuracy(train_features[0], train_features[2],
                                                        test_features[0], test_features[2])
     result["svm_raw_pixels"] = evaluate.svm_pair_accuracy(train_features[1], train_features[2],
                                                           test_features[1], test_features[2])
   if finding.extra in ("retrieval", "latent"):
-    embed = experiment.make_embed_fn(state)
-    embeddings = embed(state.params, test_set.images)
+    embeddings = _embed(state, test_set.images)
     if finding.extra == "retrieval":
       result.update(evaluate.retrieval_metrics(embeddings, test_set.labels))
     else:
       result["elongation"] = cluster_elongation(plots.project_2d(embeddings)[0], test_set.labels)
   if finding.extra == "oneshot":
-    embed = experiment.make_embed_fn(state)
-    embeddings = embed(state.params, test_set.images)
+    embeddings = _embed(state, test_set.images)
     similarity = _similarity_fn(state, config)
     for n_way in (20, 5):
       result[f"oneshot_{n_way}way"] = evaluate.one_shot_accuracy(
@@ -311,10 +304,11 @@ def write_markdown(path, mode, seeds, sections, started, figures, run_seconds) -
            f"took {(time.time() - started) / 60:.1f} min, reusing finished runs) "
            f"({jax.default_backend()}, {len(jax.devices())} device(s), {os.cpu_count()} CPU "
            f"cores, jax {jax.__version__}); {len(seeds)} seeds per arm, mean ± std.", "",
-           "Pair accuracies are on test pairs (balanced, drawn from one half of the test split); "
-           "*acc @ fixed* uses threshold 0.5 on the distance (logit 0 for BCE heads), "
-           "*acc @ tuned* the threshold that was best on pairs from the other half (never the "
-           "test pairs). Percentages are mean ± std over seeds."]
+           "Pair accuracies are on balanced pairs of the test split; *acc @ fixed* uses the "
+           "untuned threshold (loss.threshold = margin / 2 on the distance, logit 0 for BCE "
+           "heads), *acc @ tuned* the threshold that was best on pairs of the validation part "
+           "held out of the training split (never on test data). Percentages are mean ± std "
+           "over seeds."]
   if mode == "quick":
     lines += ["", "**Quick mode**: every arm trained for a handful of steps only. These numbers "
               "check the pipeline; they do not test the findings."]
@@ -400,7 +394,8 @@ def main(argv=None) -> int:
         run_started = time.time()
         train_once(config, workdir)
         data_key = (config.data.name, config.data.train_split, config.data.test_split,
-                    config.data.image_size)
+                    config.data.image_size, config.data.validation_fraction,
+                    config.data.validation_by, config.seed)
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)
@@ -416,7 +411,7 @@ def main(argv=None) -> int:
               f"({time.time() - run_started:.0f} s; {(time.time() - started) / 60:.1f} min in all)",
               flush=True)
     if finding.extra == "oneshot":
-      _, test_set = dataset_cache[data_key]
+      test_set = dataset_cache[data_key].test
       pixels = raw_pixel_oneshot(test_set, mode)
       stats["raw pixels"] = {metric: [value] * len(seeds) for metric, value in pixels.items()}
     if finding.extra in ("latent", "retrieval"):
