@@ -212,8 +212,9 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                                           config.train.pair_source)
   writer = metric_writers.create_default_writer(str(workdir),
                                                 just_logging=not workdir_lib.is_primary())
-  report_progress = periodic_actions.ReportProgress(
-      num_train_steps=schedule.total_steps, writer=writer, every_steps=schedule.steps_per_epoch)
+  report_progress = periodic_actions.ReportProgress(  # steps/s to TensorBoard at epoch ends
+      num_train_steps=schedule.total_steps, writer=writer, every_secs=None,
+      on_steps=[schedule.steps_per_epoch * (e + 1) for e in range(schedule.epochs)])
   plot_set = (datasets.test.images[:config.eval.plot_points],
               datasets.test.labels[:config.eval.plot_points])
   embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
