@@ -30,12 +30,20 @@ class Key:
 KEYS = (
     Key("seed", 0, "PRNG seed for init, sampling, dropout and the validation split."),
     # data
-    Key("data.name", "mnist", "dataset to train and test on"),
-    Key("data.dir", placeholder(str), "folder with the official files (IDX or Omniglot zips); "
-        "None: search the known places"),
+    Key("data.name", "mnist", "mnist, fashion_mnist, omniglot (offline routes), 'folder' (your "
+        "images in data.dir/<class>/<file>) or any tfds image dataset name (e.g. cifar10)"),
+    Key("data.dir", placeholder(str), "'folder': the images' root; else a folder with the "
+        "official files (IDX or Omniglot zips), None: search the known places"),
     Key("data.tfds_data_dir", placeholder(str), "tfds data folder (None: $TFDS_DATA_DIR or "
         "~/tensorflow_datasets)"),
     Key("data.image_size", placeholder(int), "resize images to this size (None: keep theirs)"),
+    Key("data.channels", placeholder(int), "1 or 3: convert images (None: keep theirs)"),
+    Key("data.image_key", placeholder(str), "tfds: the image feature (None: the one Image)"),
+    Key("data.label_key", placeholder(str), "tfds: the label feature (None: the one ClassLabel)"),
+    Key("data.skip_bad_images", False, "'folder': leave out (and list) images that do not decode"),
+    Key("data.split_by", "images", "'folder' without train/ and test/: hold out test 'images' of "
+        "every class or whole 'classes'"),
+    Key("data.test_fraction", 0.2, "'folder' without train/ and test/: fraction held out as test"),
     Key("data.train_split", "train", "split to train on (its validation part is held out)"),
     Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
     Key("data.validation_fraction", 0.1, "fraction of the training split held out as "

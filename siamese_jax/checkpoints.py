@@ -80,12 +80,16 @@ def restore(manager: ocp.CheckpointManager, state: TrainState, step: int | None 
 NATIVE_IMAGE_SIZES = {"mnist": 28, "fashion_mnist": 28, "omniglot": 105}
 
 
+def read_progress(manager: ocp.CheckpointManager, step: int) -> dict:
+  """The progress JSON saved with checkpoint ``step`` (epoch, history, image_shape, ...)."""
+  return manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
+
+
 def epoch_steps(manager: ocp.CheckpointManager) -> dict[int, int]:
   """{epoch: step} of the end-of-epoch checkpoints in ``manager`` (not a preempted run's)."""
   found = {}
   for step in manager.all_steps():
-    progress = manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
-    progress = progress["progress"]
+    progress = read_progress(manager, step)
     if not progress.get("next_call"):
       found[int(progress["epoch"])] = step
   return found
@@ -108,8 +112,11 @@ def _as_tuples(value):
   return value
 
 
-def _image_shape(config, summary: dict) -> tuple[int, int, int]:
-  """(H, W, C) the run trained on: data.image_size, else summary.json, else the native size."""
+def _image_shape(config, summary: dict, progress: dict) -> tuple[int, int, int]:
+  """(H, W, C) the run trained on: as its checkpoint records it, else from data.image_size or
+  summary.json of older runs, else the native size."""
+  if progress.get("image_shape"):
+    return tuple(int(n) for n in progress["image_shape"])
   if config.data.image_size:
     return (config.data.image_size, config.data.image_size, 1)
   train_shape = summary.get("data", {}).get("train_shape")
@@ -186,7 +193,7 @@ def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDic
   return default.override(config, flat)
 
 
-def _abstract_state(config, summary: dict, where: pathlib.Path) -> TrainState:
+def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) -> TrainState:
   """The run's TrainState as shapes on one device (no init compiled or run), whatever the mesh
   it was saved from; sets config.data.image_size to the size the run trained on."""
   try:
@@ -194,7 +201,7 @@ def _abstract_state(config, summary: dict, where: pathlib.Path) -> TrainState:
     tx = train.make_optimizer(config.optimizer, total_steps=1)
   except (ValueError, AttributeError, KeyError) as error:
     raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
-  image_shape = _image_shape(config, summary)
+  image_shape = _image_shape(config, summary, progress)
   config.data.image_size = image_shape[0]
   abstract = jax.eval_shape(lambda key: train.create_train_state(key, model, image_shape, tx),
                             jax.random.key(0))
@@ -241,7 +248,7 @@ def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.Conf
     config_path = workdir / "config.json"
     fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
            "config.json and checkpoints/ together)")
-    state = _abstract_state(config, summary, config_path)
+    state = _abstract_state(config, summary, read_progress(manager, step), config_path)
     # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
     _check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
                        f"{checkpoint_dir}", fix)

@@ -36,8 +36,8 @@ def choices() -> dict[str, tuple]:
   """Every key whose value is a name, with the names it accepts: read from the tables that
   resolve them, so the check, --help and the code cannot disagree."""
   return {
-      "data.name": data.NAMES,
       "data.validation_by": ("auto",) + splits.BY,
+      "data.split_by": splits.BY,
       "model.encoder": tuple(models.ENCODERS),
       "model.head": tuple(models.HEADS),
       "model.distance": tuple(distances.PAIR_DISTANCES),
@@ -62,8 +62,21 @@ def validate(config) -> None:
   """Raises ConfigError for the first value that cannot work."""
   for key, valid in choices().items():
     _choice(_value(config, key), valid, key)
-  for key in ("train_split", "test_split"):
-    _choice(config.data[key], data.SPLITS[config.data.name], f"data.{key}")
+  if config.data.name in data.SPLITS:
+    for key in ("train_split", "test_split"):
+      _choice(config.data[key], data.SPLITS[config.data.name], f"data.{key}")
+  elif config.data.name == data.FOLDER:
+    _require(config.data.dir is not None, "data.name='folder' needs data.dir, the folder of "
+             "<class>/<image> files (e.g. --config.data.dir=~/photos)")
+  else:
+    _require(data.is_known(config.data.name, config.data.train_split),
+             f"data.name={config.data.name!r} is not known; use mnist, fashion_mnist, omniglot, "
+             "folder (with data.dir) or a tfds image dataset name such as cifar10")
+  if config.data.channels is not None:
+    _choice(config.data.channels, (1, 3), "data.channels")
+  _require(isinstance(config.data.test_fraction, (int, float))
+           and 0 < config.data.test_fraction < 1,
+           f"data.test_fraction={config.data.test_fraction!r} must be in (0, 1), e.g. 0.2")
   if config.data.image_size is not None:
     _positive(config.data.image_size, "data.image_size", int)
   fraction = config.data.validation_fraction

@@ -71,7 +71,12 @@ def _validation_by(config, train_set, test_set) -> str:
 def load_datasets(config) -> Datasets:
   """The three parts as the config asks (see Datasets)."""
   kwargs = {"data_dir": config.data.tfds_data_dir, "image_size": config.data.image_size,
-            "source_dir": config.data.dir}
+            "source_dir": config.data.dir, "channels": config.data.channels, "seed": config.seed}
+  if config.data.name == data.FOLDER:
+    kwargs.update(skip_bad_images=config.data.skip_bad_images, split_by=config.data.split_by,
+                  test_fraction=config.data.test_fraction)
+  elif config.data.name not in data.NAMES:
+    kwargs.update(image_key=config.data.image_key, label_key=config.data.label_key)
   full_train = data.load(config.data.name, config.data.train_split, **kwargs)
   test_set = data.load(config.data.name, config.data.test_split, **kwargs)
   if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
@@ -190,7 +195,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, schedule.total_steps)
-  state = train.create_train_state(init_key, model, datasets.train.images.shape[1:], tx)
+  image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
+  state = train.create_train_state(init_key, model, image_shape, tx)
   state = sharding.put_replicated(state, mesh)
 
   manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep)
@@ -256,7 +262,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
           averages = take_metrics(*pending, averages)
           train_seconds += time.time() - epoch_start
           checkpoints.save(manager, state, None, {
-              "epoch": epoch, "next_call": call + 1, "history": history,
+              "epoch": epoch, "next_call": call + 1, "history": history, "image_shape": image_shape,
               "train_seconds": train_seconds, "partial": _averages_to_json(averages)})
           bar.close()
           raise Preempted(f"stopped by SIGTERM at step {int(state.step)} (epoch {epoch + 1}) and "
@@ -290,7 +296,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                              class_names=_short_class_names(datasets.test))
       checkpoints.save(manager, state, {checkpoints.BEST_METRIC: record[checkpoints.BEST_METRIC]},
                        {"epoch": epoch + 1, "next_call": 0, "history": history,
-                        "train_seconds": train_seconds, "partial": None})
+                        "image_shape": image_shape, "train_seconds": train_seconds,
+                        "partial": None})
       bar.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, validation pair "
                 f"accuracy {record['val_accuracy']:.4f}, ROC AUC {record['val_roc_auc']:.4f}")
       if stop_requested.is_set() and epoch + 1 < config.train.epochs:

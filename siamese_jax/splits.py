@@ -11,17 +11,19 @@ BY = ("images", "classes")
 
 
 def split_by_images(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """(kept [N - M], held_out [M]) sorted indices into labels [N]: ``round(fraction * n_c)`` images
-  of every class c with n_c images, at least 1 where n_c >= 4 and never so many that fewer than 2
-  stay (a positive pair needs 2)."""
+  """(kept [N - M], held_out [M]) sorted indices into labels [N]: about ``fraction * n_c`` images
+  of every class c with n_c images, but 0 or at least 2 (a positive pair needs 2, on both
+  sides): 2 where n_c >= 4 and the fraction rounds below 2, and never so many that fewer than 2
+  stay."""
   rng = np.random.default_rng(seed)
   held = []
   for c in np.unique(labels):
     members = np.flatnonzero(labels == c)
     take = int(round(fraction * len(members)))
-    take = max(take, 1 if len(members) >= 4 and fraction > 0 else 0)
-    take = min(take, max(len(members) - 2, 0))
-    held.append(rng.permutation(members)[:take])
+    if fraction > 0 and len(members) >= 4:
+      take = max(take, 2)
+    take = min(take, len(members) - 2)
+    held.append(rng.permutation(members)[:take if take >= 2 else 0])
   held_out = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
   return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
