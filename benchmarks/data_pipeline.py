@@ -87,17 +87,17 @@ def sampling_epoch(images, index, gather=True):
 def project_step():
   """(state, step(state, batch, key), epoch(state, data, key), to_device) of siamese_jax.train."""
   from experiments import contrastive
-  from siamese_jax import models, train
+  from siamese_jax import batches, models, sharding, train
   config = contrastive.get_config()
   spec = train.loss_spec_from_config(config)
-  mesh = train.make_mesh(jax.devices()[:1])
+  mesh = sharding.make_mesh(jax.devices()[:1])
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, STEPS)
   state = train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx)
-  batch_spec = train.BatchSpec(kind="pairs", batch_size=BATCH)
+  batch_spec = batches.BatchSpec(kind="pairs", batch_size=BATCH)
   step = jax.jit(functools.partial(train.train_step, spec=spec))
   epoch = train.make_train_epoch(spec, batch_spec, STEPS, mesh)
-  to_device = lambda images, labels: train.device_data(images, labels, 10, mesh)
+  to_device = lambda images, labels: sharding.device_data(images, labels, 10, mesh)
   return state, step, epoch, to_device
 
 

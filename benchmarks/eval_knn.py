@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from siamese_jax import evaluate, models, train  # noqa: E402
+from siamese_jax import evaluate, models, scoring, train  # noqa: E402
 from train_throughput import machine, matmul_peak  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -84,7 +84,7 @@ def main():
 
   @jax.jit
   def embed(params, x):
-    return state.apply_fn({"params": params}, train.to_float_images(x), method="embed")
+    return state.apply_fn({"params": params}, scoring.to_float_images(x), method="embed")
 
   def embed_in_batches(params, x):
     return [embed(params, x[i:i + args.embed_batch]) for i in range(0, len(x), args.embed_batch)]

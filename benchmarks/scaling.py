@@ -43,7 +43,7 @@ def child(args) -> None:
   sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
   import jax
   import numpy as np
-  from siamese_jax import models, train
+  from siamese_jax import batches, models, sharding, train
   from train_throughput import CASES, case_config, load_data
 
   case = CASES["b"]
@@ -51,13 +51,13 @@ def child(args) -> None:
   config = case_config(case)
   config.optimizer.name = args.optimizer or config.optimizer.name
   spec = train.loss_spec_from_config(config)
-  batch_spec = train.BatchSpec(kind="pairs", batch_size=args.batch)
+  batch_spec = batches.BatchSpec(kind="pairs", batch_size=args.batch)
   steps = args.steps or len(labels) // args.batch
-  mesh = train.make_mesh()
-  data = train.device_data(images, labels, num_classes, mesh)
+  mesh = sharding.make_mesh()
+  data = sharding.device_data(images, labels, num_classes, mesh)
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, 100 * steps)
-  fresh_state = lambda: train.put_replicated(
+  fresh_state = lambda: sharding.put_replicated(
       train.create_train_state(jax.random.key(0), model, images.shape[1:], tx), mesh)
   flat = lambda state, prefix: {prefix + jax.tree_util.keystr(p): np.asarray(leaf)
                                 for p, leaf in jax.tree_util.tree_leaves_with_path(state.params)}

@@ -63,7 +63,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from siamese_jax import models, train  # noqa: E402
+from siamese_jax import batches, models, scoring, sharding, train  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -263,23 +263,23 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
   config = case_config(case)
   spec = train.loss_spec_from_config(config)
   kind = "pairs" if spec.batch_kind == "pairs" else "pk"
-  batch_spec = train.BatchSpec(kind=kind, batch_size=case.batch_size,
+  batch_spec = batches.BatchSpec(kind=kind, batch_size=case.batch_size,
                                classes_per_batch=case.classes_per_batch or 8,
                                samples_per_class=case.samples_per_class or 4)
   examples = batch_spec.examples
   steps = max(len(labels) // examples, 1)
   if case.max_steps:
     steps = min(steps, case.max_steps)
-  mesh = train.make_mesh()
-  data = train.device_data(images, labels, num_classes, mesh)
+  mesh = sharding.make_mesh()
+  data = sharding.device_data(images, labels, num_classes, mesh)
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, 100 * steps)
-  fresh_state = lambda: train.put_replicated(
+  fresh_state = lambda: sharding.put_replicated(
       train.create_train_state(jax.random.key(0), model, images.shape[1:], tx), mesh)
   state = fresh_state()
 
   # FLOPs of one step: analytic (jaxpr) and what XLA compiled.
-  batch = train.sample_batch(jax.random.key(0), data, batch_spec)
+  batch = batches.sample_batch(jax.random.key(0), data, batch_spec)
   flops = analytic_flops(state.params, lambda p: train.compute_loss(
       p, state.apply_fn, batch, jax.random.key(1), spec)[0])
 
@@ -313,7 +313,7 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
   @jax.jit
   def draw(data, key, i):
     batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
-    return train.sample_batch(batch_key, data, batch_spec), dropout_key
+    return batches.sample_batch(batch_key, data, batch_spec), dropout_key
 
   loop, loop_steps = {}, case.loop_steps or steps
   for mode in ("async", "sync"):
@@ -398,8 +398,7 @@ def _unrolled_threefry_impl():
 def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
   """ms a step of the MLP case with parts of the step removed, each a scan of ``steps`` steps
   timed interleaved (best of ``repeats``): where the time of a step goes."""
-  from ml_collections import ConfigDict
-  spec = train.LossSpec()
+  spec = train.loss_spec_from_config(case_config(case))
   rows = 2 * batch_spec.batch_size
 
   def state_with(dropout: bool, optimizer: str):
@@ -412,7 +411,7 @@ def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
     tx = train.make_optimizer(config.optimizer, 100 * steps)
     return train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx)
 
-  pool = jax.jit(jax.vmap(lambda k: train.sample_batch(k, data, batch_spec)))(
+  pool = jax.jit(jax.vmap(lambda k: batches.sample_batch(k, data, batch_spec)))(
       jax.random.split(jax.random.key(1), 4))
 
   def pooled_epoch(state, pool):
@@ -423,8 +422,8 @@ def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
 
   def sampling_only(data):
     def body(total, i):
-      batch = train.sample_batch(jax.random.fold_in(jax.random.key(0), i), data, batch_spec)
-      return total + sum(jnp.sum(train.to_float_images(batch[k])) for k in ("x_a", "x_b")), None
+      batch = batches.sample_batch(jax.random.fold_in(jax.random.key(0), i), data, batch_spec)
+      return total + sum(jnp.sum(scoring.to_float_images(batch[k])) for k in ("x_a", "x_b")), None
     return jax.lax.scan(body, 0.0, jnp.arange(steps))[0]
 
   def dropout_masks_only(total):
@@ -455,11 +454,11 @@ def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
     def body(state, i):
       batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
       dropout_key = jax.random.wrap_key_data(jax.random.key_data(dropout_key), impl=unrolled)
-      return train.train_step(state, train.sample_batch(batch_key, data, batch_spec),
+      return train.train_step(state, batches.sample_batch(batch_key, data, batch_spec),
                               dropout_key, spec)
     return jax.lax.scan(body, state, jnp.arange(steps))
 
-  epoch = lambda: train.make_train_epoch(spec, batch_spec, steps, train.make_mesh())
+  epoch = lambda: train.make_train_epoch(spec, batch_spec, steps, sharding.make_mesh())
   variants = {
       "as configured (dropout, RMSprop)": (epoch(), (state_with(True, "rmsprop"), data, key)),
       "dropout bits by an unrolled threefry": (jax.jit(unrolled_dropout_epoch),

@@ -22,7 +22,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments import omniglot  # noqa: E402
-from siamese_jax import experiment, models, train  # noqa: E402
+from siamese_jax import batches, models, sharding, train  # noqa: E402
 
 
 def main():
@@ -33,12 +33,12 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (2720, 28, 28, 1), dtype=np.uint8)
   labels = np.repeat(np.arange(136), 20)
-  mesh = train.make_mesh()
-  data = train.device_data(images, labels, 136, mesh)
+  mesh = sharding.make_mesh()
+  data = sharding.device_data(images, labels, 136, mesh)
   spec = train.loss_spec_from_config(config)
-  batch_spec = experiment.batch_spec_from_config(config, spec)
+  batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
   model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
-  fresh = lambda: train.put_replicated(
+  fresh = lambda: sharding.put_replicated(
       train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
   key = jax.random.key(1)
   print(f"{jax.devices()}; {steps} steps of batch {batch_spec.examples} pairs per call")
@@ -51,7 +51,7 @@ def main():
     state, _ = jax.block_until_ready(epoch(state, data, key))
     print(f"{name:>9}: first call {first:.2f} s, then {(time.perf_counter() - start) / steps * 1e3:.1f} ms/step")
   step, state = train.make_train_step(spec, mesh), fresh()
-  draw = jax.jit(lambda k: train.sample_batch(k, data, batch_spec))
+  draw = jax.jit(lambda k: batches.sample_batch(k, data, batch_spec))
   start = time.perf_counter()
   state, _ = jax.block_until_ready(step(state, draw(key), key))
   first = time.perf_counter() - start
