@@ -94,6 +94,8 @@ KEYS = (
     Key("train.checkpoints_to_keep", 3, "the last N checkpoints kept (the best one is kept too)"),
     # eval
     Key("eval.pairs", 2000, "validation and test pairs drawn (the same every epoch)"),
+    Key("eval.far", placeholder(float), "calibrate the verification threshold on validation "
+        "pairs for this false-accept rate (e.g. 0.001); None: for the best accuracy"),
     Key("eval.plot_points", 2000, "test images embedded for the latent-space plots"),
     # plots
     Key("plots.latent", True, "per-epoch latent-space plots"),

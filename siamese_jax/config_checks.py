@@ -118,6 +118,9 @@ def validate(config) -> None:
   _require(config.train.pair_source == "balanced" or batch_kind == "pairs",
            "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
   _positive(config.eval.pairs, "eval.pairs", int)
+  if config.eval.far is not None:
+    _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,
+             f"eval.far={config.eval.far!r} must be a false-accept rate in [0, 1), e.g. 0.001")
   _positive(config.eval.plot_points, "eval.plot_points", int)
 
 

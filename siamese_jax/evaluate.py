@@ -52,6 +52,44 @@ def best_threshold(scores, same, higher_means_same: bool) -> float:
   return float(candidates[int(np.argmax(accuracies))])
 
 
+def error_rates(scores, same, threshold: float, higher_means_same: bool) -> dict:
+  """{"far", "frr"}: the fraction of different pairs called "same" (false accepts) and of same
+  pairs called "different" (false rejects) at ``threshold``. scores [M], same [M] bool."""
+  same = np.asarray(same, bool)
+  called_same = scoring.predict_same(np.asarray(scores), higher_means_same, threshold)
+  return {"far": float(np.mean(called_same[~same])) if np.any(~same) else 0.0,
+          "frr": float(np.mean(~called_same[same])) if np.any(same) else 0.0}
+
+
+def threshold_at_far(scores, same, far: float, higher_means_same: bool) -> float:
+  """The threshold that accepts the most same pairs while its false-accept rate on these
+  (validation) pairs stays at or below ``far``: scores [M], same [M] bool."""
+  same = np.asarray(same, bool)
+  similarity = _similarity(scores, higher_means_same)
+  different = np.sort(similarity[~same])[::-1]  # most similar different pairs first
+  allowed = int(np.floor(far * len(different) + 1e-9))  # false accepts we may make
+  # Accept similarity strictly above the (allowed + 1)-th most similar different pair.
+  if allowed >= len(different):
+    cut = float(np.min(similarity)) - 1.0
+  else:
+    above = different[allowed]
+    higher_values = similarity[similarity > above]
+    cut = (above + float(np.min(higher_values))) / 2 if len(higher_values) else above + 1.0
+  return float(cut if higher_means_same else -cut)
+
+
+def calibrate(val_scores, val_same, higher_means_same: bool, far: float | None = None) -> dict:
+  """The verification threshold chosen on validation pairs: best accuracy (``far`` None) or the
+  most permissive one whose false-accept rate is at most ``far``; with its validation rates."""
+  threshold = (best_threshold(val_scores, val_same, higher_means_same) if far is None else
+               threshold_at_far(val_scores, val_same, far, higher_means_same))
+  return {"threshold": threshold, "target": "accuracy" if far is None else f"far<={far:g}",
+          "higher_means_same": bool(higher_means_same),
+          "validation": {**error_rates(val_scores, val_same, threshold, higher_means_same),
+                         "accuracy": accuracy_at_threshold(val_scores, val_same, threshold,
+                                                           higher_means_same)}}
+
+
 def equal_error_rate(scores, same, higher_means_same: bool) -> float:
   """The error rate where false accepts equal false rejects (ROC interpolated): scores [M]."""
   fpr, tpr, _ = sk_metrics.roc_curve(np.asarray(same, bool), _similarity(scores, higher_means_same))

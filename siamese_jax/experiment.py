@@ -306,12 +306,44 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                         f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
+  calibration = _calibrate(config, state, manager, device_sets, score_pairs, eval_key,
+                           pair_scoring)
   summary = _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_key,
                        pair_scoring, history, manager)
+  if summary is not None:
+    workdir_lib.write_json(workdir / CALIBRATION_FILE, calibration)
+    summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
   if summary is not None:
     summary.update(train_seconds=train_seconds, wall_seconds=time.time() - started)
     workdir_lib.write_json(workdir / workdir_lib.SUMMARY_FILE, summary)
   return summary
+
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring) -> dict:
+  """The verification threshold of the latest and of the best checkpoint, chosen on the
+  validation pairs for eval.far (None: best accuracy), each with its FAR/FRR on the validation
+  and on the test pairs: what ``calibration.json`` holds for inference."""
+  higher = pair_scoring.higher_means_same
+  steps = {int(state.step): state.params}
+  best = manager.best_step()
+  if best is not None and best not in steps:
+    steps[best] = checkpoints.restore(manager, state, best)[0].params
+  found = {}
+  for step, params in steps.items():
+    val_scores, val_same = jax.device_get(score_pairs(params, device_sets["validation"], eval_key))
+    test_scores, test_same = jax.device_get(score_pairs(params, device_sets["test"], eval_key))
+    chosen = evaluate.calibrate(val_scores, val_same, higher, config.eval.far)
+    chosen["test"] = {**evaluate.error_rates(test_scores, test_same, chosen["threshold"], higher),
+                      "accuracy": evaluate.accuracy_at_threshold(test_scores, test_same,
+                                                                 chosen["threshold"], higher)}
+    found[str(step)] = chosen
+  return {"checkpoints": found, "latest_step": int(state.step), "best_step": best,
+          "scoring": {"head": pair_scoring.head, "distance": pair_scoring.distance,
+                      "higher_means_same": higher},
+          "pairs": {"validation": "held out of the training split", "test": "test split"}}
 
 
 def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
