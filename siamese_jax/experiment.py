@@ -355,6 +355,41 @@ def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
           "roc_auc": float(sk_metrics.roc_auc_score(same, similarity))}
 
 
+def _has_unseen_classes(datasets) -> bool:
+  """Whether the test split holds classes never trained on (named, and none shared)."""
+  train_names, test_names = datasets.train.class_names, datasets.test.class_names
+  return (train_names is not None and test_names is not None
+          and not set(train_names) & set(test_names))
+
+
+def _unseen_class_metrics(state, test_set, pair_scoring, key, batch_size: int = 1000) -> dict:
+  """Retrieval (P@1, R-precision, MAP@R, k-NN) over the test embeddings and N-way one-shot
+  accuracy (within an alphabet where the data has alphabets), for test classes never trained on."""
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
+  embeddings = np.concatenate([np.asarray(embed(state.params, test_set.images[i:i + batch_size]))
+                               for i in range(0, len(test_set.images), batch_size)])
+  metrics = {"retrieval": evaluate.retrieval_metrics(embeddings, test_set.labels,
+                                                     distance=pair_scoring.distance)}
+  sign = 1.0 if pair_scoring.higher_means_same else -1.0
+  similarity = lambda a, b: sign * scoring.score_embeddings(state.apply_fn, state.params, a, b,
+                                                            pair_scoring)
+  alphabet_of_class = None
+  if test_set.alphabets is not None:
+    alphabet_of_class = np.zeros(test_set.num_classes, np.int32)
+    alphabet_of_class[test_set.labels] = test_set.alphabets
+  one_shot = {}
+  for n_way in (5, 20):
+    try:
+      one_shot[f"{n_way}_way"] = evaluate.one_shot_accuracy(
+          jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way, episodes=400,
+          similarity=similarity, alphabet_of_class=alphabet_of_class,
+          within_alphabet=alphabet_of_class is not None)
+    except ValueError:  # too few classes (in an alphabet) for n_way
+      continue
+  metrics["one_shot"] = one_shot
+  return metrics
+
+
 def _short_class_names(dataset):
   if dataset.class_names is None or len(dataset.class_names) > 10:
     return None
@@ -374,6 +409,8 @@ def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_
   higher = pair_scoring.higher_means_same
   test = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
                                     fixed_threshold=pair_scoring.threshold)
+  if _has_unseen_classes(datasets):
+    test.update(_unseen_class_metrics(state, datasets.test, pair_scoring, eval_key))
   plots_dir = workdir / "plots"
   outputs = {}
   if history:
