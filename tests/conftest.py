@@ -1,19 +1,19 @@
-"""Shared test settings: a fast hypothesis profile and the path of ../shared/data."""
+"""Fixtures and the hypothesis profile (shared helpers are in tests/helpers.py)."""
 
 import os
 import pathlib
 
 import hypothesis
+import jax
 import pytest
+
+from tests.helpers import SHARED_DATA
 
 hypothesis.settings.register_profile(
     "siamese", max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "12")), deadline=None,
     derandomize=bool(os.environ.get("CI")),  # CI: the same examples every run; locally: explore
     suppress_health_check=[hypothesis.HealthCheck.too_slow])
 hypothesis.settings.load_profile("siamese")
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -30,15 +30,13 @@ def tfds_dir(tmp_path_factory) -> str:
   return str(tmp_path_factory.mktemp("tfds"))
 
 
-def shrink_for_tests(config, tfds_dir: str, epochs: int = 2, **train_overrides):
-  """``config`` cut down to a run of a few seconds: 6 steps of 32 per epoch, 3 steps per call."""
-  config.data.tfds_data_dir = tfds_dir
-  config.train.epochs = epochs
-  config.train.steps_per_epoch = 6
-  config.train.steps_per_call = 3
-  config.train.batch_size = 32
-  config.eval.pairs = 200
-  config.eval.plot_points = 300
-  for key, value in train_overrides.items():
-    config.train[key] = value
-  return config
+def _without_jit(fn, **unused_jit_kwargs):
+  return fn
+
+
+@pytest.fixture(scope="session", params=["with_jit", "without_jit"])
+def variant(request):
+  """``variant(fn, **jit_kwargs)``: ``fn`` under ``jax.jit`` or run eagerly, op by op; a test
+  that takes it runs both ways (chex.variants(with_jit=True, without_jit=True) as a pytest
+  parameter, so it mixes with parametrize and hypothesis). Session-scoped, as hypothesis wants."""
+  return jax.jit if request.param == "with_jit" else _without_jit

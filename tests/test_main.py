@@ -1,8 +1,7 @@
-"""main.py and the run loop end to end: outputs, resume, clear errors for bad flags."""
+"""main.py and the run loop end to end: outputs, resume, a workdir of another config, clear
+one-line errors for bad flags. Every test trains or starts main.py: all are slow."""
 
 import json
-import os
-import pathlib
 import subprocess
 import sys
 
@@ -10,9 +9,9 @@ import pytest
 
 from experiments import contrastive, triplet
 from siamese_jax import config_checks, experiment
-from tests.conftest import shrink_for_tests
+from tests.helpers import REPO_ROOT, main_command, repo_env, shrink_for_tests
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 
 
 def tiny(config, tfds_dir, epochs=2):
@@ -57,41 +56,40 @@ def test_triplet_config_runs(tmp_path, tfds_dir):
   assert summary["steps"] == 6 and "fraction_active" in str(summary["final"])
 
 
-def test_workdir_of_another_config_is_refused(tmp_path, tfds_dir):
+def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, tfds_dir):
   workdir = tmp_path / "run"
   config = tiny(contrastive.get_config(), tfds_dir, epochs=1)
   config.plots.latent = False
   experiment.train_and_evaluate(config, str(workdir))
+  finished = {name: (workdir / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
   config.loss.margin = 2.0
-  with pytest.raises(config_checks.ConfigError, match="another config.*overwrite=True"):
+  with pytest.raises(config_checks.ConfigError, match="another config.*loss.*overwrite=True"):
     experiment.train_and_evaluate(config, str(workdir))
+  config.loss.margin = 1.0
+  config.model.encoder = "mlp_2d"
+  with pytest.raises(config_checks.ConfigError, match="another config .*model"):
+    experiment.train_and_evaluate(config, str(workdir))
+  assert finished == {name: (workdir / name).read_bytes() for name in finished}  # untouched
+  config.train.overwrite = True
+  assert experiment.train_and_evaluate(config, str(workdir))["steps"] == 6
 
 
 @pytest.mark.parametrize("override,message", [
     ("--config.loss.margin=-1", "loss.margin=-1.0 must be a positive number"),
     ("--config.optimizer.name=lamb", "optimizer.name='lamb' is not known"),
     ("--config.train.batch_size=100000", "larger than the 8000 training images"),
+    ("--config.train.epochs=abc", "invalid literal for int()"),
+    ("--config.train.nosuch=1", "unknown config key 'nosuch'"),
 ])
-def test_bad_values_fail_with_one_line(tmp_path, tfds_dir, override, message):
-  result = run_main(tmp_path, tfds_dir, override)
+def test_bad_flags_fail_with_one_line(tmp_path, tfds_dir, override, message):
+  result = subprocess.run(
+      main_command(tmp_path / "cli", tfds_dir, "--config.train.epochs=1",
+                   "--config.train.steps_per_epoch=2", override),
+      cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True, timeout=300)
   assert result.returncode == 2
-  assert message in result.stderr
-  assert "Traceback" not in result.stderr
-
-
-def test_unknown_key_fails_with_one_line(tmp_path, tfds_dir):
-  result = run_main(tmp_path, tfds_dir, "--config.train.epoch=3")
-  assert result.returncode != 0
-  assert "epoch" in result.stderr and "Traceback" not in result.stderr
-
-
-def run_main(tmp_path, tfds_dir, *extra):
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-  return subprocess.run(
-      [sys.executable, "main.py", "--config", "experiments/contrastive.py",
-       "--workdir", str(tmp_path / "cli"), f"--config.data.tfds_data_dir={tfds_dir}",
-       "--config.train.epochs=1", "--config.train.steps_per_epoch=2", *extra],
-      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert message in result.stderr and "Traceback" not in result.stderr
+  error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+  assert len(error_lines) == 1, result.stderr
 
 
 def test_help_explains_the_flags():

@@ -8,7 +8,6 @@ orbax checkpoints and the metrics of the two workdirs.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -16,10 +15,12 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from siamese_jax import checkpoints
+from tests.helpers import REPO_ROOT, repo_env
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
 TIMEOUT_S = 180  # generous for a loaded machine; the test takes about 30 s on 2 idle cores
 
 TINY_RUN = ["--config", "experiments/contrastive.py", "--config.train.epochs=2",
@@ -35,8 +36,8 @@ def free_port() -> int:
 
 
 def launch(workdir, tfds_dir, devices, log, extra=()):
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "JAX_PLATFORMS": "cpu", "TFDS_DATA_DIR": str(tfds_dir), "PYTHONPATH": str(REPO_ROOT)}
+  env = repo_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                 JAX_PLATFORMS="cpu", TFDS_DATA_DIR=str(tfds_dir))
   return subprocess.Popen([sys.executable, str(REPO_ROOT / "main.py"), *TINY_RUN,
                            f"--workdir={workdir}", *extra],
                           env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)

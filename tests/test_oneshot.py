@@ -1,5 +1,6 @@
 """oneshot.py and checkpoints.load_trained: parsing, error arithmetic, the CLI end to end on a
-synthetic runs folder in brendenlake/omniglot's layout, and every bad input."""
+synthetic runs folder in brendenlake/omniglot's layout, and every bad input. The tests that use
+the ``trained`` fixture (a whole Omniglot run) are slow."""
 
 import json
 import pathlib
@@ -15,9 +16,8 @@ from PIL import Image, ImageDraw
 
 from experiments import embedding_ce, omniglot
 from siamese_jax import checkpoints, data, experiment, models, oneshot, train
-from tests.conftest import SHARED_DATA, shrink_for_tests
+from tests.helpers import REPO_ROOT, SHARED_DATA, shrink_for_tests
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = 5
 
 
@@ -163,6 +163,7 @@ def test_mislabelled_fixture_gives_the_known_error_rate(tmp_path, capsys):
 
 # ------------------------------------------------------------------- with a checkpoint
 
+@pytest.mark.slow
 def test_load_trained_restores_the_latest_epoch_or_the_one_asked(trained):
   workdir, config, saved = trained
   loaded_config, state = checkpoints.load_trained(workdir)
@@ -177,6 +178,7 @@ def test_load_trained_restores_the_latest_epoch_or_the_one_asked(trained):
   jax.tree_util.tree_map(np.testing.assert_array_equal, first.params, saved[1])
 
 
+@pytest.mark.slow
 def test_load_trained_takes_the_image_size_from_summary_when_the_config_has_none(trained, tmp_path):
   workdir, _, saved = trained
   copy = tmp_path / "copy"
@@ -207,6 +209,7 @@ def test_load_trained_finds_the_classifier_size_and_the_native_image_size(tmp_pa
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded.params, state.params)
 
 
+@pytest.mark.slow
 def test_preprocessing_is_the_data_loaders(trained, tfds_dir):
   workdir, config, _ = trained
   native = data.load("omniglot", "small2", data_dir=tfds_dir, source_dir=config.data.dir)
@@ -223,6 +226,7 @@ def test_preprocessing_is_the_data_loaders(trained, tfds_dir):
                                 tf.io.decode_png(png, channels=1).numpy())
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(trained, runs_dir, tmp_path):
   workdir, _, _ = trained
   result = run_cli("--runs", runs_dir, "--checkpoint", workdir, "--json", tmp_path / "out.json")
@@ -281,6 +285,7 @@ def test_bad_runs_folders(tmp_path, runs_dir, capsys):
                  "cannot write it")
 
 
+@pytest.mark.slow
 def test_bad_checkpoints(trained, tmp_path, runs_dir, capsys):
   workdir, _, _ = trained
   runs = ["--runs", runs_dir / "run01"]

@@ -14,9 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from tests.helpers import REPO_ROOT
+
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 400
 ARGS = ["--config.plots.latent=False", "--config.eval.pairs=100", "--config.train.epochs=3",
         f"--config.train.steps_per_epoch={STEPS_PER_EPOCH}", "--config.train.steps_per_call=20"]

@@ -2,14 +2,12 @@
 
 import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from experiments import findings
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT
 _spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "scripts" / "make_report.py")
 make_report = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_report)
@@ -54,6 +52,7 @@ def test_unknown_finding_is_a_one_line_error(capsys):
   assert "unknown finding" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_quick_report_of_every_finding_writes_tables_verdicts_and_figures(tmp_path, tfds_dir):
   """The whole report in quick mode (every arm of every finding, 2 seeds: ~3 min on 2 cores)."""
   out, runs = tmp_path / "docs", tmp_path / "runs"

@@ -1,8 +1,6 @@
 """Property tests for siamese_jax.samplers: balance, label correctness, no self-pairs, distinctness,
 reproducibility from the key, held-out and within-alphabet episodes, and host-side errors."""
 
-import pathlib
-
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -11,8 +9,7 @@ import numpy as np
 import pytest
 
 from siamese_jax import samplers
-
-SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from tests.helpers import SHARED_DATA
 
 pairs_jit = jax.jit(samplers.sample_balanced_pairs, static_argnums=2)
 pk_jit = jax.jit(samplers.sample_pk_batch, static_argnums=(2, 3))

@@ -1,8 +1,8 @@
-"""The train step: finite gradients through the encoder, every loss trains, fused epoch equals
-a loop of jit steps, 1 device equals 8 fake devices, and real MNIST is learned."""
+"""The train step: finite gradients through the encoder, every loss trains (slow), fused epoch
+equals a loop of jit steps, unrolled equals scanned (slow), 1 device equals 8 fake devices (slow:
+subprocesses), and real MNIST is learned (slow)."""
 
-import os
-import pathlib
+import functools
 import subprocess
 import sys
 
@@ -11,13 +11,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 from hypothesis import given, strategies as st
 
 from experiments import default
 from siamese_jax import batches, evaluate, idx, models, scoring, sharding, train
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests.helpers import REPO_ROOT, repo_env
 
 
 def model_config(**overrides):
@@ -45,6 +45,13 @@ def make_state(config, image_shape=(6, 6, 1), optimizer="adam", lr=1e-2, steps=1
   return train.create_train_state(jax.random.key(0), models.build_model(config), image_shape, tx)
 
 
+@functools.cache
+def cached_state(**model_overrides):
+  """make_state(model_config(**model_overrides)), built once: the hypothesis tests below draw
+  many examples for the same model."""
+  return make_state(model_config(**model_overrides))
+
+
 def all_finite(tree):
   return all(bool(jnp.all(jnp.isfinite(leaf.astype(jnp.float32))))
              for leaf in jax.tree_util.tree_leaves(tree))
@@ -62,7 +69,7 @@ PAIR_CASES = [("contrastive", "distance", "euclidean"), ("contrastive", "distanc
        images=hnp.arrays(np.uint8, (4, 6, 6, 1)))
 def test_encoder_param_gradients_finite_for_identical_pair_inputs(loss, head, distance, dtype,
                                                                   batch, margin, same, images):
-  state = make_state(model_config(head=head, distance=distance))
+  state = cached_state(head=head, distance=distance)
   params = jax.tree_util.tree_map(lambda p: p.astype(dtype), state.params)
   x = jnp.asarray(images[:batch])
   pair_batch = {"x_a": x, "x_b": x, "same": jnp.asarray(same[:batch]), "mask": jnp.ones(batch)}
@@ -76,7 +83,7 @@ def test_encoder_param_gradients_finite_for_identical_pair_inputs(loss, head, di
 @pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard"])
 @given(margin=st.floats(0.01, 10.0), labels=hnp.arrays(np.int32, (6,), elements=st.integers(0, 2)))
 def test_triplet_param_gradients_finite_when_all_images_identical(mining, margin, labels):
-  state = make_state(model_config(dropout_rates=(0.0, 0.0)))
+  state = cached_state(dropout_rates=(0.0, 0.0))
   x = jnp.full((6, 6, 6, 1), 7, jnp.uint8)  # identical images: every distance is exactly 0
   batch = {"x": x, "label": jnp.asarray(labels), "mask": jnp.ones(6)}
   spec = loss_spec("triplet", margin, mining)
@@ -94,6 +101,7 @@ def synthetic_data(num_classes=3, per_class=20, seed=0):
   return images, labels
 
 
+@pytest.mark.slow  # four small trainings
 @pytest.mark.parametrize("loss,head,batch_kind", [
     ("contrastive", "distance", "pairs"), ("bce", "abs_diff", "pairs"),
     ("triplet", "distance", "pk"), ("cross_entropy", "classifier", "uniform")])
@@ -137,6 +145,7 @@ def test_fused_epoch_equals_loop_of_jit_steps():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # compiles two convnet epochs: about 15 s
 def test_unrolled_epoch_equals_scanned_epoch_for_a_convnet():
   mesh = sharding.make_mesh()
   images, labels = synthetic_data()
@@ -166,12 +175,21 @@ def test_unroll_setting(setting, encoder, backend, expected):
   assert train.unroll_steps(setting, encoder, backend) is expected
 
 
-def test_optimizers_and_schedules_by_name():
+def test_every_optimizer_and_schedule_descends_a_quadratic():
   for name in train.OPTIMIZERS:
     for schedule in train.SCHEDULES:
       tx = train.make_optimizer(optimizer_config(
           name=name, learning_rate=0.1, schedule=schedule, warmup_steps=2), 10)
-      assert tx.init({"w": jnp.zeros(2)}) is not None
+      params = {"w": jnp.asarray([1.0, -2.0])}
+      opt_state = tx.init(params)
+      for _ in range(5):
+        grads = {"w": 2.0 * params["w"]}  # of |w|^2, whose minimum is w = 0
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+      assert float(jnp.sum(jnp.square(params["w"]))) < 0.8 * 5.0, (name, schedule, params)
+
+
+def test_cosine_schedule_spans_the_run_and_unknown_optimizers_are_refused():
   cosine = train.make_schedule(optimizer_config(learning_rate=0.1, schedule="cosine"), 10)
   assert float(cosine(0)) == pytest.approx(0.1) and float(cosine(10)) == pytest.approx(0.0)
   with pytest.raises(ValueError, match="optimizer.name='lamb'.*sgd"):
@@ -180,13 +198,14 @@ def test_optimizers_and_schedules_by_name():
 
 def run_worker(tmp_path, devices, mode):
   out = tmp_path / f"{mode}_{devices}.npz"
-  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-         "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO_ROOT)}
+  env = repo_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                 JAX_PLATFORMS="cpu")
   subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "multidevice_worker.py"), str(out),
                   mode], check=True, env=env, cwd=REPO_ROOT, timeout=300)
   return np.load(out)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["step", "epoch"])
 def test_eight_fake_devices_match_one_device(tmp_path, mode):
   one, eight = run_worker(tmp_path, 1, mode), run_worker(tmp_path, 8, mode)
@@ -197,6 +216,7 @@ def test_eight_fake_devices_match_one_device(tmp_path, mode):
     np.testing.assert_allclose(one[name], eight[name], rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.slow
 def test_200_steps_on_real_mnist_learn(shared_data):
   images = idx.read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz")[..., None]
   labels = idx.read_idx(shared_data / "mnist" / "t10k-labels-idx1-ubyte.gz").astype(np.int32)
