@@ -95,6 +95,16 @@ def epoch_steps(manager: ocp.CheckpointManager) -> dict[int, int]:
   return found
 
 
+def best_epoch(manager: ocp.CheckpointManager, epochs: dict[int, int]) -> int:
+  """The epoch, among ``epochs`` {epoch: step} kept in ``manager``, whose checkpoint has the
+  highest BEST_METRIC in the history saved with the latest one (what BestN kept); the latest
+  epoch when none has the metric."""
+  history = read_progress(manager, epochs[max(epochs)]).get("history", [])
+  scored = {h["epoch"]: h[BEST_METRIC] for h in history
+            if h.get("epoch") in epochs and h.get(BEST_METRIC) is not None}
+  return max(scored, key=lambda e: (scored[e], e)) if scored else max(epochs)
+
+
 def _read_json(path: pathlib.Path, what_to_do: str):
   try:
     return json.loads(path.read_text())
@@ -210,12 +220,27 @@ def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) 
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
 
 
-def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.ConfigDict, TrainState]:
+def describe_checkpoint(workdir, step: int) -> dict:
+  """{"epoch", "image_shape": (H, W, C)} of checkpoint ``step`` of the run in ``workdir`` (as
+  ``load_trained`` reads them)."""
+  workdir = pathlib.Path(workdir).expanduser()
+  config, summary = _read_run_config(workdir)
+  manager = _reader(workdir / "checkpoints")
+  try:
+    progress = read_progress(manager, step)
+  finally:
+    manager.close()
+  return {"epoch": int(progress["epoch"]), "image_shape": _image_shape(config, summary, progress)}
+
+
+def load_trained(workdir, epoch: int | str | None = None
+                 ) -> tuple[ml_collections.ConfigDict, TrainState]:
   """(config, state) of the training run in ``workdir``, for evaluation.
 
   The model is rebuilt from ``workdir/config.json`` (lists read back as tuples, undeclared keys
   refused, keys it lacks at their defaults) and its parameters restored from the latest
-  end-of-epoch checkpoint in ``workdir/checkpoints``, or from that of ``epoch``. Images are [H, W, C] of
+  end-of-epoch checkpoint in ``workdir/checkpoints``, or from that of ``epoch`` (an epoch number,
+  "latest", or "best": see ``best_epoch``). Images are [H, W, C] of
   data.image_size, else summary.json's data.train_shape, else 28 (MNIST) or 105 (Omniglot);
   the returned config's data.image_size is set to that size.
   ``state.tx`` is rebuilt from config.optimizer only so that the optimiser state restores; its
@@ -236,10 +261,12 @@ def load_trained(workdir, epoch: int | None = None) -> tuple[ml_collections.Conf
     epochs = epoch_steps(manager)
     if not epochs:
       raise no_checkpoints
-    epoch = max(epochs) if epoch is None else epoch
+    if epoch == "best":
+      epoch = best_epoch(manager, epochs)
+    epoch = max(epochs) if epoch in (None, "latest") else epoch
     if epoch not in epochs:
       raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
-                            f"{', '.join(map(str, sorted(epochs)))} (or no epoch: the latest)")
+                            f"{', '.join(map(str, sorted(epochs)))}, best or latest")
     step = epochs[epoch]
     saved = _saved_param_shapes(manager, step)
     if config.model.head == "classifier" and not config.model.num_classes:

@@ -158,34 +158,26 @@ def resize_like_training(images: np.ndarray, size: int) -> np.ndarray:
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
 
 
-def _in_batches(fn, batch: int, *arrays) -> np.ndarray:
-  """fn over the leading axis in batches of ``batch`` (the last one padded: one compilation)."""
-  n, parts = len(arrays[0]), []
-  for start in range(0, n, batch):
-    chunk = [a[start:start + batch] for a in arrays]
-    pad = batch - len(chunk[0])
-    chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) if pad else c for c in chunk]
-    parts.append(np.asarray(fn(*chunk))[:batch - pad])
-  return np.concatenate(parts)
-
-
-def model_similarity(config, state, batch: int = 64) -> Similarity:
+def model_similarity(config, state, batch: int | None = None) -> Similarity:
   """``similarity(test uint8 [T, S, S, 1], training [C, S, S, 1]) -> [T, C]`` of a trained model,
-  every (test, training) pair scored by siamese_jax.scoring (higher = more alike)."""
-  import jax
-  from siamese_jax import scoring
-  pair_scoring = scoring.pair_scoring_from_config(config)
-  embed_a = jax.jit(lambda x: scoring.embed(state.apply_fn, state.params, x, tower=0))
-  embed_b = jax.jit(lambda x: scoring.embed(state.apply_fn, state.params, x, tower=1))
-  score = jax.jit(lambda a, b: scoring.score_embeddings(state.apply_fn, state.params, a, b,
-                                                        pair_scoring))
-  sign = 1.0 if pair_scoring.higher_means_same else -1.0
+  every (test, training) pair scored through siamese_jax.inference (scoring's rule; higher = more
+  alike): test images by the first tower, training images by the second, in inference's padded
+  batches (``batch`` is no longer used). One inference.Model per image size, so one compilation.
+  """
+  from siamese_jax import inference
+  del batch
+  by_shape = {}
 
   def similarity(test, training):
-    emb_test, emb_training = _in_batches(embed_a, batch, test), _in_batches(embed_b, batch, training)
+    shape = test.shape[1:]
+    if shape not in by_shape:
+      by_shape[shape] = inference.Model(config, state.params, state.apply_fn, shape)
+    model = by_shape[shape]
+    sign = 1.0 if model.higher_means_same else -1.0
+    emb_test, emb_training = model.embed(test, tower=0), model.embed(training, tower=1)
     a = np.repeat(emb_test, len(training), axis=0)
     b = np.tile(emb_training, (len(test), 1))
-    return sign * np.asarray(score(a, b)).reshape(len(test), len(training))
+    return sign * model.score_embeddings(a, b).reshape(len(test), len(training))
   return similarity
 
 
