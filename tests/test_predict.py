@@ -1,0 +1,245 @@
+"""predict.py, the command line: --help on every command, each command on a saved run, every bad
+input as one ``error:`` line with exit 2, and (slow) the issue's end-to-end check: a trained
+contrastive run tells MNIST test digits written as PNGs apart and identifies them from one
+enrolled image per digit well above chance."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from experiments import contrastive
+from siamese_jax import experiment, inference, predict
+from tests.helpers import REPO_ROOT, repo_env
+from tests.test_inference import SAMPLE, initial_state, save_run, small_config
+
+CALIBRATED = {"threshold": 0.3, "target": "accuracy", "higher_means_same": False,
+              "test": {"far": 0.1, "frr": 0.2, "accuracy": 0.85}}
+
+
+@pytest.fixture(scope="module")
+def digits():
+  from siamese_jax import idx
+  images = idx.read_idx(str(SAMPLE / "t10k-images-idx3-ubyte.gz"))[8000:]
+  labels = idx.read_idx(str(SAMPLE / "t10k-labels-idx1-ubyte.gz"))[8000:]
+  return images, labels
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  """An untrained run saved as training saves one, with a calibrated threshold of 0.3."""
+  config = small_config()
+  return save_run(tmp_path_factory.mktemp("saved") / "run", config, initial_state(config),
+                  CALIBRATED)
+
+
+def write_pngs(folder, images, names):
+  folder.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for image, name in zip(images, names):
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(folder / name)
+    paths.append(folder / name)
+  return paths
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory, digits):
+  """gallery/<digit>/<i>.png, one image of each of five digits, and query/ with 6 more."""
+  root = tmp_path_factory.mktemp("pngs")
+  images, labels = digits
+  first = [int(np.flatnonzero(labels == d)[0]) for d in range(5)]
+  write_pngs(root / "gallery", images[first], [f"{d}/{i}.png" for d, i in enumerate(first)])
+  write_pngs(root / "query", images[100:106], [f"q{i}.png" for i in range(6)])
+  return root
+
+
+def cli(capsys, *argv):
+  """(exit code, stdout, stderr) of predict.main(argv), in this process."""
+  code = predict.main([str(a) for a in argv])
+  out, err = capsys.readouterr()
+  return code, out, err
+
+
+def one_line_error(capsys, *argv, expected: str) -> str:
+  code, out, err = cli(capsys, *argv)
+  last = err.strip().splitlines()[-1] if err.strip() else ""
+  assert code == 2 and last.startswith("error: ") and expected in last, err
+  assert "Traceback" not in err and not out
+  return last
+
+
+# ------------------------------------------------------------------------------ --help
+
+@pytest.mark.parametrize("command", ["", "verify", "embed", "index", "search", "identify"])
+def test_every_command_has_help(capsys, command):
+  with pytest.raises(SystemExit) as exit_:
+    predict.main([command, "--help"] if command else ["--help"])
+  assert exit_.value.code == 0
+  out = capsys.readouterr().out
+  assert out.startswith("usage: python -m siamese_jax.predict") and "--help" in out
+  if command:
+    assert ("--workdir" in out) and ("--index" in out) == (command in ("search", "identify"))
+
+
+# ------------------------------------------------------------------------------ commands
+
+def test_verify_prints_the_verdict_score_and_threshold(capsys, run, gallery):
+  images = sorted((gallery / "query").iterdir())
+  code, out, _ = cli(capsys, "verify", "--workdir", run, images[0], images[0])
+  assert code == 0
+  assert re.fullmatch(r"same \(euclidean distance 0 < threshold 0\.3\)\n", out), out
+  code, out, _ = cli(capsys, "verify", "--workdir", run, images[0], images[1])
+  model = inference.load(run)
+  score = model.score(str(images[0]), str(images[1]))
+  verdict = "same" if score < 0.3 else "different"
+  assert out.startswith(f"{verdict} (euclidean distance {score:.6g} ") and "threshold 0.3)" in out
+
+
+def test_embed_writes_the_embeddings_with_their_paths(capsys, run, gallery, tmp_path):
+  out_file = tmp_path / "emb.npz"
+  code, out, _ = cli(capsys, "embed", "--workdir", run, "--out", out_file, gallery / "query",
+                     gallery / "gallery" / "0")
+  assert code == 0 and "wrote 7 embeddings of 8 dimensions" in out
+  with np.load(out_file, allow_pickle=False) as saved:
+    paths = saved["paths"].tolist()
+    assert len(paths) == 7 and paths[0].endswith("query/q0.png") and "/gallery/0/" in paths[-1]
+    np.testing.assert_allclose(saved["embeddings"], inference.load(run).embed(paths), atol=1e-6)
+
+
+def test_index_search_and_identify(capsys, run, gallery, tmp_path):
+  index_file = tmp_path / "gallery.npz"
+  code, out, _ = cli(capsys, "index", "--workdir", run, "--out", index_file, gallery / "gallery")
+  assert code == 0 and "enrolled 5 images of 5 labels" in out
+  query = gallery / "gallery" / "3" / next((gallery / "gallery" / "3").iterdir()).name
+  code, out, _ = cli(capsys, "search", "--index", index_file, "--k", 2, query)
+  lines = out.splitlines()
+  assert code == 0 and lines[0] == str(query) and len(lines) == 3
+  assert lines[1].split("\t")[1:3] == ["3", "0"]  # itself first, at distance 0
+  code, out, _ = cli(capsys, "identify", "--index", index_file, query, gallery / "query")
+  answers = [line.split("\t") for line in out.splitlines()]
+  assert code == 0 and len(answers) == 7 and answers[0][1] == "3"
+  model = inference.load(run)
+  index = inference.Index.load(index_file, model)
+  expected = index.identify(sorted(str(p) for p in (gallery / "query").iterdir()))
+  assert [a[1] for a in answers[1:]] == [e if e is not None else "unknown" for e in expected]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_a_workdir_without_checkpoints(capsys, tmp_path, gallery):
+  empty = tmp_path / "run"
+  empty.mkdir()
+  (empty / "config.json").write_text(small_config().to_json_best_effort())
+  q = gallery / "query" / "q0.png"
+  one_line_error(capsys, "verify", "--workdir", empty, q, q, expected="no checkpoints")
+  one_line_error(capsys, "verify", "--workdir", tmp_path / "nowhere", q, q,
+                 expected="no such folder")
+
+
+def test_images_that_do_not_decode_or_convert(capsys, run, gallery, tmp_path):
+  broken = tmp_path / "broken.png"
+  broken.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+  q = gallery / "query" / "q0.png"
+  one_line_error(capsys, "verify", "--workdir", run, broken, q,
+                 expected="broken.png: not a readable image")
+  floats = tmp_path / "floats.tif"  # 32-bit float pixels: no conversion to 8-bit channels
+  Image.fromarray(np.full((28, 28), 3e5, np.float32)).save(floats)
+  one_line_error(capsys, "verify", "--workdir", run, floats, q,
+                 expected="pixels beyond 16 bits are not supported")
+  one_line_error(capsys, "verify", "--workdir", run, tmp_path / "absent.png", q,
+                 expected="absent.png: no such image file")
+
+
+def test_bad_galleries_and_queries(capsys, run, gallery, tmp_path):
+  (tmp_path / "empty").mkdir()
+  one_line_error(capsys, "index", "--workdir", run, "--out", tmp_path / "g.npz",
+                 tmp_path / "empty", expected="empty gallery")
+  write_pngs(tmp_path / "loose", [np.zeros((28, 28), np.uint8)], ["a.png"])
+  one_line_error(capsys, "index", "--workdir", run, "--out", tmp_path / "g.npz",
+                 tmp_path / "loose", expected="image outside a class folder")
+  index_file = tmp_path / "gallery.npz"
+  assert cli(capsys, "index", "--workdir", run, "--out", index_file, gallery / "gallery")[0] == 0
+  (tmp_path / "no_images").mkdir()
+  (tmp_path / "no_images" / "notes.txt").write_text("not an image")
+  one_line_error(capsys, "identify", "--index", index_file, tmp_path / "no_images",
+                 expected="no_images: no images found")
+  q = gallery / "query" / "q0.png"
+  one_line_error(capsys, "search", "--index", index_file, "--k", 9, q,
+                 expected="k=9 is larger than the gallery (5 entries)")
+  one_line_error(capsys, "search", "--index", tmp_path / "none.npz", q,
+                 expected="no such index file")
+
+
+def test_an_index_of_another_model_is_refused(capsys, run, gallery, tmp_path):
+  config = small_config()
+  other = save_run(tmp_path / "other", config, initial_state(config, seed=5), CALIBRATED)
+  index_file = tmp_path / "gallery.npz"
+  assert cli(capsys, "index", "--workdir", other, "--out", index_file, gallery / "gallery")[0] == 0
+  one_line_error(capsys, "search", "--index", index_file, "--workdir", run,
+                 gallery / "query" / "q0.png", expected="was built by another model")
+
+
+# --------------------------------------------------------------------- end to end (slow)
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tfds_dir):
+  """The default contrastive config, cut to 2 epochs of 50 steps of 64 pairs (~15 s)."""
+  config = contrastive.get_config("tiny")
+  config.data.tfds_data_dir = tfds_dir
+  config.plots.latent = False
+  config.train.update({"steps_per_epoch": 50, "steps_per_call": 25, "batch_size": 64})
+  workdir = tmp_path_factory.mktemp("trained") / "run"
+  experiment.train_and_evaluate(config, str(workdir))
+  return workdir
+
+
+def run_cli(*argv) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "siamese_jax.predict", *map(str, argv)],
+                        cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True,
+                        timeout=300)
+
+
+@pytest.mark.slow
+def test_verify_tells_test_digits_apart(trained, digits, tmp_path):
+  images, labels = digits
+  ones, zeros = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+  a, b, c = write_pngs(tmp_path, images[[ones[0], ones[1], zeros[0]]], ["a.png", "b.png", "c.png"])
+  same = run_cli("verify", "--workdir", trained, a, b)
+  assert same.returncode == 0 and same.stdout.startswith("same ("), same.stdout + same.stderr
+  different = run_cli("verify", "--workdir", trained, a, c)
+  assert different.stdout.startswith("different ("), different.stdout + different.stderr
+  # and on 200 random test pairs, as often right as the calibration measured on test pairs
+  model = inference.load(trained)
+  rng = np.random.default_rng(0)
+  i, j = rng.integers(0, len(labels), 200), rng.integers(0, len(labels), 200)
+  right = np.mean(model.verify(images[i], images[j]) == (labels[i] == labels[j]))
+  assert right > 0.75
+
+
+@pytest.mark.slow
+def test_one_enrolled_image_per_digit_identifies_others(trained, digits, tmp_path):
+  images, labels = digits
+  first = [int(np.flatnonzero(labels == d)[0]) for d in range(10)]
+  write_pngs(tmp_path / "gallery", images[first], [f"{d}/{i}.png" for d, i in enumerate(first)])
+  queries = [i for i in range(200) if i not in first]
+  write_pngs(tmp_path / "query", images[queries], [f"{i:04d}.png" for i in queries])
+  built = run_cli("index", "--workdir", trained, "--out", tmp_path / "g.npz", tmp_path / "gallery")
+  assert built.returncode == 0, built.stderr
+  found = run_cli("identify", "--index", tmp_path / "g.npz", tmp_path / "query")
+  assert found.returncode == 0, found.stderr
+  answers = [line.split("\t")[1] for line in found.stdout.splitlines()]
+  accuracy = np.mean([a == str(labels[i]) for a, i in zip(answers, queries)])
+  assert len(answers) == len(queries) and accuracy > 0.4  # chance: 0.1
+
+
+@pytest.mark.slow
+def test_cli_errors_have_no_traceback(tmp_path):
+  result = run_cli("verify", "--workdir", tmp_path / "nowhere", "a.png", "b.png")
+  assert result.returncode == 2 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+  help_text = run_cli("search", "--help")
+  assert help_text.returncode == 0 and "--k" in help_text.stdout
