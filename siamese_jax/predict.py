@@ -92,7 +92,8 @@ def _verdict_words(model, score: float) -> str:
   kind = "logit" if model.higher_means_same else f"{model.scoring.distance} distance"
   same = model.same(score)
   sign = (">" if same else "<=") if model.higher_means_same else ("<" if same else ">=")
-  return f"{'same' if same else 'different'} ({kind} {score:.6g} {sign} threshold {model.threshold:.6g})"
+  verdict = "same" if same else "different"
+  return f"{verdict} ({kind} {score:.6g} {sign} threshold {model.threshold:.6g})"
 
 
 def verify(args) -> None:

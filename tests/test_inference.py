@@ -1,5 +1,5 @@
-"""inference.py: preprocessing as training did it, bucketed embedding, pair scores and verdicts for
-distance and logit heads, the gallery index (search against brute force, open-set identify,
+"""inference.py: preprocessing as training did it, bucketed embedding, pair scores and verdicts
+for distance and logit heads, the gallery index (search against brute force, open-set identify,
 enrolment, save/load without pickle, another model refused, faiss), every bad input, and (slow)
 trained runs: the calibrated threshold of each checkpoint and its recalibration on the same pairs."""
 
@@ -35,11 +35,16 @@ def make_model(head: str = "distance", shared: bool = True, calibration=None, se
   return inference.Model(config, state.params, state.apply_fn, image_shape, calibration)
 
 
+_INITS = {}  # one compiled init per model config and image shape, whatever the seed
+
+
 def initial_state(config, image_shape=(28, 28, 1), seed: int = 0):
-  model = models.build_model(config.model)
-  tx = train.make_optimizer(config.optimizer, 1)
-  return jax.jit(lambda key: train.create_train_state(key, model, image_shape, tx))(
-      jax.random.key(seed))
+  key = (config.model.to_json(), config.optimizer.to_json(), tuple(image_shape))
+  if key not in _INITS:
+    model = models.build_model(config.model)
+    tx = train.make_optimizer(config.optimizer, 1)
+    _INITS[key] = jax.jit(lambda rng: train.create_train_state(rng, model, image_shape, tx))
+  return _INITS[key](jax.random.key(seed))
 
 
 def save_run(workdir: pathlib.Path, config, state, calibration: dict | None = None,
@@ -282,7 +287,8 @@ def test_save_and_load_without_pickle(tmp_path, model, digits):
   loaded = inference.Index.load(path, model)
   np.testing.assert_array_equal(loaded.embeddings, index.embeddings)
   np.testing.assert_array_equal(loaded.labels, labels[:30])
-  np.testing.assert_array_equal(loaded.search(images[40:45], 3)[2], index.search(images[40:45], 3)[2])
+  np.testing.assert_array_equal(loaded.search(images[40:45], 3)[2],
+                                index.search(images[40:45], 3)[2])
   with pytest.raises(inference.InferenceError, match="was built by another model"):
     inference.Index.load(path, make_model(seed=3))
 
