@@ -34,8 +34,12 @@ def make_manager(directory: str, keep_last: int = 3) -> ocp.CheckpointManager:
       ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
                                     keep_checkpoints_without_metrics=False),
   ])
+  # best_fn too: without it orbax neither writes the metrics nor answers best_step() with
+  # anything but the latest step (the policy alone only decides what is kept).
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                         enable_async_checkpointing=False)
+                                         enable_async_checkpointing=False,
+                                         best_fn=lambda metrics: metrics[BEST_METRIC],
+                                         best_mode="max")
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 

@@ -48,18 +48,22 @@ def initial_state(config, image_shape=(28, 28, 1), seed: int = 0):
 
 
 def save_run(workdir: pathlib.Path, config, state, calibration: dict | None = None,
-             image_shape=(28, 28, 1)) -> pathlib.Path:
-  """A run folder as train_and_evaluate leaves it (config.json, one epoch's checkpoint, and
-  ``calibration`` for its step), without training: for the fast tests of loading."""
+             image_shape=(28, 28, 1), roc_aucs=(0.5,)) -> pathlib.Path:
+  """A run folder as train_and_evaluate leaves it (config.json, a checkpoint of ``state`` at
+  steps 1, 2, ... for each epoch's validation ROC AUC in ``roc_aucs``, and ``calibration`` for
+  the last step), without training: for the fast tests of loading."""
   workdir.mkdir(parents=True)
   (workdir / "config.json").write_text(config.to_json_best_effort())
   manager = checkpoints.make_manager(str(workdir / "checkpoints"))
-  step = int(state.step)
-  history = [{"epoch": 1, "step": step, checkpoints.BEST_METRIC: 0.5}]
-  checkpoints.save(manager, state, {checkpoints.BEST_METRIC: 0.5}, {
-      "epoch": 1, "next_call": 0, "history": history, "image_shape": list(image_shape),
-      "train_seconds": 0.0, "partial": None})
+  history = []
+  for epoch, roc_auc in enumerate(roc_aucs, 1):
+    state = state.replace(step=epoch)
+    history.append({"epoch": epoch, "step": epoch, checkpoints.BEST_METRIC: roc_auc})
+    checkpoints.save(manager, state, {checkpoints.BEST_METRIC: roc_auc}, {
+        "epoch": epoch, "next_call": 0, "history": list(history),
+        "image_shape": list(image_shape), "train_seconds": 0.0, "partial": None})
   manager.close()
+  step = len(roc_aucs)
   if calibration is not None:
     (workdir / "calibration.json").write_text(json.dumps(
         {"checkpoints": {str(step): calibration}, "latest_step": step, "best_step": step}))
@@ -356,6 +360,17 @@ def test_load_reads_the_checkpoint_and_its_calibration(tmp_path, digits):
   assert untuned.threshold == config.loss.threshold and untuned.calibration is None
   assert "untuned" in untuned.threshold_note and "calibration.json not found" in \
       untuned.threshold_note
+
+
+def test_best_is_the_highest_validation_roc_auc_not_the_latest(tmp_path):
+  config = small_config()
+  workdir = save_run(tmp_path / "run", config, initial_state(config), roc_aucs=(0.6, 0.9, 0.7))
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"))
+  assert manager.best_step() == 2  # the step training calibrates as "best" (calibration.json)
+  manager.close()
+  assert inference.load(workdir).epoch == 2
+  assert inference.load(workdir, "latest").epoch == 3
+  assert inference.load(workdir, 1).step == 1
 
 
 def test_a_workdir_without_checkpoints_is_refused(tmp_path):
