@@ -178,7 +178,8 @@ def _add_model_args(parser, required: bool = True) -> None:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m siamese_jax.predict", formatter_class=argparse.RawDescriptionHelpFormatter,
-      description=__doc__.split("\n\n", 1)[0], epilog=__doc__.split("\n\n", 1)[1])
+      description=__doc__.split("\n\n", 1)[0],
+      epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
   commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
   def command(name, function, help_text):

@@ -237,6 +237,16 @@ def test_one_enrolled_image_per_digit_identifies_others(trained, digits, tmp_pat
 
 
 @pytest.mark.slow
+def test_far_recalibrates_on_the_runs_validation_pairs(capsys, trained, gallery):
+  q = sorted((gallery / "query").iterdir())
+  code, out, _ = cli(capsys, "verify", "--workdir", trained, "--far", 0.01, q[0], q[1])
+  strict = float(re.search(r"threshold ([\d.e-]+)\)", out).group(1))
+  assert code == 0 and strict <= inference.load(trained).threshold
+  expected = inference.recalibrate(inference.load(trained), 0.01).threshold
+  assert strict == pytest.approx(expected, rel=1e-5)  # printed to 6 digits
+
+
+@pytest.mark.slow
 def test_cli_errors_have_no_traceback(tmp_path):
   result = run_cli("verify", "--workdir", tmp_path / "nowhere", "a.png", "b.png")
   assert result.returncode == 2 and "Traceback" not in result.stderr
