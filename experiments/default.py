@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 import ml_collections
-from ml_collections.config_dict import placeholder
+from ml_collections.config_dict import FieldReference, placeholder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,9 @@ KEYS = (
     Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
     Key("data.validation_fraction", 0.1, "fraction of the training split held out as "
         "validation: it picks the best checkpoint and the tuned threshold"),
+    Key("data.device_budget_mb", placeholder(float), "training images above this many MiB are "
+        "streamed from host memory instead of held on the device (None: half the device's "
+        "memory, or a quarter of host RAM on CPU; see siamese_jax/streaming.py)"),
     Key("data.validation_by", "auto", "hold out validation 'images' of every class or whole "
         "'classes'; auto: classes where the test split has classes never trained on (Omniglot)"),
     # model
@@ -61,7 +64,13 @@ KEYS = (
     Key("model.input_dropout", 0.0, "dropout on the input pixels (keras_mlp, mlp)"),
     Key("model.activation", "relu", "activation of the 'mlp' encoder"),
     Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
-    Key("model.filters", 64, "convnet4 width (filters per block)"),
+    Key("model.filters", 64, "convnet4 width (filters per block); resnet*: the first stage's, "
+        "doubled at every next stage"),
+    Key("model.norm_groups", 8, "GroupNorm groups of convnet4 and resnet* (divides model.filters)"),
+    Key("model.resnet_stage_sizes", (2, 2, 2, 2), "residual blocks per stage of 'resnet_small' "
+        "(resnet18 and resnet34 fix their own)"),
+    Key("model.input_normalization", "none", "'per_channel': subtract the training part's "
+        "per-channel mean and divide by its std, in the model (kept in its params)"),
     Key("model.shared_weights", True, "False: two towers with separate weights"),
     Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
     # loss
@@ -89,6 +98,10 @@ KEYS = (
     Key("train.pair_source", "balanced", "'two_source': the second image is an inverted, warped "
         "view (two-tower experiments with model.shared_weights=False)"),
     Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),
+    Key("train.augment_crop", placeholder(tuple), "random resized crops covering this range of "
+        "the image's area, e.g. (0.35, 1.0), resized back (colour images; None: off)"),
+    Key("train.augment_crop_ratio", (3 / 4, 4 / 3), "aspect-ratio range (w / h) of those crops"),
+    Key("train.augment_flip", False, "random left-right flips (not for digits or characters)"),
     Key("train.resume", True, "continue from the workdir's last checkpoint if there is one"),
     Key("train.overwrite", False, "allow a workdir that holds a run of another config"),
     Key("train.checkpoints_to_keep", 3, "the last N checkpoints kept (the best one is kept too)"),
@@ -118,7 +131,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       if section not in node:
         node[section] = ml_collections.ConfigDict()
       node = node[section]
-    node[name] = key.default
+    # A fresh placeholder per config: a shared FieldReference would carry a value set on one
+    # config into every config made after it.
+    node[name] = (placeholder(key.default.get_type())
+                  if isinstance(key.default, FieldReference) else key.default)
   config.loss.threshold = config.loss.get_ref("margin") * 0.5
   return with_variant(config, arg)
 

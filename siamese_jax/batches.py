@@ -1,12 +1,18 @@
 """What a train step eats: ``BatchSpec`` says how a batch is drawn, ``sample_batch`` draws it on
-device (indices from ``siamese_jax.samplers``, then a gather from the uint8 images)."""
+device (indices from ``siamese_jax.samplers``, then a gather from the uint8 images).
+
+A batch is drawn in three parts, so that a host-side input path can draw the same batches
+(``siamese_jax.streaming``): ``draw_indices`` (which examples: a pure function of the key, run on
+any device), ``gather_batch`` (their images and labels: on device, or with NumPy on the host) and
+``augment_batch`` (the random views, on device). ``sample_batch`` is the three in turn.
+"""
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import samplers
+from siamese_jax import augment, samplers
 from siamese_jax.sharding import DeviceData
 
 KINDS = ("pairs", "pk", "uniform")
@@ -22,6 +28,9 @@ class BatchSpec:
   samples_per_class: int = 4
   pair_source: str = "balanced"  # "two_source": the second image is an inverted, warped view
   augment: bool = False  # random rotation + shift of every image (Koch et al.'s distortions)
+  crop_scale: tuple[float, float] | None = None  # random resized crops of this area range
+  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # their aspect ratio (w / h) range
+  flip: bool = False  # random left-right flips
 
   @property
   def examples(self) -> int:
@@ -30,10 +39,83 @@ class BatchSpec:
 
 def batch_spec_from_config(config, kind: str) -> BatchSpec:
   """The BatchSpec of ``config.train`` for batches of ``kind`` (the loss's, see train.LOSSES)."""
+  crop = config.train.augment_crop
   return BatchSpec(kind=kind, batch_size=config.train.batch_size,
                    classes_per_batch=config.train.classes_per_batch,
                    samples_per_class=config.train.samples_per_class,
-                   pair_source=config.train.pair_source, augment=config.train.augment)
+                   pair_source=config.train.pair_source, augment=config.train.augment,
+                   crop_scale=None if crop is None else tuple(float(s) for s in crop),
+                   crop_ratio=tuple(float(r) for r in config.train.augment_crop_ratio),
+                   flip=config.train.augment_flip)
+
+
+def _keys(key):
+  """A batch key's (draw, view, augment) keys: how every part below splits it."""
+  return jax.random.split(key, 3)
+
+
+def draw_indices(key, index: samplers.ClassIndex, num_examples: int, spec: BatchSpec) -> dict:
+  """Which examples a batch holds, from the batch ``key``; runs on whatever device ``index`` is on.
+
+  pairs: {idx_a, idx_b [B] int32, same [B] float32, mask [B]}; pk and uniform: {idx [B] int32,
+  mask [B]}. ``num_examples`` (static) is N, the size of the image set (for uniform draws).
+  """
+  key = _keys(key)[0]
+  if spec.kind == "pairs":
+    if spec.pair_source == "two_source":
+      idx_a, idx_b, same = samplers.sample_two_source_pairs(key, index, spec.batch_size)
+    else:
+      idx_a, idx_b, same = samplers.sample_balanced_pairs(key, index, spec.batch_size)
+    return {"idx_a": idx_a, "idx_b": idx_b, "same": same, "mask": jnp.ones_like(same)}
+  if spec.kind == "pk":
+    idx, _ = samplers.sample_pk_batch(key, index, spec.classes_per_batch, spec.samples_per_class)
+  else:
+    idx = jax.random.randint(key, (spec.batch_size,), 0, num_examples)
+  return {"idx": idx, "mask": jnp.ones(idx.shape, jnp.float32)}
+
+
+def gather_batch(images, labels, drawn: dict, take=samplers.gather_images) -> dict:
+  """The images (and labels) of ``draw_indices``'s indices, un-augmented.
+
+  images [N, H, W, C] uint8, labels [N] int32, and ``drawn`` with indices of any leading shape
+  [...] (e.g. [steps, B]); ``take(images, idx)`` is the gather: ``samplers.gather_images`` on
+  device, NumPy indexing on the host. Returns pairs {x_a, x_b [..., H, W, C], same, mask} or
+  {x [..., H, W, C], label [...], mask}. (A P x K batch's labels are its classes repeated K times.)
+  """
+  batch = {name: value for name, value in drawn.items() if not name.startswith("idx")}
+  if "idx" in drawn:
+    return {**batch, "x": take(images, drawn["idx"]), "label": labels[drawn["idx"]]}
+  return {**batch, "x_a": take(images, drawn["idx_a"]), "x_b": take(images, drawn["idx_b"])}
+
+
+def _augment_images(key, x, spec: BatchSpec):
+  """The random views ``spec`` asks for, of images [B, H, W, C] (same shape and dtype)."""
+  if spec.augment:
+    x = samplers.transform_view(key, x)
+  if spec.crop_scale is not None:
+    x = augment.random_resized_crop(jax.random.fold_in(key, 1), x, spec.crop_scale,
+                                    spec.crop_ratio)
+  if spec.flip:
+    x = augment.random_flip(jax.random.fold_in(key, 2), x)
+  return x
+
+
+def augment_batch(key, batch: dict, spec: BatchSpec) -> dict:
+  """``gather_batch``'s batch with its random views, from the batch ``key`` (on device).
+
+  Every image is augmented as ``spec`` says (Koch's affine ``augment``, then ``crop_scale``
+  random resized crops, then ``flip``); with ``pair_source="two_source"`` the second image of a
+  pair then becomes an inverted, warped view. Shapes and dtypes are kept.
+  """
+  _, view_key, augment_key = _keys(key)
+  if "x" in batch:
+    return {**batch, "x": _augment_images(augment_key, batch["x"], spec)}
+  augment_a, augment_b = jax.random.split(augment_key)
+  x_a = _augment_images(augment_a, batch["x_a"], spec)
+  x_b = _augment_images(augment_b, batch["x_b"], spec)
+  if spec.pair_source == "two_source":
+    x_b = samplers.transform_view(view_key, x_b, invert=True)
+  return {**batch, "x_a": x_a, "x_b": x_b}
 
 
 def sample_batch(key, data: DeviceData, spec: BatchSpec) -> dict:
@@ -42,24 +124,5 @@ def sample_batch(key, data: DeviceData, spec: BatchSpec) -> dict:
   pairs: {x_a, x_b [B, H, W, C] uint8, same [B] float32, mask [B]}; pk and uniform:
   {x [B, H, W, C], label [B] int32, mask [B]}.
   """
-  key, view_key, augment_key = jax.random.split(key, 3)
-  maybe_augment = lambda k, x: samplers.transform_view(k, x) if spec.augment else x
-  if spec.kind == "pairs":
-    if spec.pair_source == "two_source":
-      idx_a, idx_b, same = samplers.sample_two_source_pairs(key, data.index, spec.batch_size)
-    else:
-      idx_a, idx_b, same = samplers.sample_balanced_pairs(key, data.index, spec.batch_size)
-    augment_a, augment_b = jax.random.split(augment_key)
-    x_a = maybe_augment(augment_a, samplers.gather_images(data.images, idx_a))
-    x_b = maybe_augment(augment_b, samplers.gather_images(data.images, idx_b))
-    if spec.pair_source == "two_source":
-      x_b = samplers.transform_view(view_key, x_b, invert=True)
-    return {"x_a": x_a, "x_b": x_b, "same": same, "mask": jnp.ones_like(same)}
-  if spec.kind == "pk":
-    idx, labels = samplers.sample_pk_batch(key, data.index, spec.classes_per_batch,
-                                           spec.samples_per_class)
-  else:
-    idx = jax.random.randint(key, (spec.batch_size,), 0, data.labels.shape[0])
-    labels = data.labels[idx]
-  x = maybe_augment(augment_key, samplers.gather_images(data.images, idx))
-  return {"x": x, "label": labels, "mask": jnp.ones(labels.shape, jnp.float32)}
+  drawn = draw_indices(key, data.index, data.labels.shape[0], spec)
+  return augment_batch(key, gather_batch(data.images, data.labels, drawn), spec)

@@ -6,7 +6,7 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import data, distances, losses, models, splits, train
+from siamese_jax import data, distances, losses, models, normalization, splits, train
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
@@ -24,7 +24,8 @@ def _require(condition: bool, message: str) -> None:
 
 
 def _choice(value, valid, key: str) -> None:
-  _require(value in valid, f"{key}={value!r} is not known; choose one of {', '.join(valid)}")
+  _require(value in valid,
+           f"{key}={value!r} is not known; choose one of {', '.join(map(str, valid))}")
 
 
 def _positive(value, key: str, kind=(int, float)) -> None:
@@ -42,6 +43,7 @@ def choices() -> dict[str, tuple]:
       "model.head": tuple(models.HEADS),
       "model.distance": tuple(distances.PAIR_DISTANCES),
       "model.activation": tuple(models.ACTIVATIONS),
+      "model.input_normalization": normalization.MODES,
       "loss.name": tuple(train.LOSSES),
       "loss.mining": tuple(losses.MINED_TRIPLET_LOSSES),
       "optimizer.name": tuple(train.OPTIMIZERS),
@@ -89,6 +91,7 @@ def validate(config) -> None:
   _require(0 <= config.model.input_dropout < 1,
            f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
   _positive(config.model.filters, "model.filters", int)
+  _check_resnet_and_norm(config.model)
   _positive(config.loss.margin, "loss.margin")
   _require(isinstance(config.loss.threshold, (int, float)) and np.isfinite(config.loss.threshold),
            f"loss.threshold={config.loss.threshold!r} must be a number")
@@ -117,11 +120,45 @@ def validate(config) -> None:
            "positive)")
   _require(config.train.pair_source == "balanced" or batch_kind == "pairs",
            "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
+  _check_augmentation(config.train)
+  if config.data.device_budget_mb is not None:
+    _positive(config.data.device_budget_mb, "data.device_budget_mb")
   _positive(config.eval.pairs, "eval.pairs", int)
   if config.eval.far is not None:
     _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,
              f"eval.far={config.eval.far!r} must be a false-accept rate in [0, 1), e.g. 0.001")
   _positive(config.eval.plot_points, "eval.plot_points", int)
+
+
+def _check_resnet_and_norm(model_config) -> None:
+  _positive(model_config.norm_groups, "model.norm_groups", int)
+  reads = models.keys_read(model_config)
+  if "norm_groups" in reads:
+    _require(model_config.filters % model_config.norm_groups == 0,
+             f"model.norm_groups={model_config.norm_groups} does not divide model.filters="
+             f"{model_config.filters}; GroupNorm needs whole groups (e.g. norm_groups=8, 16 or 32)")
+  sizes = model_config.resnet_stage_sizes
+  _require(isinstance(sizes, (tuple, list)) and len(sizes) > 0
+           and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes),
+           f"model.resnet_stage_sizes={sizes!r} must be a non-empty tuple of positive ints, e.g. "
+           "(2, 2, 2, 2)")
+
+
+def _range_pair(value, key: str, upper: float | None, example: str) -> None:
+  """``value`` is (low, high) with 0 < low <= high (<= upper if given)."""
+  _require(isinstance(value, (tuple, list)) and len(value) == 2
+           and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+           and 0 < value[0] <= value[1] and (upper is None or value[1] <= upper),
+           f"{key}={value!r} must be (low, high) with 0 < low <= high"
+           + (f" <= {upper:g}" if upper is not None else "") + f", e.g. {example}")
+
+
+def _check_augmentation(train_config) -> None:
+  if train_config.augment_crop is not None:
+    _range_pair(train_config.augment_crop, "train.augment_crop", 1.0, "(0.35, 1.0)")
+  _range_pair(train_config.augment_crop_ratio, "train.augment_crop_ratio", None, "(0.75, 1.33)")
+  _require(isinstance(train_config.augment_flip, bool),
+           f"train.augment_flip={train_config.augment_flip!r} must be True or False")
 
 
 def unused_keys(config) -> list[str]:

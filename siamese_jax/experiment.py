@@ -26,8 +26,9 @@ import numpy as np
 import tqdm
 from clu import metric_writers, metrics as clu_metrics, periodic_actions
 
-from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models, plots,
-                         scoring, sharding, splits, train, workdir as workdir_lib)
+from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models,
+                         normalization, plots, scoring, sharding, splits, streaming, train,
+                         workdir as workdir_lib)
 
 
 class TrainingDiverged(RuntimeError):
@@ -189,8 +190,6 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   _say("config:\n" + str(config))
 
   mesh = sharding.make_mesh()
-  device_sets = {name: sharding.device_data(part.images, part.labels, part.num_classes, mesh)
-                 for name, part in datasets._asdict().items() if name != "split"}
   schedule = make_schedule(config, len(datasets.train.labels), batch_spec.examples)
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
   model = models.build_model(config.model)
@@ -210,9 +209,22 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
     _say(f"resuming from {workdir / 'checkpoints'} at epoch {progress['epoch']}, call "
          f"{progress['next_call']} (step {int(state.step)})")
 
-  run_call = train.make_train_epoch(
-      loss_spec, batch_spec, schedule.steps_per_call, mesh,
-      unroll=train.unroll_steps(config.train.unroll, config.model.encoder))
+  # ---- input side (issue 14; siamese_jax.normalization, siamese_jax.streaming) -------------
+  # The training part's per-channel stats into the params (model.input_normalization; the same
+  # values again on resume). Validation and test on every device; the training part too while it
+  # fits data.device_budget_mb (train.make_train_epoch), else streamed from host memory by a
+  # prefetching StreamedTrainCall that trains on the same batches.
+  state = sharding.put_replicated(state.replace(params=normalization.adapt(
+      state.params, config.model.input_normalization, datasets.train.images)), mesh)
+  device_sets = {name: sharding.device_data(part.images, part.labels, part.num_classes, mesh)
+                 for name, part in (("validation", datasets.validation), ("test", datasets.test))}
+  train_input = streaming.make_train_input(
+      datasets.train, loss_spec, batch_spec, schedule, mesh,
+      train.unroll_steps(config.train.unroll, config.model.encoder), train_key,
+      start=(progress["epoch"], progress["next_call"]), budget_mb=config.data.device_budget_mb)
+  device_sets["train"], run_call = train_input.data, train_input.run_call
+  _say(train_input.description)
+  # ---- end of the input side ----------------------------------------------------------------
   pair_scoring = scoring.pair_scoring_from_config(config)
   score_pairs = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, config.eval.pairs,
                                           config.train.pair_source)

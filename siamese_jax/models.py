@@ -1,9 +1,11 @@
 """Encoders, pair heads and the Siamese / classifier wrappers, as Flax linen modules.
 
 Every encoder is called as ``encoder(x, train=False) -> [B, D]`` on float32 NHWC images
-``x: [B, H, W, C]`` already scaled to [0, 1] (MLPs flatten them). No encoder keeps batch
-statistics, so an encoder is a pure function of ``(params, x)`` plus a "dropout" rng in
-train mode. A pair head is called as ``head(emb_a, emb_b) -> [B]``.
+``x: [B, H, W, C]`` already scaled to [0, 1] (MLPs flatten them; with
+``model.input_normalization="per_channel"`` it is wrapped in ``normalization.NormalizedEncoder``).
+No encoder keeps batch statistics (the convnets use GroupNorm), so an encoder is a pure function
+of ``(params, x)`` plus a "dropout" rng in train mode; the ResNets are in ``siamese_jax.resnet``.
+A pair head is called as ``head(emb_a, emb_b) -> [B]``.
 """
 
 from typing import Callable, NamedTuple, Sequence
@@ -11,7 +13,7 @@ from typing import Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from siamese_jax import distances
+from siamese_jax import distances, normalization, resnet
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
@@ -277,6 +279,11 @@ def _mlp(model_config) -> MLPEncoder:
                     final_activation=model_config.final_activation)
 
 
+def _resnet_args(model_config) -> dict:
+  return {"filters": model_config.filters, "norm_groups": model_config.norm_groups,
+          **_dim(model_config)}
+
+
 ENCODERS: dict[str, Component] = {
     "keras_mlp": Component(lambda m: keras_mnist_mlp(input_dropout=m.input_dropout, **_dim(m)),
                            ("embedding_dim", "input_dropout")),
@@ -286,8 +293,17 @@ ENCODERS: dict[str, Component] = {
     "embedding_net": Component(lambda m: EmbeddingNet(**_dim(m)), ("embedding_dim",), True),
     "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True),
     "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True),
-    "convnet4": Component(lambda m: ConvNet4(filters=m.filters, **_dim(m)),
-                          ("embedding_dim", "filters"), True),
+    "convnet4": Component(lambda m: ConvNet4(filters=m.filters, norm_groups=m.norm_groups,
+                                             **_dim(m)),
+                          ("embedding_dim", "filters", "norm_groups"), True),
+    "resnet18": Component(lambda m: resnet.resnet18(**_resnet_args(m)),
+                          ("embedding_dim", "filters", "norm_groups"), True),
+    "resnet34": Component(lambda m: resnet.resnet34(**_resnet_args(m)),
+                          ("embedding_dim", "filters", "norm_groups"), True),
+    "resnet_small": Component(
+        lambda m: resnet.ResNet(stage_sizes=tuple(m.resnet_stage_sizes), stem="small",
+                                **_resnet_args(m)),
+        ("embedding_dim", "filters", "norm_groups", "resnet_stage_sizes"), True),
 }
 
 
@@ -320,13 +336,18 @@ def is_convolutional(encoder: str) -> bool:
 
 def keys_read(model_config) -> set[str]:
   """The ``model.*`` keys that the model of ``model_config`` reads."""
-  return ({"encoder", "head"} | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
+  return ({"encoder", "head", "input_normalization"}
+          | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
           | set(_choice(HEADS, model_config.head, "head").reads))
 
 
 def build_encoder(model_config) -> nn.Module:
-  """The encoder named by model_config.encoder (see ENCODERS for the keys each reads)."""
-  return _choice(ENCODERS, model_config.encoder, "encoder").build(model_config)
+  """The encoder named by model_config.encoder (see ENCODERS for the keys each reads), wrapped
+  in a NormalizedEncoder if model_config.input_normalization asks for one."""
+  encoder = _choice(ENCODERS, model_config.encoder, "encoder").build(model_config)
+  mode = model_config.input_normalization
+  _choice(dict.fromkeys(normalization.MODES), mode, "input_normalization")
+  return encoder if mode == "none" else normalization.NormalizedEncoder(encoder)
 
 
 def build_model(model_config) -> nn.Module:

@@ -37,6 +37,19 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def step_batches_sharded(mesh: Mesh) -> NamedSharding:
+  """Batches stacked over steps, [steps, B, ...]: the B axis split over "data"."""
+  return NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+
+
+def put_step_batches(tree: Any, mesh: Mesh) -> Any:
+  """Places host arrays [steps, B, ...] on ``mesh`` as ``step_batches_sharded``; every process
+  passes the same arrays and each places the shards its devices hold (multi-host safe)."""
+  sharding = step_batches_sharded(mesh)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_callback(x.shape, sharding, lambda index: x[index]), tree)
+
+
 def check_batch_divides(examples: int, mesh: Mesh) -> None:
   """A one-line error unless the batch splits evenly over the mesh's devices."""
   devices = mesh.devices.size

@@ -4,8 +4,9 @@
 the state donated. ``train_epoch(state, data, key) -> (state, metrics)`` runs ``steps`` steps as
 one compiled call: each step draws its batch *indices* on device (``siamese_jax.batches``),
 gathers the uint8 images it needs from the device-resident dataset and trains on them, so a call
-is one compiled program with no host round trip and no pair array ever built. The layout over
-devices is ``siamese_jax.sharding``'s.
+is one compiled program with no host round trip and no pair array ever built. For data larger
+than the device, ``make_train_call_streamed`` runs the same steps on batches gathered on the host
+(``siamese_jax.streaming``). The layout over devices is ``siamese_jax.sharding``'s.
 """
 
 import dataclasses
@@ -182,21 +183,57 @@ def unroll_steps(setting: str, encoder: str, backend: str | None = None) -> bool
   return setting == "always"
 
 
+def step_keys(key, step_index):
+  """(batch key, dropout key) of step ``step_index`` of a call made with ``key``: ``fold_in(key,
+  i)`` split in two. Both input paths follow it, so they draw the same batches."""
+  return jax.random.split(jax.random.fold_in(key, step_index))
+
+
+def _scan_steps(state, key, make_batch, per_step, steps: int, spec: LossSpec, mesh: Mesh,
+                unroll: bool):
+  """``steps`` train steps in one scan; step ``i``'s batch is ``make_batch(batch_key,
+  per_step[i])`` (``per_step``: a pytree of [steps, ...] arrays, or None)."""
+  def body(state, xs):
+    step_index, step_input = xs
+    batch_key, dropout_key = step_keys(key, step_index)
+    batch = sharding.shard_batch(make_batch(batch_key, step_input), mesh)
+    return train_step(state, batch, dropout_key, spec)
+  return jax.lax.scan(body, state, (jnp.arange(steps), per_step), unroll=steps if unroll else 1)
+
+
 def make_train_epoch(spec: LossSpec, batch_spec: batches.BatchSpec, steps: int, mesh: Mesh,
                      unroll: bool = False):
   """``epoch(state, data, key) -> (state, metrics [steps])``: ``steps`` steps in one scan
   (``unroll=True``: the same steps unrolled, no loop in the compiled program).
 
-  Step ``i`` uses ``fold_in(key, i)`` split into a batch key and a dropout key, so an epoch is
-  reproducible from its key whatever the number of devices.
+  Step ``i`` draws its batch from the device-resident ``data`` with the batch key of
+  ``step_keys(key, i)``, so an epoch is reproducible from its key whatever the number of devices.
   """
   sharding.check_batch_divides(batch_spec.examples, mesh)
 
   def epoch(state, data, key):
-    def body(state, step_index):
-      batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, step_index))
-      batch = sharding.shard_batch(batches.sample_batch(batch_key, data, batch_spec), mesh)
-      return train_step(state, batch, dropout_key, spec)
-    return jax.lax.scan(body, state, jnp.arange(steps), unroll=steps if unroll else 1)
+    draw = lambda batch_key, _: batches.sample_batch(batch_key, data, batch_spec)
+    return _scan_steps(state, key, draw, None, steps, spec, mesh, unroll)
 
   return jax.jit(epoch, donate_argnums=0)
+
+
+def make_train_call_streamed(spec: LossSpec, batch_spec: batches.BatchSpec, steps: int,
+                             mesh: Mesh, unroll: bool = False):
+  """``call(state, gathered, key) -> (state, metrics [steps])``: ``make_train_epoch``'s steps on
+  batches drawn elsewhere (``siamese_jax.streaming``: on the host, for data larger than the
+  device).
+
+  ``gathered``: ``batches.gather_batch``'s un-augmented batches stacked over the steps, e.g.
+  {x_a, x_b [steps, B, H, W, C] uint8, same, mask [steps, B]}, split along B over the mesh
+  (``sharding.step_batches_sharded``). Step ``i`` augments its batch with the batch key of
+  ``step_keys(key, i)``, so batches drawn with those keys give exactly ``make_train_epoch``'s
+  steps.
+  """
+  sharding.check_batch_divides(batch_spec.examples, mesh)
+
+  def call(state, gathered, key):
+    finish = lambda batch_key, batch: batches.augment_batch(batch_key, batch, batch_spec)
+    return _scan_steps(state, key, finish, gathered, steps, spec, mesh, unroll)
+
+  return jax.jit(call, donate_argnums=0)
