@@ -60,10 +60,27 @@ def _value(config, path: str):
   return node
 
 
+def _check_declared_values_set(config) -> None:
+  """Every key declared with a value (not a None placeholder) must keep one."""
+  from experiments import default
+  from ml_collections.config_dict import FieldReference
+  for key in default.KEYS:
+    if key.default is None or isinstance(key.default, FieldReference):
+      continue
+    _require(_value(config, key.path) is not None,
+             f"{key.path}=None is not allowed: it takes a value such as {key.default!r} "
+             f"({key.help})")
+
+
 def validate(config) -> None:
   """Raises ConfigError for the first value that cannot work."""
+  _check_declared_values_set(config)
   for key, valid in choices().items():
     _choice(_value(config, key), valid, key)
+  for key in ("name", "train_split", "test_split"):
+    _require(isinstance(config.data[key], str) and config.data[key] != "",
+             f"data.{key}={config.data[key]!r} must be a name, e.g. "
+             f"{ {'name': 'mnist', 'train_split': 'train', 'test_split': 'test'}[key]!r}")
   if config.data.name in data.SPLITS:
     for key in ("train_split", "test_split"):
       _choice(config.data[key], data.SPLITS[config.data.name], f"data.{key}")
@@ -86,6 +103,11 @@ def validate(config) -> None:
            f"data.validation_fraction={fraction!r} must be in (0, 1), e.g. 0.1")
   if config.model.embedding_dim is not None:
     _positive(config.model.embedding_dim, "model.embedding_dim", int)
+  for i, width in enumerate(config.model.features):
+    _positive(width, f"model.features[{i}]", int)
+  _require(len(config.model.dropout_rates) in (0, len(config.model.features)),
+           f"model.dropout_rates has {len(config.model.dropout_rates)} rates for "
+           f"{len(config.model.features)} model.features layers; give one rate per layer or ()")
   for i, rate in enumerate(config.model.dropout_rates):
     _require(0 <= rate < 1, f"model.dropout_rates[{i}]={rate} must be in [0, 1)")
   _require(0 <= config.model.input_dropout < 1,

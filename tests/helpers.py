@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (``from tests import helpers``); fixtures are in conftest.py."""
 
+import importlib
 import os
 import pathlib
 import sys
@@ -22,15 +23,10 @@ def main_command(workdir, tfds_dir, *extra) -> list[str]:
           "--config.plots.latent=False", "--config.eval.pairs=100", *extra]
 
 
-def shrink_for_tests(config, tfds_dir: str, epochs: int = 2, **train_overrides):
-  """``config`` cut down to a run of a few seconds: 6 steps of 32 per epoch, 3 steps per call."""
-  config.data.tfds_data_dir = tfds_dir
-  config.train.epochs = epochs
-  config.train.steps_per_epoch = 6
-  config.train.steps_per_call = 3
-  config.train.batch_size = 32
-  config.eval.pairs = 200
-  config.eval.plot_points = 300
-  for key, value in train_overrides.items():
-    config.train[key] = value
-  return config
+def tiny_config(experiment: str, tfds_dir: str, **overrides):
+  """``experiments/<experiment>.py:tiny`` (a run of seconds, see experiments/default.py) reading
+  data from ``tfds_dir``, with ``overrides`` {"section.key": value} applied through the locked
+  config (a misspelt key raises)."""
+  from experiments import default
+  config = importlib.import_module(f"experiments.{experiment}").get_config("tiny")
+  return default.override(config, {"data.tfds_data_dir": tfds_dir, **overrides})

@@ -7,32 +7,42 @@ import sys
 
 import pytest
 
-from experiments import contrastive, triplet
 from siamese_jax import config_checks, experiment
-from tests.helpers import REPO_ROOT, main_command, repo_env, shrink_for_tests
+from tests.helpers import REPO_ROOT, main_command, repo_env, tiny_config
 
 pytestmark = pytest.mark.slow
 
 
-def tiny(config, tfds_dir, epochs=2):
-  return shrink_for_tests(config, tfds_dir, epochs)
+def tiny(experiment, tfds_dir, epochs=2):
+  return tiny_config(experiment, tfds_dir, **{"train.epochs": epochs})
 
 
 def test_run_writes_every_output(tmp_path, tfds_dir):
   workdir = tmp_path / "run"
-  summary = experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir), str(workdir))
+  summary = experiment.train_and_evaluate(tiny("contrastive", tfds_dir), str(workdir))
   lines = (workdir / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
   record = json.loads(lines[-1])
-  for key in ("train_loss", "test_loss", "test_accuracy", "examples_per_second", "step"):
+  for key in ("train_loss", "val_accuracy", "val_roc_auc", "examples_per_second", "step"):
     assert key in record
+  assert not any(key.startswith("test") for key in record), "test data is not looked at per epoch"
   saved = json.loads((workdir / "summary.json").read_text())
   assert saved["steps"] == 12 == summary["steps"]
   assert saved["seed"] == 0 and saved["config"]["loss"]["name"] == "contrastive"
-  assert 0.0 <= saved["final"]["test_accuracy"] <= 1.0 and "jax" in saved["versions"]
+  assert 0.0 <= saved["test"]["accuracy_fixed"] <= 1.0 and "jax" in saved["versions"]
+  assert saved["best"]["metric"] == "val_roc_auc" and saved["best"]["epoch"] in (1, 2)
+  best_record = json.loads(lines[saved["best"]["epoch"] - 1])
+  assert saved["best"]["value"] == max(json.loads(line)["val_roc_auc"] for line in lines)
+  assert best_record["val_roc_auc"] == saved["best"]["value"]
+  validation = saved["splits"]["validation"]
+  assert validation["held_out_of"] == "train" and validation["by"] == "images"
+  assert len(validation["validation_indices"]) == saved["splits"]["validation"]["shape"][0]
+  assert saved["splits"]["test"]["split"] == "test"
+  calibration = json.loads((workdir / "calibration.json").read_text())
+  assert set(calibration["checkpoints"]) >= {"12"} and "far" in calibration["checkpoints"]["12"]["test"]
   assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard events"
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  assert steps == [1, 2]
+  assert steps == [6, 12]  # numbered by step: 6 steps an epoch
   for name in ("latent_epoch001.png", "latent_epoch002.png", "latent.gif", "curves.png",
                "distances.png", "roc.png"):
     assert (workdir / "plots" / name).stat().st_size > 0, name
@@ -41,8 +51,8 @@ def test_run_writes_every_output(tmp_path, tfds_dir):
 
 def test_resume_continues_the_step_count(tmp_path, tfds_dir):
   workdir = tmp_path / "run"
-  experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir, epochs=1), str(workdir))
-  summary = experiment.train_and_evaluate(tiny(contrastive.get_config(), tfds_dir, epochs=3),
+  experiment.train_and_evaluate(tiny("contrastive", tfds_dir, epochs=1), str(workdir))
+  summary = experiment.train_and_evaluate(tiny("contrastive", tfds_dir, epochs=3),
                                           str(workdir))
   assert summary["steps"] == 18 and summary["epochs"] == 3
   epochs = [json.loads(line)["epoch"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -50,7 +60,7 @@ def test_resume_continues_the_step_count(tmp_path, tfds_dir):
 
 
 def test_triplet_config_runs(tmp_path, tfds_dir):
-  config = tiny(triplet.get_config(), tfds_dir, epochs=1)
+  config = tiny("triplet", tfds_dir, epochs=1)
   config.plots.latent = False
   summary = experiment.train_and_evaluate(config, str(tmp_path / "triplet"))
   assert summary["steps"] == 6 and "fraction_active" in str(summary["final"])
@@ -58,7 +68,7 @@ def test_triplet_config_runs(tmp_path, tfds_dir):
 
 def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, tfds_dir):
   workdir = tmp_path / "run"
-  config = tiny(contrastive.get_config(), tfds_dir, epochs=1)
+  config = tiny("contrastive", tfds_dir, epochs=1)
   config.plots.latent = False
   experiment.train_and_evaluate(config, str(workdir))
   finished = {name: (workdir / name).read_bytes() for name in ("summary.json", "metrics.jsonl")}
@@ -77,7 +87,7 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path, tfds_di
 @pytest.mark.parametrize("override,message", [
     ("--config.loss.margin=-1", "loss.margin=-1.0 must be a positive number"),
     ("--config.optimizer.name=lamb", "optimizer.name='lamb' is not known"),
-    ("--config.train.batch_size=100000", "larger than the 8000 training images"),
+    ("--config.train.batch_size=100000", "larger than the 7201 training images"),
     ("--config.train.epochs=abc", "invalid literal for int()"),
     ("--config.train.nosuch=1", "unknown config key 'nosuch'"),
 ])

@@ -15,8 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from experiments import embedding_ce, omniglot
-from siamese_jax import checkpoints, data, experiment, models, oneshot, train
-from tests.helpers import REPO_ROOT, SHARED_DATA, shrink_for_tests
+from siamese_jax import checkpoints, data, experiment, models, oneshot, scoring, train
+from tests.helpers import REPO_ROOT, SHARED_DATA, tiny_config
 
 CLASSES = 5
 
@@ -73,17 +73,17 @@ def trained(tmp_path_factory, tfds_dir):
   """A 2-epoch Omniglot run (28x28, small convnet4) and the params saved at each epoch."""
   if not (SHARED_DATA / "omniglot").is_dir():
     pytest.skip(f"{SHARED_DATA / 'omniglot'} not found")
-  config = shrink_for_tests(omniglot.get_config(), tfds_dir, epochs=2)
-  config.data.dir = str(SHARED_DATA / "omniglot")
-  config.plots.latent = False
-  config.model.filters, config.model.embedding_dim = 8, 16
+  config = tiny_config("omniglot", tfds_dir, **{
+      "data.dir": str(SHARED_DATA / "omniglot"), "plots.latent": False, "model.filters": 8,
+      "model.embedding_dim": 16})
   workdir = tmp_path_factory.mktemp("oneshot") / "run"
   saved = {}
   real_save = checkpoints.save
 
-  def save(manager, state, epoch, metrics, progress):
-    saved[epoch] = jax.device_get(state.params)
-    real_save(manager, state, epoch, metrics, progress)
+  def save(manager, state, metrics, progress):
+    if not progress["next_call"]:  # an end-of-epoch checkpoint
+      saved[progress["epoch"]] = jax.device_get(state.params)
+    real_save(manager, state, metrics, progress)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(checkpoints, "save", save)
     experiment.train_and_evaluate(config, str(workdir))
@@ -170,7 +170,7 @@ def test_load_trained_restores_the_latest_epoch_or_the_one_asked(trained):
   assert loaded_config.model.to_dict() == config.model.to_dict()  # tuples back as tuples
   assert loaded_config.data.image_size == 28 and int(state.step) == 12
   images = np.random.default_rng(0).integers(0, 256, (6, 28, 28, 1), np.uint8)
-  embed = jax.jit(lambda params: state.apply_fn({"params": params}, train.to_float_images(images),
+  embed = jax.jit(lambda params: state.apply_fn({"params": params}, scoring.to_float_images(images),
                                                 method="embed"))
   np.testing.assert_array_equal(embed(state.params), embed(saved[2]))
   _, first = checkpoints.load_trained(workdir, epoch=1)
@@ -200,7 +200,7 @@ def test_load_trained_finds_the_classifier_size_and_the_native_image_size(tmp_pa
   state = jax.jit(lambda key: train.create_train_state(key, model, (28, 28, 1), tx))(
       jax.random.key(1))
   manager = checkpoints.make_manager(str(tmp_path / "checkpoints"))
-  checkpoints.save(manager, state, 1, {"test_accuracy": 0.5}, {"epoch": 1})
+  checkpoints.save(manager, state, {"val_roc_auc": 0.5}, {"epoch": 1, "next_call": 0})
   manager.close()
   config.model.num_classes = None
   (tmp_path / "config.json").write_text(config.to_json_best_effort())
@@ -257,7 +257,7 @@ def test_logit_heads_score_pairs_with_the_head(runs_dir):
   scores = similarity(runs[0].test, runs[0].training)
   a, b = np.repeat(runs[0].test, CLASSES, 0), np.tile(runs[0].training, (CLASSES, 1, 1, 1))
   expected = jax.jit(lambda a, b: state.apply_fn(
-      {"params": state.params}, train.to_float_images(a), train.to_float_images(b),
+      {"params": state.params}, scoring.to_float_images(a), scoring.to_float_images(b),
       train=False)[0])(a, b)
   np.testing.assert_allclose(scores, np.reshape(expected, (CLASSES, CLASSES)), rtol=1e-5)
 

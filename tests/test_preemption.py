@@ -3,7 +3,6 @@ exits 0 with one line saying how to resume, and the resumed run ends bit-identic
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys

@@ -20,13 +20,13 @@ from hypothesis import given, strategies as st
 
 from experiments import contrastive
 from siamese_jax import checkpoints, config_checks, experiment, idx, models, train
-from tests.helpers import REPO_ROOT, main_command, repo_env, shrink_for_tests
+from tests.helpers import REPO_ROOT, main_command, repo_env, tiny_config
 
 
 def tiny(tfds_dir, epochs=2, **train_overrides):
-  config = shrink_for_tests(contrastive.get_config(), tfds_dir, epochs, **train_overrides)
-  config.plots.latent = False
-  return config
+  return tiny_config("contrastive", tfds_dir, **{
+      "train.epochs": epochs, "plots.latent": False,
+      **{f"train.{key}": value for key, value in train_overrides.items()}})
 
 
 def saved_params(workdir, epoch):
@@ -73,12 +73,12 @@ def test_fault_interrupted_checkpoint_write_leaves_previous_usable(tmp_path, tfd
   workdir = tmp_path / "run"
   experiment.train_and_evaluate(tiny(tfds_dir, epochs=1), str(workdir))
   # What a kill during orbax's write of checkpoint 2 leaves: a temporary folder, never renamed.
-  partial = workdir / "checkpoints" / "2.orbax-checkpoint-tmp-1234567"
+  partial = workdir / "checkpoints" / "12.orbax-checkpoint-tmp-1234567"  # step 12 = epoch 2
   (partial / "state").mkdir(parents=True)
   (partial / "state" / "partial_file").write_bytes(b"\x00" * 100)
   summary = experiment.train_and_evaluate(tiny(tfds_dir, epochs=2), str(workdir))
   assert summary["steps"] == 12 and summary["epochs"] == 2
-  assert saved_params(workdir, 2)
+  assert saved_params(workdir, 12)
 
 
 @pytest.mark.fault
@@ -104,8 +104,8 @@ def test_fault_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tfds_dir,
   with pytest.raises(experiment.TrainingDiverged, match=r"contrastive loss became nan at step 8"):
     experiment.train_and_evaluate(tiny(tfds_dir, epochs=3), str(workdir))
   kept = sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-  assert kept == ["1"]
-  assert all(np.all(np.isfinite(v)) for v in saved_params(workdir, 1).values())
+  assert kept == ["6"]  # epoch 1 ends at step 6
+  assert all(np.all(np.isfinite(v)) for v in saved_params(workdir, 6).values())
 
 
 @pytest.mark.fault
@@ -159,7 +159,7 @@ BAD_CONFIGS = [
     ("model.encoder", "resnet", "model.encoder='resnet' is not known"),
     ("loss.name", "arcface", "loss.name='arcface' is not known"),
     ("train.batch_size", 0, "train.batch_size=0 must be a positive number"),
-    ("data.name", "cifar10", "data.name='cifar10' is not known"),
+    ("data.name", "not_a_dataset", "data.name='not_a_dataset' is not known"),
     ("train.unroll", "yes", "train.unroll='yes' is not known; choose one of auto, always, never"),
     ("model.dropout_rates", (1.5, 0.0, 0.0), "model.dropout_rates[0]=1.5 must be in [0, 1)"),
 ]
@@ -179,7 +179,7 @@ def test_bad_input_config_value(key, value, message, tfds_dir, tmp_path):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("overrides,message", [
-    ({"batch_size": 100000}, "larger than the 8000 training images"),
+    ({"batch_size": 100000}, "larger than the 7201 training images"),
 ])
 def test_bad_input_batch_larger_than_dataset(overrides, message, tfds_dir, tmp_path):
   with pytest.raises(config_checks.ConfigError, match=message):
