@@ -9,7 +9,6 @@ import sys
 import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
