@@ -2,7 +2,7 @@
 samplers and equal the device path's, a streamed call that trains exactly as the device call, the
 prefetch, and (slow) a whole run streamed that ends where the device-resident run does."""
 
-import tempfile
+import logging
 import types
 
 import jax
@@ -131,6 +131,7 @@ def test_a_streamed_call_trains_exactly_as_the_device_call(both_paths, augment):
 
 
 def test_prefetch_draws_the_expected_calls_ahead_and_survives_a_surprise(both_paths, caplog):
+  caplog.set_level(logging.WARNING)  # whatever level an earlier test left the root logger at
   host, _, _, mesh = both_paths
   state, spec, batch_spec = _state_and_specs(False)
   train_key = jax.random.key(7)
