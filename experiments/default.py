@@ -41,9 +41,11 @@ KEYS = (
     Key("data.image_key", placeholder(str), "tfds: the image feature (None: the one Image)"),
     Key("data.label_key", placeholder(str), "tfds: the label feature (None: the one ClassLabel)"),
     Key("data.skip_bad_images", False, "'folder': leave out (and list) images that do not decode"),
-    Key("data.split_by", "images", "'folder' without train/ and test/: hold out test 'images' of "
-        "every class or whole 'classes'"),
-    Key("data.test_fraction", 0.2, "'folder' without train/ and test/: fraction held out as test"),
+    Key("data.split_by", "images", "'classes': test on whole classes never trained on (a tfds "
+        "dataset's two splits are pooled first; Omniglot's are already disjoint); 'images': the "
+        "dataset's own splits ('folder' without train/ and test/: test_fraction of each class)"),
+    Key("data.test_fraction", 0.2, "fraction of the classes (split_by='classes') or of each "
+        "class's images (a 'folder' without train/ and test/) held out as test"),
     Key("data.train_split", "train", "split to train on (its validation part is held out)"),
     Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
     Key("data.validation_fraction", 0.1, "fraction of the training split held out as "

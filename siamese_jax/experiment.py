@@ -60,13 +60,22 @@ def _versions() -> dict:
           "optax": optax.__version__, "numpy": np.__version__}
 
 
-def _validation_by(config, train_set, test_set) -> str:
-  """data.validation_by, with "auto" = classes where the test split's classes are all unseen."""
-  if config.data.validation_by != "auto":
-    return config.data.validation_by
-  unseen = (train_set.class_names is not None and test_set.class_names is not None
-            and not set(train_set.class_names) & set(test_set.class_names))
-  return "classes" if unseen else "images"
+def _unseen(train_set, test_set) -> bool:
+  """Whether every test class is one never trained on (classes compared by name)."""
+  return (train_set.class_names is not None and test_set.class_names is not None
+          and not set(train_set.class_names) & set(test_set.class_names))
+
+
+def _split_by_classes(config, train_split, test_split):
+  """(train, test, record): the dataset's two splits pooled and whole classes held out as test
+  (data.test_fraction of them, drawn from the seed): the protocol of CUB-200, Cars196, SOP."""
+  pooled = splits.pool(train_split, test_split, f" + {config.data.test_split}")
+  kept, held = splits.split_by_classes(pooled.labels, config.data.test_fraction, config.seed)
+  names = pooled.class_names
+  record = {"by": "classes", "fraction": config.data.test_fraction, "seed": config.seed,
+            "test_classes": [names[c] for c in np.unique(pooled.labels[held])]}
+  note = f"; classes held out as test: {', '.join(record['test_classes'][:20])}"
+  return (splits.take(pooled, kept, "; trained classes"), splits.take(pooled, held, note), record)
 
 
 def load_datasets(config) -> Datasets:
@@ -80,10 +89,16 @@ def load_datasets(config) -> Datasets:
     kwargs.update(image_key=config.data.image_key, label_key=config.data.label_key)
   full_train = data.load(config.data.name, config.data.train_split, **kwargs)
   test_set = data.load(config.data.name, config.data.test_split, **kwargs)
+  test_split = {"split": config.data.test_split}
   if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
     # Omniglot: evaluate on alphabets never trained on (small2 shares Greek, Latin with small1).
     test_set = data.without_alphabets(test_set, full_train.alphabet_names)
-  by = _validation_by(config, full_train, test_set)
+  elif config.data.split_by == "classes" and config.data.name != data.FOLDER:
+    full_train, test_set, test_split = _split_by_classes(config, full_train, test_set)
+  if config.data.validation_by != "auto":
+    by = config.data.validation_by
+  else:
+    by = "classes" if _unseen(full_train, test_set) else "images"
   kept, held_out = splits.split(full_train.labels, config.data.validation_fraction, by,
                                 config.seed)
   note = f"; {config.data.validation_fraction:g} of its {by} held out for validation (seed {config.seed})"
@@ -93,7 +108,8 @@ def load_datasets(config) -> Datasets:
     names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
     split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
   return Datasets(splits.take(full_train, kept, note),
-                  splits.take(full_train, held_out, " (validation part)"), test_set, split)
+                  splits.take(full_train, held_out, " (validation part)"), test_set,
+                  {**split, "test": test_split})
 
 
 def _describe_devices() -> str:
@@ -369,9 +385,7 @@ def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
 
 def _has_unseen_classes(datasets) -> bool:
   """Whether the test split holds classes never trained on (named, and none shared)."""
-  train_names, test_names = datasets.train.class_names, datasets.test.class_names
-  return (train_names is not None and test_names is not None
-          and not set(train_names) & set(test_names))
+  return _unseen(datasets.train, datasets.test)
 
 
 def _unseen_class_metrics(state, test_set, pair_scoring, key, batch_size: int = 1000) -> dict:
@@ -451,8 +465,8 @@ def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_
                            "source": datasets.train.source},
                  "validation": {"held_out_of": config.data.train_split,
                                 "shape": list(datasets.validation.images.shape),
-                                **datasets.split},
-                 "test": {"split": config.data.test_split, "shape": list(datasets.test.images.shape),
+                                **{k: v for k, v in datasets.split.items() if k != "test"}},
+                 "test": {**datasets.split["test"], "shape": list(datasets.test.images.shape),
                           "source": datasets.test.source}},
       "metric_splits": {"train_*": "training split (less validation), averaged over the epoch",
                         "val_*": "validation pairs, fixed every epoch",

@@ -57,3 +57,26 @@ def take(dataset, idx: np.ndarray, note: str = ""):
   if dataset.alphabets is not None:
     changes["alphabets"] = dataset.alphabets[idx]
   return dataset._replace(**changes)
+
+
+def _names(dataset) -> list[str]:
+  return (list(dataset.class_names) if dataset.class_names is not None
+          else [str(c) for c in range(dataset.num_classes)])
+
+
+def pool(first, second, note: str = ""):
+  """Two data.LabelledImages of one dataset as one: images [N1 + N2, H, W, C], classes matched
+  by name (label ids where unnamed, e.g. MNIST digits "0".."9"), in first-seen order, so that
+  whole classes can then be held out (``split_by_classes``)."""
+  if first.images.shape[1:] != second.images.shape[1:]:
+    raise ValueError(f"cannot pool images of shapes {first.images.shape[1:]} and "
+                     f"{second.images.shape[1:]}; set data.image_size and data.channels")
+  names = _names(first)
+  position = {name: i for i, name in enumerate(names)}
+  for name in _names(second):
+    position.setdefault(name, len(position))
+  second_ids = np.array([position[name] for name in _names(second)], np.int32)
+  return first._replace(
+      images=np.concatenate([first.images, second.images]),
+      labels=np.concatenate([first.labels, second_ids[second.labels]]).astype(np.int32),
+      num_classes=len(position), class_names=list(position), source=first.source + note)
