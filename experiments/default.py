@@ -50,6 +50,9 @@ KEYS = (
     Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
     Key("data.validation_fraction", 0.1, "fraction of the training split held out as "
         "validation: it picks the best checkpoint and the tuned threshold"),
+    Key("data.rotation_classes", False, "add each training class turned by 90, 180 and 270 "
+        "degrees as three new classes (training part only, after the validation split; "
+        "characters, not digits or photos)"),
     Key("data.device_budget_mb", placeholder(float), "training images above this many MiB are "
         "streamed from host memory instead of held on the device (None: half the device's "
         "memory, or a quarter of host RAM on CPU; see siamese_jax/streaming.py)"),
@@ -77,7 +80,9 @@ KEYS = (
     Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
     # loss
     Key("loss.name", "contrastive", "training objective"),
-    Key("loss.margin", 1.0, "contrastive and triplet margin"),
+    Key("loss.margin", 1.0, "contrastive and triplet margin; cosine_softmax: CosFace's cosine "
+        "margin of the true class (0: NormFace)"),
+    Key("loss.scale", 16.0, "cosine_softmax: the scale s of the logits s * cos (NormFace)"),
     Key("loss.mining", "batch_hard", "triplet mining over a P x K batch"),
     Key("loss.threshold", None, "distance below which a pair is called 'same' before tuning "
         "(default: loss.margin / 2)"),

@@ -273,7 +273,7 @@ def load_trained(workdir, epoch: int | str | None = None
                             f"{', '.join(map(str, sorted(epochs)))}, best or latest")
     step = epochs[epoch]
     saved = _saved_param_shapes(manager, step)
-    if config.model.head == "classifier" and not config.model.num_classes:
+    if config.model.head in models.CLASSIFIER_HEADS and not config.model.num_classes:
       # runs saved before num_classes was filled in before config.json was written
       config.model.num_classes = saved.get("classifier/kernel", (None,))[-1]
     config_path = workdir / "config.json"

@@ -114,7 +114,11 @@ def validate(config) -> None:
            f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
   _positive(config.model.filters, "model.filters", int)
   _check_resnet_and_norm(config.model)
-  _positive(config.loss.margin, "loss.margin")
+  if config.loss.name == "cosine_softmax":  # a CosFace margin of 0 is NormFace
+    _require(isinstance(config.loss.margin, (int, float)) and 0 <= config.loss.margin < 2,
+             f"loss.margin={config.loss.margin!r} must be in [0, 2) for cosine_softmax, e.g. 0.1")
+  else:
+    _positive(config.loss.margin, "loss.margin")
   _require(isinstance(config.loss.threshold, (int, float)) and np.isfinite(config.loss.threshold),
            f"loss.threshold={config.loss.threshold!r} must be a number")
   batch_kind = train.LOSSES[config.loss.name].batch_kind
@@ -128,6 +132,10 @@ def validate(config) -> None:
   if config.loss.name == "cross_entropy":
     _require(config.model.head == "classifier",
              "loss.name='cross_entropy' needs model.head='classifier'")
+  if config.loss.name == "cosine_softmax":
+    _require(config.model.head == "cosine_classifier",
+             "loss.name='cosine_softmax' needs model.head='cosine_classifier'")
+    _positive(config.loss.scale, "loss.scale")
   if config.loss.name == "triplet":
     _require(config.model.head == "distance",
              "loss.name='triplet' trains the encoder alone: set model.head='distance'")

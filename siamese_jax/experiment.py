@@ -107,8 +107,10 @@ def load_datasets(config) -> Datasets:
   if by == "classes":
     names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
     split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
-  return Datasets(splits.take(full_train, kept, note),
-                  splits.take(full_train, held_out, " (validation part)"), test_set,
+  train_part = splits.take(full_train, kept, note)
+  if config.data.rotation_classes:  # after the split: validation classes stay as drawn
+    train_part = splits.with_rotated_classes(train_part)
+  return Datasets(train_part, splits.take(full_train, held_out, " (validation part)"), test_set,
                   {**split, "test": test_split})
 
 
@@ -200,7 +202,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   loss_spec = train.loss_spec_from_config(config)
   batch_spec = batches.batch_spec_from_config(config, loss_spec.batch_kind)
   config_checks.validate_against_data(config, datasets, batch_spec)
-  if config.model.head == "classifier" and not config.model.num_classes:
+  if config.model.head in models.CLASSIFIER_HEADS and not config.model.num_classes:
     config.model.num_classes = datasets.train.num_classes
   resume = workdir_lib.prepare(config, workdir)
   _say("config:\n" + str(config))
@@ -388,32 +390,52 @@ def _has_unseen_classes(datasets) -> bool:
   return _unseen(datasets.train, datasets.test)
 
 
-def _unseen_class_metrics(state, test_set, pair_scoring, key, batch_size: int = 1000) -> dict:
-  """Retrieval (P@1, R-precision, MAP@R, k-NN) over the test embeddings and N-way one-shot
-  accuracy (within an alphabet where the data has alphabets), for test classes never trained on."""
+def _embed_all(state, images, batch_size: int = 1000) -> np.ndarray:
+  """Eval-mode embeddings [N, D] of images [N, H, W, C], in batches."""
   embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
-  embeddings = np.concatenate([np.asarray(embed(state.params, test_set.images[i:i + batch_size]))
-                               for i in range(0, len(test_set.images), batch_size)])
-  metrics = {"retrieval": evaluate.retrieval_metrics(embeddings, test_set.labels,
-                                                     distance=pair_scoring.distance)}
+  return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
+                         for i in range(0, len(images), batch_size)])
+
+
+def _one_shot(state, dataset, embeddings, pair_scoring, key, ways, within_alphabet) -> dict:
+  """{"<n>_way": accuracy} of 400 N-way one-shot episodes over ``dataset``'s classes (within an
+  alphabet if asked and the data has alphabets); a way with too few classes is left out."""
   sign = 1.0 if pair_scoring.higher_means_same else -1.0
   similarity = lambda a, b: sign * scoring.score_embeddings(state.apply_fn, state.params, a, b,
                                                             pair_scoring)
   alphabet_of_class = None
-  if test_set.alphabets is not None:
-    alphabet_of_class = np.zeros(test_set.num_classes, np.int32)
-    alphabet_of_class[test_set.labels] = test_set.alphabets
-  one_shot = {}
-  for n_way in (5, 20):
+  if within_alphabet and dataset.alphabets is not None:
+    alphabet_of_class = np.zeros(dataset.num_classes, np.int32)
+    alphabet_of_class[dataset.labels] = dataset.alphabets
+  found = {}
+  for n_way in ways:
     try:
-      one_shot[f"{n_way}_way"] = evaluate.one_shot_accuracy(
-          jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way, episodes=400,
+      found[f"{n_way}_way"] = evaluate.one_shot_accuracy(
+          jax.random.fold_in(key, n_way), embeddings, dataset.labels, n_way, episodes=400,
           similarity=similarity, alphabet_of_class=alphabet_of_class,
           within_alphabet=alphabet_of_class is not None)
     except ValueError:  # too few classes (in an alphabet) for n_way
       continue
-  metrics["one_shot"] = one_shot
-  return metrics
+  return found
+
+
+def _unseen_class_metrics(state, test_set, pair_scoring, key) -> dict:
+  """Retrieval (P@1, R-precision, MAP@R, k-NN) over the test embeddings and N-way one-shot
+  accuracy (within an alphabet where the data has alphabets), for test classes never trained on."""
+  embeddings = _embed_all(state, test_set.images)
+  return {"retrieval": evaluate.retrieval_metrics(embeddings, test_set.labels,
+                                                  distance=pair_scoring.distance),
+          "one_shot": _one_shot(state, test_set, embeddings, pair_scoring, key, (5, 20), True)}
+
+
+VALIDATION_WAYS = (5, 10)  # the validation part holds ~10 % of the classes, across alphabets
+
+
+def _validation_one_shot(state, validation, pair_scoring, key) -> dict:
+  """One-shot accuracy over the validation classes (held out by classes; any alphabet), the
+  figure to tune on: {"5_way", "10_way"}."""
+  embeddings = _embed_all(state, validation.images)
+  return _one_shot(state, validation, embeddings, pair_scoring, key, VALIDATION_WAYS, False)
 
 
 def _short_class_names(dataset):
@@ -435,8 +457,12 @@ def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_
   higher = pair_scoring.higher_means_same
   test = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
                                     fixed_threshold=pair_scoring.threshold)
+  validation = _pair_metrics(val_scores, val_same, pair_scoring)
   if _has_unseen_classes(datasets):
     test.update(_unseen_class_metrics(state, datasets.test, pair_scoring, eval_key))
+  if datasets.split["by"] == "classes":
+    validation["one_shot"] = _validation_one_shot(state, datasets.validation, pair_scoring,
+                                                  eval_key)
   plots_dir = workdir / "plots"
   outputs = {}
   if history:
@@ -456,8 +482,7 @@ def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_
       "final": history[-1] if history else {},
       "test": {**test, "pairs": int(len(test_scores)),
                "note": "final state; threshold_tuned chosen on the validation pairs"},
-      "validation": {**_pair_metrics(val_scores, val_same, pair_scoring),
-                     "pairs": int(len(val_scores))},
+      "validation": {**validation, "pairs": int(len(val_scores))},
       "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
                "value": next((h[checkpoints.BEST_METRIC] for h in history
                               if h["step"] == best_step), None)},

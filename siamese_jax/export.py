@@ -38,12 +38,13 @@ PREPROCESSING_STEPS = [
 
 def _functions(model) -> dict:
   """{name: (function of arrays, input shapes with "b" the batch)} to export."""
-  from siamese_jax import scoring
+  from siamese_jax import models, scoring
   height, width, channels = model.image_shape
   dim = model.embed(_blank(model.image_shape)).shape[1]
   embed = lambda tower: lambda x: scoring.embed(model.apply_fn, model.params, x, tower=tower)
   found = {"embed": (embed(0), [(height, width, channels)])}
-  if model.config.model.head != "classifier" and not model.config.model.shared_weights:
+  if (model.config.model.head not in models.CLASSIFIER_HEADS
+      and not model.config.model.shared_weights):
     found["embed_b"] = (embed(1), [(height, width, channels)])
   found["score"] = (lambda a, b: scoring.score_embeddings(model.apply_fn, model.params, a, b,
                                                           model.scoring), [(dim,), (dim,)])

@@ -70,6 +70,19 @@ def softmax_cross_entropy_loss(logits: jax.Array, label: jax.Array) -> jax.Array
   return optax.losses.softmax_cross_entropy_with_integer_labels(logits, label)
 
 
+def cosine_margin_softmax_loss(cosines: jax.Array, label: jax.Array, scale: float = 16.0,
+                               margin: float = 0.0) -> jax.Array:
+  """CosFace (Wang et al. 2018; NormFace with ``margin=0``) for one example: cosines [C] in
+  [-1, 1] between its unit embedding and each class's unit weight, label [] int -> [].
+
+  Cross-entropy of the logits ``scale * (cosines - margin * onehot(label))``: the true class must
+  win by ``margin`` in cosine; ``scale`` sets how peaked the softmax can get (cosines alone, in
+  [-1, 1], cannot make it confident).
+  """
+  logits = scale * (cosines - margin * jax.nn.one_hot(label, cosines.shape[-1], dtype=cosines.dtype))
+  return optax.losses.softmax_cross_entropy_with_integer_labels(logits, label)
+
+
 def batch_contrastive_loss(distance: jax.Array, same: jax.Array, margin: float = 1.0,
                            mask: jax.Array | None = None) -> jax.Array:
   """Mean contrastive loss: distance [B], same [B], mask [B] or None -> []."""
@@ -96,6 +109,15 @@ def batch_softmax_cross_entropy_loss(logits: jax.Array, labels: jax.Array,
                                      mask: jax.Array | None = None) -> jax.Array:
   """Mean cross-entropy: logits [B, C], labels [B] int, mask [B] or None -> []."""
   return masked_mean(jax.vmap(softmax_cross_entropy_loss)(logits, labels), mask)
+
+
+def batch_cosine_margin_softmax_loss(cosines: jax.Array, labels: jax.Array, scale: float = 16.0,
+                                     margin: float = 0.0,
+                                     mask: jax.Array | None = None) -> jax.Array:
+  """Mean CosFace loss: cosines [B, C], labels [B] int, mask [B] or None -> []."""
+  per_example = jax.vmap(cosine_margin_softmax_loss, in_axes=(0, 0, None, None))(
+      cosines, labels, scale, margin)
+  return masked_mean(per_example, mask)
 
 
 # ------------------------------------------------------------------ online-mined triplets

@@ -11,6 +11,7 @@ A pair head is called as ``head(emb_a, emb_b) -> [B]``.
 from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from siamese_jax import distances, normalization, resnet
@@ -232,16 +233,35 @@ class SiameseModel(nn.Module):
     return self.head(emb_a, emb_b), emb_a, emb_b
 
 
-class Classifier(nn.Module):
-  """Cross-entropy baseline: ``(x, train) -> (logits [B, num_classes], embedding [B, D])``.
+class CosineDense(nn.Module):
+  """Cosines between unit embeddings and unit class weights (NormFace, Wang et al. 2017; Chen
+  et al. 2019's Baseline++): x [B, D] -> [B, features] in [-1, 1]. No bias. The unit vectors are
+  ``x / sqrt(|x|^2 + eps)``, so the gradient stays finite at a zero embedding."""
+  features: int
+  eps: float = 1e-12
 
-  params["encoder"] is the encoder, params["classifier"] the Dense(num_classes) on top.
+  @nn.compact
+  def __call__(self, x):
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.features))
+    unit = lambda v, axis: v * jax.lax.rsqrt(jnp.sum(jnp.square(v), axis, keepdims=True) + self.eps)
+    return unit(x, -1) @ unit(kernel, 0)
+
+
+class Classifier(nn.Module):
+  """Classifier over the training classes: ``(x, train) -> (outputs [B, num_classes], embedding
+  [B, D])``; outputs are logits (Dense) or, with ``cosine``, cosines (``CosineDense``) that the
+  ``cosine_softmax`` loss scales into logits.
+
+  params["encoder"] is the encoder, params["classifier"] the layer on top (its "kernel" is
+  [D, num_classes] either way).
   """
   encoder: nn.Module
   num_classes: int
+  cosine: bool = False
 
   def setup(self):
-    self.classifier = nn.Dense(self.num_classes)
+    self.classifier = (CosineDense(self.num_classes) if self.cosine
+                       else nn.Dense(self.num_classes))
 
   def embed(self, x, train: bool = False, tower: int = 0):
     """x: [B, H, W, C] -> [B, D] (one tower: ``tower`` is accepted for a uniform call)."""
@@ -319,8 +339,10 @@ HEADS: dict[str, Component] = {
     "concat": Component(lambda m: ConcatHead(), ("shared_weights",)),
     "subtract": Component(lambda m: SubtractHead(), ("shared_weights",)),
     "classifier": Component(None, ("distance", "num_classes")),
+    "cosine_classifier": Component(None, ("distance", "num_classes")),
 }
 LOGIT_HEADS = ("abs_diff", "concat", "subtract")
+CLASSIFIER_HEADS = ("classifier", "cosine_classifier")  # Classifier models, one tower
 
 
 def _choice(table: dict, value, key: str):
@@ -351,14 +373,16 @@ def build_encoder(model_config) -> nn.Module:
 
 
 def build_model(model_config) -> nn.Module:
-  """SiameseModel(encoder, head, shared_weights), or Classifier if model_config.head is
-  "classifier" (needs num_classes). See the module docstring for the call signatures."""
+  """SiameseModel(encoder, head, shared_weights), or Classifier if model_config.head is one of
+  CLASSIFIER_HEADS (needs num_classes). See the module docstring for the call signatures."""
   encoder = build_encoder(model_config)
   head = _choice(HEADS, model_config.head, "head")
-  if model_config.head == "classifier":
+  if model_config.head in CLASSIFIER_HEADS:
     if not model_config.num_classes:
-      raise ValueError("model.head='classifier' needs model.num_classes (e.g. 10 for MNIST).")
-    return Classifier(encoder, model_config.num_classes)
+      raise ValueError(f"model.head={model_config.head!r} needs model.num_classes (e.g. 10 for "
+                       "MNIST).")
+    return Classifier(encoder, model_config.num_classes,
+                      cosine=model_config.head == "cosine_classifier")
   if model_config.head == "distance":
     _choice(distances.BATCH_DISTANCES, model_config.distance, "distance")
   return SiameseModel(encoder, head.build(model_config), shared_weights=model_config.shared_weights)

@@ -80,3 +80,29 @@ def pool(first, second, note: str = ""):
       images=np.concatenate([first.images, second.images]),
       labels=np.concatenate([first.labels, second_ids[second.labels]]).astype(np.int32),
       num_classes=len(position), class_names=list(position), source=first.source + note)
+
+
+def with_rotated_classes(dataset, turns=(1, 2, 3)):
+  """A data.LabelledImages with, for each quarter turn k in ``turns``, every image rotated by
+  k * 90 degrees as a NEW class (Santoro et al. 2016; Vinyals et al. 2016: a character turned
+  is another character): images [N * (1 + len(turns)), H, W, C], class c of turn k labelled
+  ``c + k' * C`` (k' its position in ``turns``, from 1). Alphabets follow their images. For the
+  training part only: validation and test classes stay as drawn. Square images only."""
+  height, width = dataset.images.shape[1:3]
+  if height != width:
+    raise ValueError(f"rotated classes need square images, got {height} x {width}; set "
+                     "data.image_size")
+  copies = [dataset.images] + [np.rot90(dataset.images, k, axes=(1, 2)) for k in turns]
+  count = dataset.num_classes
+  changes = {"images": np.ascontiguousarray(np.concatenate(copies)),
+             "labels": np.concatenate([dataset.labels + i * count
+                                       for i in range(len(copies))]).astype(np.int32),
+             "num_classes": count * len(copies),
+             "source": dataset.source + f"; + rotations by {', '.join(str(90 * k) for k in turns)} "
+                                        "degrees as new classes"}
+  if dataset.class_names is not None:
+    changes["class_names"] = list(dataset.class_names) + [
+        f"{name}/rotated{90 * k}" for k in turns for name in dataset.class_names]
+  if dataset.alphabets is not None:
+    changes["alphabets"] = np.concatenate([dataset.alphabets] * len(copies))
+  return dataset._replace(**changes)

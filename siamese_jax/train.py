@@ -36,6 +36,7 @@ LOSSES: dict[str, Objective] = {
     "bce": Objective("pairs", ()),
     "triplet": Objective("pk", ("margin", "mining", "threshold")),
     "cross_entropy": Objective("uniform", ("threshold",)),
+    "cosine_softmax": Objective("uniform", ("margin", "scale", "threshold")),
 }
 
 
@@ -50,6 +51,7 @@ class LossSpec:
   margin: float
   mining: str
   scoring: scoring.PairScoring
+  scale: float = 16.0
 
   @property
   def batch_kind(self) -> str:
@@ -62,9 +64,10 @@ class LossSpec:
 
 
 def loss_spec_from_config(config) -> LossSpec:
-  """config.loss (name, margin, mining) and the model's pair scoring as a LossSpec."""
+  """config.loss (name, margin, mining, scale) and the model's pair scoring as a LossSpec."""
   return LossSpec(name=config.loss.name, margin=float(config.loss.margin),
-                  mining=config.loss.mining, scoring=scoring.pair_scoring_from_config(config))
+                  mining=config.loss.mining, scoring=scoring.pair_scoring_from_config(config),
+                  scale=float(config.loss.scale))
 
 
 # ------------------------------------------------------------------------- optimiser
@@ -106,7 +109,7 @@ def make_optimizer(optimizer_config, total_steps: int) -> optax.GradientTransfor
 def create_train_state(key, model: nn.Module, image_shape, tx) -> TrainState:
   """Initialises the model's params for images of ``image_shape`` (H, W, C)."""
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
-  if isinstance(model, models.Classifier):
+  if isinstance(model, models.Classifier):  # one tower
     variables = model.init({"params": key}, dummy, train=False)
   else:
     variables = model.init({"params": key}, dummy, dummy, train=False)
@@ -136,9 +139,13 @@ def compute_loss(params, apply_fn: Callable, batch: dict, key, spec: LossSpec, t
                                           spec.scoring.threshold)
     accuracy = losses.masked_mean((predicted_same == (same > 0)).astype(jnp.float32), mask)
     return loss, {"loss": loss, "accuracy": accuracy}
-  if spec.name == "cross_entropy":
+  if spec.name in ("cross_entropy", "cosine_softmax"):
     logits, _ = apply_fn({"params": params}, to_float(batch["x"]), train=train, rngs=rngs)
-    loss = losses.batch_softmax_cross_entropy_loss(logits, batch["label"], mask)
+    if spec.name == "cross_entropy":
+      loss = losses.batch_softmax_cross_entropy_loss(logits, batch["label"], mask)
+    else:  # logits are cosines here: argmax is the same
+      loss = losses.batch_cosine_margin_softmax_loss(logits, batch["label"], spec.scale,
+                                                     spec.margin, mask)
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
     return loss, {"loss": loss, "accuracy": losses.masked_mean(correct, mask)}
   embeddings = apply_fn({"params": params}, to_float(batch["x"]), train=train, rngs=rngs,
