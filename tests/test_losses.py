@@ -89,6 +89,29 @@ def test_softmax_cross_entropy_matches_numpy(logits, labels, variant):
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def numpy_cosface(cosines, labels, scale, margin):
+  logits = scale * (cosines.astype(np.float64) - margin * np.eye(cosines.shape[1])[labels])
+  return -scipy.special.log_softmax(logits, axis=1)[np.arange(len(labels)), labels]
+
+
+@given(cosines=hnp.arrays(np.float32, (4, 5), elements=st.floats(-1, 1, width=32)),
+       labels=hnp.arrays(np.int32, (4,), elements=st.integers(0, 4)),
+       scale=st.floats(1.0, 64.0), margin=st.floats(0.0, 0.5))
+def test_cosine_margin_softmax_matches_numpy(cosines, labels, scale, margin, variant):
+  got = variant(losses.batch_cosine_margin_softmax_loss)(cosines, labels, scale, margin)
+  want = numpy_cosface(cosines, labels, scale, margin).mean()
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_cosine_margin_softmax_margin_raises_the_loss_and_zero_is_normface():
+  cosines = jnp.array([[0.9, 0.1, -0.3], [0.2, 0.4, 0.0]])
+  labels = jnp.array([0, 1])
+  normface = losses.batch_cosine_margin_softmax_loss(cosines, labels, 10.0, 0.0)
+  np.testing.assert_allclose(normface, losses.batch_softmax_cross_entropy_loss(10 * cosines,
+                                                                               labels), rtol=1e-6)
+  assert float(losses.batch_cosine_margin_softmax_loss(cosines, labels, 10.0, 0.2)) > float(normface)
+
+
 def numpy_mined_loss(kind, emb, labels, real, margin):
   # Distances come from the library (checked against NumPy in test_distances); in float64 a
   # 1e-27 offset would order differently from float32, where it underflows to a tie.

@@ -108,3 +108,25 @@ def test_help_explains_the_flags():
   assert result.returncode == 0
   for text in ("--config", "--workdir", "loss.margin", "train.resume"):
     assert text in result.stdout
+
+
+def test_omniglot_default_tiny_trains_the_cosine_classifier_and_reports_one_shot(tmp_path,
+                                                                                  tfds_dir):
+  """experiments/omniglot.py:tiny end to end (issue 16's default): a cosine classifier over the
+  small1 characters and their rotations, one-shot on small2's unseen alphabets and on the
+  validation classes."""
+  from tests.helpers import SHARED_DATA
+  if not (SHARED_DATA / "omniglot").is_dir():
+    pytest.skip(f"{SHARED_DATA / 'omniglot'} not found")
+  config = tiny_config("omniglot", tfds_dir, **{
+      "data.dir": str(SHARED_DATA / "omniglot"), "plots.latent": False, "model.filters": 8,
+      "model.embedding_dim": 16})
+  assert config.model.head == "cosine_classifier" and config.data.rotation_classes
+  summary = experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["steps"] == 12
+  assert summary["splits"]["validation"]["by"] == "classes"
+  trained_classes = 4 * (136 - len(summary["splits"]["validation"]["validation_classes"]))
+  assert summary["config"]["model"]["num_classes"] == trained_classes
+  for way in ("5_way", "20_way"):
+    assert 0.0 <= summary["test"]["one_shot"][way] <= 1.0
+  assert set(summary["validation"]["one_shot"]) == {"5_way", "10_way"}

@@ -274,6 +274,34 @@ def test_classifier_shapes_and_embed():
   np.testing.assert_allclose(model.apply(variables, x, method=models.Classifier.embed), embedding)
 
 
+def test_cosine_dense_is_cosine_to_each_class_weight():
+  layer = models.CosineDense(features=5)
+  x = jax.random.normal(KEY, (3, 4))
+  variables = layer.init(KEY, x)
+  kernel = np.asarray(variables["params"]["kernel"], np.float64)
+  xs = np.asarray(x, np.float64)
+  want = (xs / np.linalg.norm(xs, axis=1, keepdims=True)) @ (
+      kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+  got = layer.apply(variables, x)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert float(jnp.max(jnp.abs(got))) <= 1.0 + 1e-6
+
+
+def test_cosine_dense_gradient_finite_at_a_zero_embedding():
+  layer = models.CosineDense(features=3)
+  zero = jnp.zeros((2, 4))
+  variables = layer.init(KEY, jnp.ones((2, 4)))
+  grads = jax.grad(lambda v, x: jnp.sum(layer.apply(v, x)), argnums=(0, 1))(variables, zero)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+def test_cosine_classifier_keeps_the_classifier_param_layout():
+  model = models.build_model(_config(head="cosine_classifier"))
+  variables = model.init(KEY, _images(), train=False)
+  assert set(variables["params"]) == {"encoder", "classifier"}
+  assert variables["params"]["classifier"]["kernel"].shape == (8, 10)
+
+
 def _input_for(encoder):
   size = 105 if encoder == "koch" else 28
   return jax.ShapeDtypeStruct((2, size, size, 1), jnp.float32)
@@ -293,7 +321,7 @@ def test_build_model_every_encoder(encoder):
 def test_build_model_every_head(head, shared):
   model = models.build_model(_config(head=head, shared_weights=shared))
   x = _images()
-  if head == "classifier":
+  if head in models.CLASSIFIER_HEADS:
     assert isinstance(model, models.Classifier)
     logits, emb = model.apply(model.init(KEY, x, train=False), x, train=False)
     assert logits.shape == (2, 10) and emb.shape == (2, 8)

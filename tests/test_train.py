@@ -100,16 +100,17 @@ def synthetic_data(num_classes=3, per_class=20, seed=0):
   return images, labels
 
 
-@pytest.mark.slow  # four small trainings
+@pytest.mark.slow  # five small trainings
 @pytest.mark.parametrize("loss,head,batch_kind", [
     ("contrastive", "distance", "pairs"), ("bce", "abs_diff", "pairs"),
-    ("triplet", "distance", "pk"), ("cross_entropy", "classifier", "uniform")])
+    ("triplet", "distance", "pk"), ("cross_entropy", "classifier", "uniform"),
+    ("cosine_softmax", "cosine_classifier", "uniform")])
 def test_every_loss_trains_on_separable_data(loss, head, batch_kind):
   mesh = sharding.make_mesh()
   images, labels = synthetic_data()
   data = sharding.device_data(images, labels, 3, mesh)
   state = sharding.put_replicated(make_state(model_config(head=head), lr=3e-3, steps=60), mesh)
-  spec = loss_spec(loss, head=head)
+  spec = loss_spec(loss, head=head, margin=0.1 if loss == "cosine_softmax" else 1.0)
   batch_spec = batches.BatchSpec(kind=batch_kind, batch_size=24, classes_per_batch=3,
                                samples_per_class=4)
   epoch = train.make_train_epoch(spec, batch_spec, 30, mesh)
