@@ -160,6 +160,7 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
     else:
       result["elongation"] = cluster_elongation(plots.project_2d(embeddings)[0], test_set.labels)
   if finding.extra == "oneshot":
+    result["train_minutes"] = summary["train_seconds"] / 60
     embeddings = _embed(state, test_set.images)
     similarity = _similarity_fn(state, config)
     for n_way in (20, 5):
@@ -263,13 +264,17 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
     return b >= 0.75, (f"shared weights {_pct(a)}, separate weights {_pct(b)} on image vs "
                        f"inverted-view pairs{why}")
   if key == "omniglot":
-    best = max((arm.name for arm in finding.arms), key=lambda n: m(n, "oneshot_20way"))
+    best = max((arm.name for arm in finding.arms if arm.name in stats),
+               key=lambda n: m(n, "oneshot_20way"))
     pixels = m("raw pixels", "oneshot_20way")
-    return m(best, "oneshot_20way") > pixels, (
-        f"best 20-way one-shot {_pct(m(best, 'oneshot_20way'))} ({best}) vs raw pixels "
-        f"{_pct(pixels)}; chance 5 %. Koch et al. report 92 % 20-way with a 105 x 105 convnet "
-        "trained on many more alphabets and for far longer; here a 4-block convnet "
-        "at 28 x 28 trains on small1 (5 alphabets, 2,720 drawings) for minutes on 2 CPU cores")
+    twenty, five = m(best, "oneshot_20way"), m(best, "oneshot_5way")
+    return twenty >= 0.80 and five >= 0.93, (
+        f"best 20-way one-shot {_pct(twenty)}, 5-way {_pct(five)} ({best}, "
+        f"{m(best, 'train_minutes'):.0f} min of training) against issue 16's target of 80 % and "
+        f"93 %; raw pixels {_pct(pixels)} 20-way, chance 5 %. Trained on small1 only (5 "
+        "alphabets, 2,720 drawings) at 28 x 28 on 2 CPU cores, tested within each alphabet of "
+        "small2 that small1 lacks; Koch et al.'s 92 % 20-way comes from 30 background alphabets "
+        "at 105 x 105")
   return None, ""
 
 
@@ -281,6 +286,7 @@ COLUMNS = {  # metric -> header
     "svm_learned": "SVM learned", "svm_raw_pixels": "SVM pixels", "knn_accuracy": "k-NN acc",
     "precision_at_1": "P@1", "r_precision": "R-prec", "mean_average_precision_at_r": "MAP@R",
     "elongation": "elongation", "oneshot_20way": "20-way", "oneshot_5way": "5-way",
+    "train_minutes": "train min",
 }
 
 
@@ -291,6 +297,8 @@ def _cell(values, metric):
   mean, std = np.mean(values), np.std(values)
   if metric == "examples_per_second":
     return f"{mean:,.0f}"
+  if metric == "train_minutes":
+    return f"{mean:.1f}"
   if metric in ("train_loss", "elongation"):
     return f"{mean:.3f} ± {std:.3f}"
   return f"{100 * mean:.1f} ± {100 * std:.1f}"
@@ -395,7 +403,7 @@ def main(argv=None) -> int:
         train_once(config, workdir)
         data_key = (config.data.name, config.data.train_split, config.data.test_split,
                     config.data.image_size, config.data.validation_fraction,
-                    config.data.validation_by, config.seed)
+                    config.data.validation_by, config.data.rotation_classes, config.seed)
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)

@@ -38,6 +38,18 @@ def test_abs_and_svm_verdicts_compare_the_arms():
   assert make_report.verdict(_finding("svm"), svm(0.7, 0.74))[0] is False
 
 
+def test_omniglot_verdict_is_issue_16s_target_for_the_best_arm():
+  def stats(twenty, five):
+    return {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
+            "cosine_classifier": {"oneshot_20way": [twenty] * 3, "oneshot_5way": [five] * 3,
+                                  "train_minutes": [20] * 3},
+            "raw pixels": {"oneshot_20way": [0.15], "oneshot_5way": [0.4]}}
+  reproduced, sentence = make_report.verdict(_finding("omniglot"), stats(0.85, 0.95))
+  assert reproduced is True and "cosine_classifier" in sentence and "85.0 %" in sentence
+  assert make_report.verdict(_finding("omniglot"), stats(0.85, 0.9))[0] is False
+  assert make_report.verdict(_finding("omniglot"), stats(0.75, 0.95))[0] is False
+
+
 def test_cluster_elongation_tells_round_from_spindly():
   rng = np.random.default_rng(0)
   labels = np.repeat([0, 1], 500)
