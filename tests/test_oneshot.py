@@ -73,9 +73,12 @@ def trained(tmp_path_factory, tfds_dir):
   """A 2-epoch Omniglot run (28x28, small convnet4) and the params saved at each epoch."""
   if not (SHARED_DATA / "omniglot").is_dir():
     pytest.skip(f"{SHARED_DATA / 'omniglot'} not found")
+  from experiments import findings
+  # The pair-trained Omniglot model (the old default): a distance head, scored by the Euclidean
+  # distance; experiments/omniglot.py's cosine classifier is tested in test_main.py.
   config = tiny_config("omniglot", tfds_dir, **{
-      "data.dir": str(SHARED_DATA / "omniglot"), "plots.latent": False, "model.filters": 8,
-      "model.embedding_dim": 16})
+      **dict(findings.OMNIGLOT_PAIRS), "data.dir": str(SHARED_DATA / "omniglot"),
+      "plots.latent": False, "model.filters": 8, "model.embedding_dim": 16})
   workdir = tmp_path_factory.mktemp("oneshot") / "run"
   saved = {}
   real_save = checkpoints.save
