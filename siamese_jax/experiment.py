@@ -336,10 +336,13 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                         f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
+  # The final state's validation and test pairs, scored once for calibration and summary.
+  final_pairs = {part: jax.device_get(score_pairs(state.params, device_sets[part], eval_key))
+                 for part in ("validation", "test")}
   calibration = _calibrate(config, state, manager, device_sets, score_pairs, eval_key,
-                           pair_scoring)
-  summary = _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_key,
-                       pair_scoring, history, manager)
+                           pair_scoring, final_pairs)
+  summary = _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring,
+                       history, manager)
   if summary is not None:
     workdir_lib.write_json(workdir / CALIBRATION_FILE, calibration)
     summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
@@ -352,10 +355,12 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 CALIBRATION_FILE = "calibration.json"
 
 
-def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring) -> dict:
+def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring,
+               final_pairs: dict) -> dict:
   """The verification threshold of the latest and of the best checkpoint, chosen on the
   validation pairs for eval.far (None: best accuracy), each with its FAR/FRR on the validation
-  and on the test pairs: what ``calibration.json`` holds for inference."""
+  and on the test pairs: what ``calibration.json`` holds for inference. ``final_pairs``: the
+  latest state's {"validation", "test": (scores, same)}, already scored."""
   higher = pair_scoring.higher_means_same
   steps = {int(state.step): state.params}
   best = manager.best_step()
@@ -363,8 +368,13 @@ def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_
     steps[best] = checkpoints.restore(manager, state, best)[0].params
   found = {}
   for step, params in steps.items():
-    val_scores, val_same = jax.device_get(score_pairs(params, device_sets["validation"], eval_key))
-    test_scores, test_same = jax.device_get(score_pairs(params, device_sets["test"], eval_key))
+    if step == int(state.step):
+      (val_scores, val_same), (test_scores, test_same) = (final_pairs["validation"],
+                                                          final_pairs["test"])
+    else:
+      val_scores, val_same = jax.device_get(score_pairs(params, device_sets["validation"],
+                                                        eval_key))
+      test_scores, test_same = jax.device_get(score_pairs(params, device_sets["test"], eval_key))
     chosen = evaluate.calibrate(val_scores, val_same, higher, config.eval.far)
     chosen["test"] = {**evaluate.error_rates(test_scores, test_same, chosen["threshold"], higher),
                       "accuracy": evaluate.accuracy_at_threshold(test_scores, test_same,
@@ -444,14 +454,11 @@ def _short_class_names(dataset):
   return list(dataset.class_names)
 
 
-def _summarise(config, workdir, state, device_sets, datasets, score_pairs, eval_key, pair_scoring,
-               history, manager) -> dict | None:
+def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring, history,
+               manager) -> dict | None:
   """Test-pair verification of the final state (threshold tuned on validation pairs), the
   plots of the whole run, and the summary; None on processes other than 0."""
-  val_scores, val_same = jax.device_get(score_pairs(state.params, device_sets["validation"],
-                                                    eval_key))
-  test_scores, test_same = jax.device_get(score_pairs(state.params, device_sets["test"],
-                                                      eval_key))
+  (val_scores, val_same), (test_scores, test_same) = final_pairs["validation"], final_pairs["test"]
   if not workdir_lib.is_primary():
     return None
   higher = pair_scoring.higher_means_same
