@@ -53,11 +53,13 @@ KEYS = (
     Key("data.rotation_classes", False, "add each training class turned by 90, 180 and 270 "
         "degrees as three new classes (training part only, after the validation split; "
         "characters, not digits or photos)"),
+    Key("data.mirror_classes", False, "add each training class mirrored left-right as a new "
+        "class (with data.rotation_classes, every turn too: 8 classes per character)"),
     Key("data.device_budget_mb", placeholder(float), "training images above this many MiB are "
         "streamed from host memory instead of held on the device (None: half the device's "
         "memory, or a quarter of host RAM on CPU; see siamese_jax/streaming.py)"),
-    Key("data.validation_by", "auto", "hold out validation 'images' of every class or whole "
-        "'classes'; auto: classes where the test split has classes never trained on (Omniglot)"),
+    Key("data.validation_by", "auto", "hold out validation 'images' of every class, whole "
+        "'classes' or whole 'alphabets' (Omniglot: one-shot within an alphabet, as its test); auto: classes where the test split has classes never trained on (Omniglot)"),
     # model
     Key("model.encoder", "keras_mlp", "the shared tower"),
     Key("model.head", "distance", "how the two embeddings of a pair become a score"),
@@ -71,6 +73,8 @@ KEYS = (
     Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
     Key("model.filters", 64, "convnet4 width (filters per block); resnet*: the first stage's, "
         "doubled at every next stage"),
+    Key("model.final_pool", True, "convnet4: max-pool after the last block (False keeps its "
+        "spatial map for the Dense layer: 3 x 3 at 28 x 28)"),
     Key("model.norm_groups", 8, "GroupNorm groups of convnet4 and resnet* (divides model.filters)"),
     Key("model.resnet_stage_sizes", (2, 2, 2, 2), "residual blocks per stage of 'resnet_small' "
         "(resnet18 and resnet34 fix their own)"),

@@ -100,16 +100,18 @@ def load_datasets(config) -> Datasets:
   else:
     by = "classes" if _unseen(full_train, test_set) else "images"
   kept, held_out = splits.split(full_train.labels, config.data.validation_fraction, by,
-                                config.seed)
+                                config.seed, groups=full_train.alphabets)
   note = f"; {config.data.validation_fraction:g} of its {by} held out for validation (seed {config.seed})"
   split = {"by": by, "fraction": config.data.validation_fraction, "seed": config.seed,
            "validation_indices": held_out.tolist()}
-  if by == "classes":
+  if by in ("classes", "alphabets"):
     names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
     split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
   train_part = splits.take(full_train, kept, note)
-  if config.data.rotation_classes:  # after the split: validation classes stay as drawn
-    train_part = splits.with_rotated_classes(train_part)
+  if config.data.rotation_classes or config.data.mirror_classes:  # after the split:
+    train_part = splits.with_rotated_classes(  # validation classes stay as drawn
+        train_part, turns=(1, 2, 3) if config.data.rotation_classes else (),
+        mirror=config.data.mirror_classes)
   return Datasets(train_part, splits.take(full_train, held_out, " (validation part)"), test_set,
                   {**split, "test": test_split})
 
@@ -441,11 +443,13 @@ def _unseen_class_metrics(state, test_set, pair_scoring, key) -> dict:
 VALIDATION_WAYS = (5, 10)  # the validation part holds ~10 % of the classes, across alphabets
 
 
-def _validation_one_shot(state, validation, pair_scoring, key) -> dict:
-  """One-shot accuracy over the validation classes (held out by classes; any alphabet), the
-  figure to tune on: {"5_way", "10_way"}."""
+def _validation_one_shot(state, validation, pair_scoring, key, within_alphabet: bool) -> dict:
+  """One-shot accuracy over the validation classes, the figure to tune on: {"5_way", "10_way"}
+  across alphabets (held out by classes), or {"5_way", "20_way"} within each held-out alphabet
+  (held out by alphabets, the shape of Omniglot's test)."""
   embeddings = _embed_all(state, validation.images)
-  return _one_shot(state, validation, embeddings, pair_scoring, key, VALIDATION_WAYS, False)
+  ways = (5, 20) if within_alphabet else VALIDATION_WAYS
+  return _one_shot(state, validation, embeddings, pair_scoring, key, ways, within_alphabet)
 
 
 def _short_class_names(dataset):
@@ -467,9 +471,9 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
   validation = _pair_metrics(val_scores, val_same, pair_scoring)
   if _has_unseen_classes(datasets):
     test.update(_unseen_class_metrics(state, datasets.test, pair_scoring, eval_key))
-  if datasets.split["by"] == "classes":
+  if datasets.split["by"] in ("classes", "alphabets"):
     validation["one_shot"] = _validation_one_shot(state, datasets.validation, pair_scoring,
-                                                  eval_key)
+                                                  eval_key, datasets.split["by"] == "alphabets")
   plots_dir = workdir / "plots"
   outputs = {}
   if history:

@@ -7,7 +7,7 @@ the best checkpoint and any tuned threshold are chosen on it, never on the test 
 
 import numpy as np
 
-BY = ("images", "classes")
+BY = ("images", "classes", "alphabets")
 
 
 def split_by_images(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,10 +39,29 @@ def split_by_classes(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
   return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def split(labels: np.ndarray, fraction: float, by: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """``split_by_images`` or ``split_by_classes`` as ``by`` says."""
+def split_by_groups(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """(kept, held_out) sorted indices into groups [N] (e.g. each image's alphabet): every image of
+  ``round(fraction * G)`` of the G groups, at least 1 and at most G - 1, so that both sides keep
+  whole groups (one-shot episodes within an alphabet, as Omniglot's test)."""
+  names = np.unique(groups)
+  if len(names) < 2:
+    raise ValueError(f"holding out whole groups needs at least 2, got {len(names)}")
+  take = min(max(int(round(fraction * len(names))), 1), len(names) - 1)
+  held = np.isin(groups, np.random.default_rng(seed).permutation(names)[:take])
+  return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def split(labels: np.ndarray, fraction: float, by: str, seed: int,
+          groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """``split_by_images``, ``split_by_classes`` or (by "alphabets") ``split_by_groups`` over
+  ``groups`` [N], as ``by`` says."""
   if by not in BY:
     raise ValueError(f"split by {by!r} is not known; choose one of {', '.join(BY)}")
+  if by == "alphabets":
+    if groups is None:
+      raise ValueError("data.validation_by='alphabets' needs a dataset with alphabets "
+                       "(Omniglot); use 'classes' or 'images'")
+    return split_by_groups(groups, fraction, seed)
   return (split_by_images if by == "images" else split_by_classes)(labels, fraction, seed)
 
 
@@ -82,27 +101,33 @@ def pool(first, second, note: str = ""):
       num_classes=len(position), class_names=list(position), source=first.source + note)
 
 
-def with_rotated_classes(dataset, turns=(1, 2, 3)):
+def with_rotated_classes(dataset, turns=(1, 2, 3), mirror: bool = False):
   """A data.LabelledImages with, for each quarter turn k in ``turns``, every image rotated by
   k * 90 degrees as a NEW class (Santoro et al. 2016; Vinyals et al. 2016: a character turned
-  is another character): images [N * (1 + len(turns)), H, W, C], class c of turn k labelled
-  ``c + k' * C`` (k' its position in ``turns``, from 1). Alphabets follow their images. For the
-  training part only: validation and test classes stay as drawn. Square images only."""
+  is another character), and with ``mirror`` each of those copies mirrored left-right as yet
+  another class (the 8 symmetries of the square with turns (1, 2, 3)): images
+  [N * M, H, W, C] with M = (1 + len(turns)) * (2 if mirror else 1), copy i of class c labelled
+  ``c + i * C``. Alphabets follow their images. For the training part only: validation and test
+  classes stay as drawn. Square images only."""
   height, width = dataset.images.shape[1:3]
   if height != width:
     raise ValueError(f"rotated classes need square images, got {height} x {width}; set "
                      "data.image_size")
   copies = [dataset.images] + [np.rot90(dataset.images, k, axes=(1, 2)) for k in turns]
+  names = [""] + [f"/rotated{90 * k}" for k in turns]
+  if mirror:
+    copies += [np.flip(c, axis=2) for c in copies]
+    names += [n + "/mirrored" for n in names]
   count = dataset.num_classes
+  note = f"; + rotations by {', '.join(str(90 * k) for k in turns)} degrees"
   changes = {"images": np.ascontiguousarray(np.concatenate(copies)),
              "labels": np.concatenate([dataset.labels + i * count
                                        for i in range(len(copies))]).astype(np.int32),
              "num_classes": count * len(copies),
-             "source": dataset.source + f"; + rotations by {', '.join(str(90 * k) for k in turns)} "
-                                        "degrees as new classes"}
+             "source": dataset.source + note + (" and their mirror images" if mirror else "")
+                       + " as new classes"}
   if dataset.class_names is not None:
-    changes["class_names"] = list(dataset.class_names) + [
-        f"{name}/rotated{90 * k}" for k in turns for name in dataset.class_names]
+    changes["class_names"] = [name + suffix for suffix in names for name in dataset.class_names]
   if dataset.alphabets is not None:
     changes["alphabets"] = np.concatenate([dataset.alphabets] * len(copies))
   return dataset._replace(**changes)

@@ -74,6 +74,8 @@ def test_encoder_values_28(name):
     # conv 3*3*1*64+64 = 640, three conv 3*3*64*64+64 = 36,928, four GroupNorm 2*64 = 128,
     # dense 1*1*64*64+64 = 4,160 (28 -> 14 -> 7 -> 3 -> 1).
     (models.ConvNet4(), 640 + 3 * 36_928 + 4 * 128 + 4_160),
+    # without the last pool the dense layer reads the 3x3x64 map: 576*64+64 = 36,928.
+    (models.ConvNet4(final_pool=False), 640 + 3 * 36_928 + 4 * 128 + 36_928),
 ])
 def test_conv_encoder_parameter_count_28(encoder, expected):
   x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)

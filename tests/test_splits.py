@@ -33,3 +33,33 @@ def test_rotated_classes_need_square_images():
   wide = _dataset()._replace(images=np.zeros((6, 4, 5, 1), np.uint8))
   with pytest.raises(ValueError, match="square"):
     splits.with_rotated_classes(wide)
+
+
+def test_mirrored_classes_double_every_turn():
+  original = _dataset()
+  both = splits.with_rotated_classes(original, mirror=True)
+  assert both.images.shape == (48, 4, 4, 1) and both.num_classes == 24
+  for k in range(4):
+    block = slice(6 * (4 + k), 6 * (5 + k))  # the mirror of turn k follows the four turns
+    np.testing.assert_array_equal(both.images[block],
+                                  np.flip(np.rot90(original.images, k, axes=(1, 2)), axis=2))
+    np.testing.assert_array_equal(both.labels[block], original.labels + 3 * (4 + k))
+  assert both.class_names[12] == "a/c1/mirrored" and both.class_names[15] == "a/c1/rotated90/mirrored"
+  assert len(set(both.class_names)) == 24
+  mirrored_only = splits.with_rotated_classes(original, turns=(), mirror=True)
+  assert mirrored_only.num_classes == 6
+  np.testing.assert_array_equal(mirrored_only.images[6:], original.images[:, :, ::-1])
+
+
+def test_split_by_alphabets_holds_out_whole_alphabets():
+  alphabets = np.repeat(np.arange(5), 4)
+  labels = np.arange(20)
+  kept, held = splits.split(labels, 0.2, "alphabets", seed=3, groups=alphabets)
+  assert len(np.unique(alphabets[held])) == 1 and len(held) == 4
+  assert not set(alphabets[kept]) & set(alphabets[held])
+  np.testing.assert_array_equal(np.sort(np.concatenate([kept, held])), np.arange(20))
+  # at least one alphabet held out, and never all of them
+  assert len(np.unique(alphabets[splits.split(labels, 0.01, "alphabets", 0, alphabets)[1]])) == 1
+  assert len(np.unique(alphabets[splits.split(labels, 0.99, "alphabets", 0, alphabets)[0]])) == 1
+  with pytest.raises(ValueError, match="alphabets"):
+    splits.split(labels, 0.2, "alphabets", seed=0)
