@@ -41,6 +41,12 @@ KEYS = (
     Key("data.image_key", placeholder(str), "tfds: the image feature (None: the one Image)"),
     Key("data.label_key", placeholder(str), "tfds: the label feature (None: the one ClassLabel)"),
     Key("data.skip_bad_images", False, "'folder': leave out (and list) images that do not decode"),
+    Key("data.source_b", placeholder(str), "a second dataset with the same classes (e.g. "
+        "uci_digits, sklearn's 8 x 8 digits beside mnist): train.pair_source='two_source' pairs "
+        "an image of data.name with one of it; both resized to data.image_size"),
+    Key("data.train_classes", placeholder(tuple), "train and validate on these class ids only "
+        "(e.g. (0, 1, 2, 3, 4, 5, 6, 7)); the test split keeps every class, so the others are "
+        "classes never trained on; None: all"),
     Key("data.split_by", "images", "'classes': test on whole classes never trained on (a tfds "
         "dataset's two splits are pooled first; Omniglot's are already disjoint); 'images': the "
         "dataset's own splits ('folder' without train/ and test/: test_fraction of each class)"),
@@ -81,6 +87,12 @@ KEYS = (
     Key("model.input_normalization", "none", "'per_channel': subtract the training part's "
         "per-channel mean and divide by its std, in the model (kept in its params)"),
     Key("model.shared_weights", True, "False: two towers with separate weights"),
+    Key("model.encoder_b", placeholder(str), "shared_weights=False: the second tower's encoder, "
+        "another architecture for a second source (e.g. 'mlp' for 8 x 8 digits; it reads the "
+        "same model.* keys and must output the same size); None: a copy of model.encoder"),
+    Key("model.input_size_b", placeholder(int), "shared_weights=False: the second tower first "
+        "averages its images down to this size (8: the 8 x 8 digits kept at data.image_size 32 "
+        "beside MNIST, exactly); None: as they are"),
     Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
     # loss
     Key("loss.name", "contrastive", "training objective"),
@@ -106,9 +118,13 @@ KEYS = (
         "and a preempted run checkpoints, between calls)"),
     Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
         "CPU, where XLA runs conv gradients in loops on a slow path (jax-ml/jax#12868)"),
-    Key("train.pair_source", "balanced", "'two_source': the second image is an inverted, warped "
-        "view (two-tower experiments with model.shared_weights=False)"),
+    Key("train.pair_source", "balanced", "'two_source': the first image of every pair from "
+        "data.name, the second from data.source_b, same digit or not (two-tower experiments)"),
     Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),
+    Key("train.augment_scale", 0.0, "with train.augment: each axis also scaled by a random "
+        "1 +- this (Koch et al.: 0.2)"),
+    Key("train.augment_shear", 0.0, "with train.augment: each axis also sheared by a random "
+        "+- this (Koch et al.: 0.3)"),
     Key("train.augment_crop", placeholder(tuple), "random resized crops covering this range of "
         "the image's area, e.g. (0.35, 1.0), resized back (colour images; None: off)"),
     Key("train.augment_crop_ratio", (3 / 4, 4 / 3), "aspect-ratio range (w / h) of those crops"),

@@ -26,8 +26,10 @@ class BatchSpec:
   batch_size: int = 128
   classes_per_batch: int = 8
   samples_per_class: int = 4
-  pair_source: str = "balanced"  # "two_source": the second image is an inverted, warped view
+  pair_source: str = "balanced"  # "two_source": first member from source A, second from B
   augment: bool = False  # random rotation + shift of every image (Koch et al.'s distortions)
+  augment_scale: float = 0.0  # with augment: each axis scaled by 1 +- this
+  augment_shear: float = 0.0  # with augment: each axis sheared by +- this
   crop_scale: tuple[float, float] | None = None  # random resized crops of this area range
   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # their aspect ratio (w / h) range
   flip: bool = False  # random left-right flips
@@ -44,6 +46,8 @@ def batch_spec_from_config(config, kind: str) -> BatchSpec:
                    classes_per_batch=config.train.classes_per_batch,
                    samples_per_class=config.train.samples_per_class,
                    pair_source=config.train.pair_source, augment=config.train.augment,
+                   augment_scale=config.train.augment_scale,
+                   augment_shear=config.train.augment_shear,
                    crop_scale=None if crop is None else tuple(float(s) for s in crop),
                    crop_ratio=tuple(float(r) for r in config.train.augment_crop_ratio),
                    flip=config.train.augment_flip)
@@ -57,13 +61,16 @@ def _keys(key):
 def draw_indices(key, index: samplers.ClassIndex, num_examples: int, spec: BatchSpec) -> dict:
   """Which examples a batch holds, from the batch ``key``; runs on whatever device ``index`` is on.
 
-  pairs: {idx_a, idx_b [B] int32, same [B] float32, mask [B]}; pk and uniform: {idx [B] int32,
-  mask [B]}. ``num_examples`` (static) is N, the size of the image set (for uniform draws).
+  pairs: {idx_a, idx_b [B] int32, same [B] float32, mask [B]} (``pair_source="two_source"``:
+  idx_a from the first source of a two-source set, idx_b from the second, see
+  ``siamese_jax.data.two_sources``); pk and uniform: {idx [B] int32, mask [B]}. ``num_examples``
+  (static) is N, the size of the image set (for uniform draws).
   """
   key = _keys(key)[0]
   if spec.kind == "pairs":
-    if spec.pair_source == "two_source":
-      idx_a, idx_b, same = samplers.sample_two_source_pairs(key, index, spec.batch_size)
+    if spec.pair_source == "two_source":  # a two-source set (siamese_jax.data.two_sources)
+      index_a, index_b = samplers.split_sources(index)
+      idx_a, idx_b, same = samplers.sample_two_source_pairs(key, index_a, spec.batch_size, index_b)
     else:
       idx_a, idx_b, same = samplers.sample_balanced_pairs(key, index, spec.batch_size)
     return {"idx_a": idx_a, "idx_b": idx_b, "same": same, "mask": jnp.ones_like(same)}
@@ -91,7 +98,8 @@ def gather_batch(images, labels, drawn: dict, take=samplers.gather_images) -> di
 def _augment_images(key, x, spec: BatchSpec):
   """The random views ``spec`` asks for, of images [B, H, W, C] (same shape and dtype)."""
   if spec.augment:
-    x = samplers.transform_view(key, x)
+    x = samplers.transform_view(key, x, max_scale=spec.augment_scale,
+                                max_shear=spec.augment_shear)
   if spec.crop_scale is not None:
     x = augment.random_resized_crop(jax.random.fold_in(key, 1), x, spec.crop_scale,
                                     spec.crop_ratio)
@@ -104,17 +112,14 @@ def augment_batch(key, batch: dict, spec: BatchSpec) -> dict:
   """``gather_batch``'s batch with its random views, from the batch ``key`` (on device).
 
   Every image is augmented as ``spec`` says (Koch's affine ``augment``, then ``crop_scale``
-  random resized crops, then ``flip``); with ``pair_source="two_source"`` the second image of a
-  pair then becomes an inverted, warped view. Shapes and dtypes are kept.
+  random resized crops, then ``flip``). Shapes and dtypes are kept.
   """
-  _, view_key, augment_key = _keys(key)
+  augment_key = _keys(key)[2]
   if "x" in batch:
     return {**batch, "x": _augment_images(augment_key, batch["x"], spec)}
   augment_a, augment_b = jax.random.split(augment_key)
   x_a = _augment_images(augment_a, batch["x_a"], spec)
   x_b = _augment_images(augment_b, batch["x_b"], spec)
-  if spec.pair_source == "two_source":
-    x_b = samplers.transform_view(view_key, x_b, invert=True)
   return {**batch, "x_a": x_a, "x_b": x_b}
 
 

@@ -150,6 +150,7 @@ def validate(config) -> None:
            "positive)")
   _require(config.train.pair_source == "balanced" or batch_kind == "pairs",
            "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
+  _check_two_sources(config)
   _check_augmentation(config.train)
   if config.data.device_budget_mb is not None:
     _positive(config.data.device_budget_mb, "data.device_budget_mb")
@@ -158,6 +159,32 @@ def validate(config) -> None:
     _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,
              f"eval.far={config.eval.far!r} must be a false-accept rate in [0, 1), e.g. 0.001")
   _positive(config.eval.plot_points, "eval.plot_points", int)
+
+
+def _check_two_sources(config) -> None:
+  """data.source_b and two-source pairs go together; a second tower's keys need two towers."""
+  source_b, two_source = config.data.source_b, config.train.pair_source == "two_source"
+  _require(source_b is None or (isinstance(source_b, str) and source_b in data.NAMES),
+           f"data.source_b={source_b!r} must be None or one of {', '.join(data.NAMES)}")
+  _require(two_source == (source_b is not None),
+           "train.pair_source='two_source' and data.source_b go together: set both (e.g. "
+           "data.source_b='uci_digits', data.image_size=32) or neither")
+  model = config.model
+  _require(model.encoder_b is None or model.encoder_b in models.ENCODERS,
+           f"model.encoder_b={model.encoder_b!r} is not known; choose one of "
+           f"{', '.join(models.ENCODERS)} or None")
+  if model.input_size_b is not None:
+    _positive(model.input_size_b, "model.input_size_b", int)
+  _require((model.encoder_b is None and model.input_size_b is None) or not model.shared_weights,
+           "model.encoder_b and model.input_size_b shape a second tower: set "
+           "model.shared_weights=False")
+  classes = config.data.train_classes
+  _require(classes is None or (isinstance(classes, (tuple, list)) and len(set(classes)) >= 2
+                               and len(set(classes)) == len(classes)
+                               and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                       for c in classes)),
+           f"data.train_classes={classes!r} must be None or distinct class ids >= 0, at least "
+           "2 (e.g. (0, 1, 2, 3, 4, 5, 6, 7))")
 
 
 def _check_resnet_and_norm(model_config) -> None:
@@ -189,6 +216,10 @@ def _check_augmentation(train_config) -> None:
   _range_pair(train_config.augment_crop_ratio, "train.augment_crop_ratio", None, "(0.75, 1.33)")
   _require(isinstance(train_config.augment_flip, bool),
            f"train.augment_flip={train_config.augment_flip!r} must be True or False")
+  for name, top in (("augment_scale", 1.0), ("augment_shear", 1.0)):
+    value = train_config[name]
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < top,
+             f"train.{name}={value!r} must be a number in [0, {top:g}), e.g. 0.2")
 
 
 def unused_keys(config) -> list[str]:

@@ -130,30 +130,37 @@ def sample_balanced_pairs(key, index: ClassIndex, batch_size: int):
   return _pairs(key, index, index, batch_size, exclude_self=True)
 
 
-def sample_two_source_pairs(key, index: ClassIndex, batch_size: int,
-                            index_b: ClassIndex | None = None, allow_self_pairs: bool = False):
-  """Balanced pairs across two sources, for two-tower experiments.
+def split_sources(index: ClassIndex) -> tuple[ClassIndex, ClassIndex]:
+  """The two sources of a two-source set's index (``siamese_jax.data.two_sources``: classes
+  0..C-1 the first source's, C..2C-1 the second's, class C + c the same as c), as two indices of C
+  classes each over the same examples (the halves of ``start`` and ``count``; ``order`` is
+  shared, so their members are indices into the one image array)."""
+  if index.num_classes % 2:
+    raise ValueError(f"split_sources: a two-source set has an even number of classes (C per "
+                     f"source), got {index.num_classes}; load it with data.source_b")
+  half = index.num_classes // 2
+  sizes = (None, None) if index.sizes is None else (index.sizes[:half], index.sizes[half:])
+  return (ClassIndex(index.order, index.start[:half], index.count[:half], sizes[0]),
+          ClassIndex(index.order, index.start[half:], index.count[half:], sizes[1]))
 
-  The first member comes from the images of ``index``, the second from source B: another image set
-  with the same classes (``index_b``), or, by default, the same images shown through a transform
-  (``transform_view``). Same returns and half/half split as ``sample_balanced_pairs``. With one
-  image set a positive is a different image of the class unless ``allow_self_pairs`` (then it is
-  uniform over the class, so sometimes an image and its own transformed view).
+
+def sample_two_source_pairs(key, index: ClassIndex, batch_size: int, index_b: ClassIndex):
+  """Balanced pairs across two sources, for two-tower models: the first member of every pair
+  from ``index``'s examples, the second from ``index_b``'s, classes matched by id (class c of one
+  is class c of the other; ``split_sources`` makes the two of one two-source set).
+
+  Same returns and half/half split as ``sample_balanced_pairs``; the two members are never the
+  same example as long as the sources share none. Needs >= 2 classes, each with >= 1 example in
+  both sources.
   """
-  if index_b is None:
-    exclude_self = not allow_self_pairs
-    _check_sizes(index, 2 if exclude_self else 1, "sample_two_source_pairs")
-    index_b = index
-  else:
-    if index_b.num_classes != index.num_classes:
-      raise ValueError(f"sample_two_source_pairs: sources have {index.num_classes} and "
-                       f"{index_b.num_classes} classes; give both the same label space")
-    exclude_self = False
-    _check_sizes(index, 1, "sample_two_source_pairs (source A)")
-    _check_sizes(index_b, 1, "sample_two_source_pairs (source B)")
+  if index_b.num_classes != index.num_classes:
+    raise ValueError(f"sample_two_source_pairs: sources have {index.num_classes} and "
+                     f"{index_b.num_classes} classes; give both the same label space")
+  _check_sizes(index, 1, "sample_two_source_pairs (source A)")
+  _check_sizes(index_b, 1, "sample_two_source_pairs (source B)")
   if index.num_classes < 2:
     raise ValueError("sample_two_source_pairs: negative pairs need at least 2 classes")
-  return _pairs(key, index, index_b, batch_size, exclude_self)
+  return _pairs(key, index, index_b, batch_size, exclude_self=False)
 
 
 def sample_pk_batch(key, index: ClassIndex, num_classes_per_batch: int, samples_per_class: int):
@@ -263,30 +270,37 @@ def keras_example_pairs(labels, num_classes: int | None = None, seed: int = 0):
 
 
 def transform_view(key, images, max_shift: float = 2.0, max_degrees: float = 15.0,
-                   invert: bool = False):
-  """A random view of each image: a rotation about the centre and a shift, then optionally 255 - x.
+                   invert: bool = False, max_scale: float = 0.0, max_shear: float = 0.0):
+  """A random view of each image: a rotation about the centre and a shift (and, where asked, a
+  scaling and shear of each axis: Koch et al.'s affine distortions), then optionally 255 - x.
 
   images: [B, H, W, C] (uint8 or float); returns the same shape and dtype. Angles are uniform in
-  +-max_degrees, shifts uniform in +-max_shift pixels (sub-pixel, bilinear); pixels from outside
-  repeat the nearest edge, which is background for MNIST (0) and Omniglot (255). ``invert``
-  assumes the uint8 range [0, 255].
+  +-max_degrees, shifts uniform in +-max_shift pixels (sub-pixel, bilinear), each axis's scale
+  in 1 +- max_scale and shear in +-max_shear; pixels from outside repeat the nearest edge, which
+  is background for MNIST (0) and Omniglot (255). ``invert`` assumes the uint8 range [0, 255].
+  With max_scale = max_shear = 0 no scale or shear is drawn (the views of a rotation and shift).
   """
   b, h, w, _ = images.shape
   k_angle, k_shift = jax.random.split(key)
   angle = jnp.deg2rad(jax.random.uniform(k_angle, (b,), minval=-max_degrees, maxval=max_degrees))
   shift = jax.random.uniform(k_shift, (b, 2), minval=-max_shift, maxval=max_shift)
+  k_scale, k_shear = jax.random.split(jax.random.fold_in(key, 1))
+  scale = jax.random.uniform(k_scale, (b, 2), minval=1 - max_scale, maxval=1 + max_scale)
+  shear = jax.random.uniform(k_shear, (b, 2), minval=-max_shear, maxval=max_shear)
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                             indexing="ij")
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
 
-  def one(image, a, s):  # image [H, W, C]: sample the source pixel of every output pixel
+  def one(image, a, s, zoom, slant):  # image [H, W, C]: the source pixel of every output pixel
     y, x = rows - cy - s[0], cols - cx - s[1]
+    if max_scale or max_shear:
+      y, x = (y + slant[0] * x) / zoom[0], (x + slant[1] * y) / zoom[1]
     src_y = jnp.cos(a) * y + jnp.sin(a) * x + cy
     src_x = -jnp.sin(a) * y + jnp.cos(a) * x + cx
     warp = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [src_y, src_x], 1, "nearest")
     return jax.vmap(warp, in_axes=2, out_axes=2)(image.astype(jnp.float32))
 
-  out = jax.vmap(one)(images, angle, shift)
+  out = jax.vmap(one)(images, angle, shift, scale, shear)
   if invert:
     out = 255.0 - out
   if jnp.issubdtype(images.dtype, jnp.integer):

@@ -84,6 +84,8 @@ def test_batch_spec_augmentation_is_applied_to_sampled_batches():
     ({"train.augment_crop": (0.6, 0.3)}, "train.augment_crop"),
     ({"train.augment_crop": (0.3, 1.5)}, "<= 1"),
     ({"train.augment_crop_ratio": (0.0, 1.0)}, "train.augment_crop_ratio"),
+    ({"train.augment_scale": 1.5}, r"train.augment_scale=1.5 must be a number in \[0, 1\)"),
+    ({"train.augment_shear": -0.1}, "train.augment_shear"),
 ])
 def test_bad_augmentation_keys_are_refused_naming_the_key(changes, match):
   from experiments import default

@@ -222,3 +222,22 @@ def test_transform_view():
   np.testing.assert_array_equal(inverted, 255 - np.asarray(images))
   floats = jax.jit(samplers.transform_view)(key, images.astype(jnp.float32))
   assert floats.dtype == jnp.float32 and np.abs(np.asarray(floats) - np.asarray(view)).max() <= 0.5
+
+
+def test_transform_view_scale_and_shear():
+  key = jax.random.key(1)
+  # a plus sign centred in a 29 x 29 image: scaling and shearing about the centre keep the centre
+  image = np.zeros((4, 29, 29, 1), np.float32)
+  image[:, 14, 10:19], image[:, 10:19, 14] = 255.0, 255.0
+  still = dict(max_shift=0.0, max_degrees=0.0)
+  warped = np.asarray(samplers.transform_view(key, image, max_scale=0.3, max_shear=0.3, **still))
+  assert np.all(warped[:, 14, 14] == 255.0)
+  assert not np.allclose(warped, image) and not np.allclose(warped[0], warped[1])  # per image
+  # scaling changes the arm's length (more or less ink), shear alone keeps the horizontal arm's row
+  sums = warped.sum(axis=(1, 2, 3))
+  assert np.ptp(sums) > 0
+  sheared = np.asarray(samplers.transform_view(key, image, max_shear=0.3, **still))
+  assert np.all(sheared[:, 14, 14] == 255.0) and not np.allclose(sheared, image)
+  # zero ranges draw nothing: the view of rotation and shift alone, bit for bit
+  np.testing.assert_array_equal(samplers.transform_view(key, image, max_scale=0.0, max_shear=0.0),
+                                samplers.transform_view(key, image))
