@@ -14,6 +14,9 @@ Multi-process (one process per host of a Cloud TPU pod slice, or several on one 
 device. TPU pods, SLURM and Open MPI need nothing else; elsewhere also give --coordinator_address
 (host:port of process 0), --num_processes and --process_id. All processes train one model on the
 mesh of all their devices; process 0 writes the outputs, checkpoints go to the shared --workdir.
+
+Compiled programs and decoded datasets are kept in a user cache folder (~/.cache/siamese_jax, or
+$SIAMESE_JAX_CACHE_DIR; SIAMESE_JAX_CACHE_DIR=off turns it off), so a second run starts sooner.
 """
 
 import os
@@ -67,7 +70,8 @@ def main(argv):
   if FLAGS.distributed:
     import jax  # must join the other processes before any device is touched
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  from siamese_jax import checkpoints, config_checks, data, experiment  # after flags: fast --help
+  from siamese_jax import caches, checkpoints, config_checks, data, experiment  # after flags: fast --help
+  caches.enable_compilation_cache()  # ~/.cache/siamese_jax/jax; SIAMESE_JAX_CACHE_DIR=off: none
   config_path = FLAGS["config"].config_filename
   workdir = FLAGS.workdir or _default_workdir(config_path)
   try:

@@ -25,10 +25,15 @@ class CheckpointError(ValueError):
   """A checkpoint that cannot be read into the model at hand."""
 
 
-def make_manager(directory: str, keep_last: int = 3) -> ocp.CheckpointManager:
+def make_manager(directory: str, keep_last: int = 3,
+                 asynchronous: bool = False) -> ocp.CheckpointManager:
   """A manager in ``directory`` that keeps the ``keep_last`` latest checkpoints and the best one
   (highest BEST_METRIC among those saved with metrics). Checkpoints are numbered by the global
-  optimiser step: an epoch's is ``epoch * steps_per_epoch``, a preempted run's any step."""
+  optimiser step: an epoch's is ``epoch * steps_per_epoch``, a preempted run's any step.
+
+  ``asynchronous``: ``save`` returns once the arrays are copied to host memory and orbax writes
+  them on a background thread (still atomically: a checkpoint appears only when complete); call
+  ``manager.wait_until_finished()`` before reading one back or exiting."""
   policy = ocp.checkpoint_managers.AnyPreservationPolicy([
       ocp.checkpoint_managers.LatestN(n=keep_last),
       ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics[BEST_METRIC], n=1,
@@ -37,7 +42,7 @@ def make_manager(directory: str, keep_last: int = 3) -> ocp.CheckpointManager:
   # best_fn too: without it orbax neither writes the metrics nor answers best_step() with
   # anything but the latest step (the policy alone only decides what is kept).
   options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
-                                         enable_async_checkpointing=False,
+                                         enable_async_checkpointing=asynchronous,
                                          best_fn=lambda metrics: metrics[BEST_METRIC],
                                          best_mode="max")
   return ocp.CheckpointManager(os.path.abspath(directory), options=options)
@@ -48,14 +53,16 @@ def _savable(state: TrainState) -> dict:
 
 
 def save(manager: ocp.CheckpointManager, state: TrainState, metrics: dict | None,
-         progress: dict) -> None:
+         progress: dict, wait: bool = True) -> None:
   """Saves ``state`` as checkpoint ``state.step``; ``metrics`` rank it (None: a mid-epoch
   checkpoint, never "best"), ``progress`` (JSON) is what the run needs to continue (epoch,
-  the next call of that epoch, history, elapsed time)."""
+  the next call of that epoch, history, elapsed time). ``wait=False`` with an asynchronous
+  manager: return while orbax still writes (see make_manager)."""
   args = ocp.args.Composite(state=ocp.args.StandardSave(_savable(state)),
                             progress=ocp.args.JsonSave(progress))
   manager.save(int(jax.device_get(state.step)), args=args, metrics=metrics, force=True)
-  manager.wait_until_finished()
+  if wait:
+    manager.wait_until_finished()
 
 
 def restore(manager: ocp.CheckpointManager, state: TrainState, step: int | None = None,

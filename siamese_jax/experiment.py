@@ -3,19 +3,23 @@
 It loads the data (holding a validation part out of the training split), builds the state, then
 loops over compiled calls of ``train.make_train_epoch``. Between calls (never inside them) it shows
 progress; after each epoch it scores the fixed validation pairs, writes metrics (metrics.jsonl and
-TensorBoard through one ``clu.metric_writers`` writer), saves a checkpoint ranked by the validation
-ROC AUC, and draws the latent-space plot. At the end it scores the test pairs (the test split only
-reports: the tuned threshold comes from the validation pairs) and writes ``summary.json``.
+TensorBoard through ``siamese_jax.summary_writer``, which needs no TensorFlow), starts an
+asynchronous checkpoint ranked by the validation ROC AUC, and keeps the test embeddings of the
+latent-space plot. At the end it scores the test pairs (the test split only reports: the tuned
+threshold comes from the validation pairs) and writes ``summary.json``, while a worker thread draws
+every epoch's latent plot in one projection (``plots.latent_frames``) and their GIF.
 
 A SIGTERM (spot VM, TPU preemption, ``kill``) checkpoints at the next call boundary and raises
 ``Preempted``; rerunning the command resumes and ends bit-identical to an uninterrupted run.
 """
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import pathlib
 import platform
+import shutil
 import signal
 import threading
 import time
@@ -24,11 +28,11 @@ from typing import NamedTuple
 import jax
 import numpy as np
 import tqdm
-from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from clu import metrics as clu_metrics  # (clu.metric_writers would import TensorFlow)
 
 from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models,
-                         normalization, plots, scoring, sharding, splits, streaming, train,
-                         workdir as workdir_lib)
+                         normalization, plots, scoring, sharding, splits, streaming,
+                         summary_writer, train, workdir as workdir_lib)
 
 
 class TrainingDiverged(RuntimeError):
@@ -218,7 +222,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   state = train.create_train_state(init_key, model, image_shape, tx)
   state = sharding.put_replicated(state, mesh)
 
-  manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep)
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep,
+                                     asynchronous=True)
   progress = {"epoch": 0, "next_call": 0, "history": [], "train_seconds": 0.0, "partial": None}
   if resume and manager.latest_step() is not None:
     state, progress = checkpoints.restore(manager, state)
@@ -248,13 +253,13 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   pair_scoring = scoring.pair_scoring_from_config(config)
   score_pairs = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, config.eval.pairs,
                                           config.train.pair_source)
-  writer = metric_writers.create_default_writer(str(workdir),
-                                                just_logging=not workdir_lib.is_primary())
-  report_progress = periodic_actions.ReportProgress(  # steps/s to TensorBoard at epoch ends
-      num_train_steps=schedule.total_steps, writer=writer, every_secs=None,
-      on_steps=[schedule.steps_per_epoch * (e + 1) for e in range(schedule.epochs)])
+  monitor_pairs = score_pairs if not config.model.test_time_shift else evaluate.make_pair_scorer(
+      state.apply_fn, pair_scoring, config.eval.pairs, config.train.pair_source, views=False)
+  writer = summary_writer.SummaryWriter(workdir if workdir_lib.is_primary() else None)
+  report_progress = summary_writer.ReportProgress(writer)  # steps/s to TensorBoard at epoch ends
   plot_set = (datasets.test.images[:config.eval.plot_points],
               datasets.test.labels[:config.eval.plot_points])
+  latent = _saved_latent_embeddings(workdir, progress["epoch"]) if config.plots.latent else {}
   embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
   history, train_seconds = progress["history"], progress["train_seconds"]
 
@@ -296,6 +301,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
           checkpoints.save(manager, state, None, {
               "epoch": epoch, "next_call": call + 1, "history": history, "image_shape": image_shape,
               "train_seconds": train_seconds, "partial": _averages_to_json(averages)})
+          manager.wait_until_finished()
           bar.close()
           raise Preempted(f"stopped by SIGTERM at step {int(state.step)} (epoch {epoch + 1}) and "
                           f"checkpointed in {workdir / 'checkpoints'}; rerun the same command to "
@@ -305,8 +311,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
       epoch_seconds = time.time() - epoch_start
       train_seconds += epoch_seconds
       report_progress(int(state.step))
-      val_scores, val_same = jax.device_get(
-          score_pairs(state.params, device_sets["validation"], eval_key))
+      val_scores, val_same = jax.device_get(  # without test-time views, which cost (2s+1)^2
+          monitor_pairs(state.params, device_sets["validation"], eval_key))
       calls_run = schedule.calls_per_epoch - first_call
       record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
                 "examples_per_second": (calls_run * schedule.steps_per_call
@@ -319,32 +325,32 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
         workdir_lib.append_metrics(workdir, record)
       writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "epoch"})
       writer.flush()
-      if config.plots.latent:
-        embeddings = np.asarray(embed(state.params, plot_set[0]))
-        if workdir_lib.is_primary():
-          plots.latent_space(embeddings, plot_set[1],
-                             str(workdir / "plots" / f"latent_epoch{epoch + 1:03d}.png"),
-                             title=f"{config.data.name} test, epoch {epoch + 1}",
-                             class_names=_short_class_names(datasets.test))
+      if config.plots.latent:  # drawn at the end, all epochs in one projection
+        latent[epoch + 1] = np.asarray(embed(state.params, plot_set[0]))
+        if workdir_lib.is_primary():  # for a resumed run's frames
+          _save_latent_embeddings(workdir, epoch + 1, latent[epoch + 1])
       checkpoints.save(manager, state, {checkpoints.BEST_METRIC: record[checkpoints.BEST_METRIC]},
                        {"epoch": epoch + 1, "next_call": 0, "history": history,
                         "image_shape": image_shape, "train_seconds": train_seconds,
-                        "partial": None})
+                        "partial": None}, wait=False)
       bar.write(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, validation pair "
                 f"accuracy {record['val_accuracy']:.4f}, ROC AUC {record['val_roc_auc']:.4f}")
       if stop_requested.is_set() and epoch + 1 < config.train.epochs:
+        manager.wait_until_finished()
         bar.close()
         raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}, checkpointed in "
                         f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
+  latent_job = _start_latent_frames(config, workdir, datasets.test, plot_set[1], latent)
+  manager.wait_until_finished()  # the last checkpoint written before it is read
   # The final state's validation and test pairs, scored once for calibration and summary.
   final_pairs = {part: jax.device_get(score_pairs(state.params, device_sets[part], eval_key))
                  for part in ("validation", "test")}
   calibration = _calibrate(config, state, manager, device_sets, score_pairs, eval_key,
                            pair_scoring, final_pairs)
   summary = _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring,
-                       history, manager)
+                       history, manager, latent_job)
   if summary is not None:
     workdir_lib.write_json(workdir / CALIBRATION_FILE, calibration)
     summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
@@ -355,6 +361,48 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 
 
 CALIBRATION_FILE = "calibration.json"
+LATENT_EMBEDDINGS_DIR = ".latent_embeddings"  # epochs' plot embeddings until their frames are drawn
+
+
+def _save_latent_embeddings(workdir, epoch: int, embeddings: np.ndarray) -> None:
+  folder = workdir / LATENT_EMBEDDINGS_DIR
+  folder.mkdir(exist_ok=True)
+  np.save(folder / f"epoch{epoch:03d}.npy", embeddings)
+
+
+def _saved_latent_embeddings(workdir, epochs: int) -> dict:
+  """{epoch: embeddings} saved by the epochs 1..``epochs`` a resumed run already trained."""
+  found = {}
+  for epoch in range(1, epochs + 1):
+    path = workdir / LATENT_EMBEDDINGS_DIR / f"epoch{epoch:03d}.npy"
+    if path.is_file():
+      found[epoch] = np.load(path)
+  return found
+
+
+def _start_latent_frames(config, workdir, test_set, labels, latent: dict):
+  """A Future drawing every epoch's latent plot (plots/latent_epochNNN.png) and, if asked, their
+  GIF on a worker thread, while the main thread scores and summarises; None where there is
+  nothing to draw. Its result is plots.latent_frames's; the saved embeddings are removed after."""
+  if not (config.plots.latent and latent and workdir_lib.is_primary()):
+    return None
+  epochs = sorted(latent)
+  plots_dir = workdir / "plots"
+
+  def draw():
+    drawn = plots.latent_frames(
+        [latent[e] for e in epochs], labels,
+        [plots_dir / f"latent_epoch{e:03d}.png" for e in epochs],
+        [f"{config.data.name} test, epoch {e}" for e in epochs],
+        class_names=_short_class_names(test_set),
+        gif_path=plots_dir / "latent.gif" if config.plots.animation else None)
+    shutil.rmtree(workdir / LATENT_EMBEDDINGS_DIR, ignore_errors=True)
+    return drawn
+
+  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latent_plots")
+  job = pool.submit(draw)
+  pool.shutdown(wait=False)
+  return job
 
 
 def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring,
@@ -459,9 +507,10 @@ def _short_class_names(dataset):
 
 
 def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring, history,
-               manager) -> dict | None:
+               manager, latent_job=None) -> dict | None:
   """Test-pair verification of the final state (threshold tuned on validation pairs), the
-  plots of the whole run, and the summary; None on processes other than 0."""
+  plots of the whole run, and the summary; None on processes other than 0. ``latent_job``: the
+  Future of ``_start_latent_frames`` (waited for here)."""
   (val_scores, val_same), (test_scores, test_same) = final_pairs["validation"], final_pairs["test"]
   if not workdir_lib.is_primary():
     return None
@@ -478,7 +527,11 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
   outputs = {}
   if history:
     outputs["curves"] = plots.training_curves(history, str(plots_dir / "curves.png"))
-  if config.plots.latent and config.plots.animation:
+  if latent_job is not None:
+    animation = latent_job.result()["animation"]
+    if animation is not None:
+      outputs["animation"] = animation
+  elif config.plots.latent and config.plots.animation:  # a finished run rerun: its frames
     frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))
     if frames:
       outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))

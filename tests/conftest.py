@@ -28,6 +28,19 @@ def pytest_configure(config):
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_cache_in_tmp(tmp_path_factory):
+  """siamese_jax.caches writes decoded datasets (and main.py's compiled programs) into a session
+  folder, not ~/.cache/siamese_jax: tests prepare into fresh tfds folders every session."""
+  previous = os.environ.get("SIAMESE_JAX_CACHE_DIR")
+  os.environ["SIAMESE_JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("user_cache"))
+  yield
+  if previous is None:
+    os.environ.pop("SIAMESE_JAX_CACHE_DIR", None)
+  else:
+    os.environ["SIAMESE_JAX_CACHE_DIR"] = previous
+
+
 @pytest.fixture
 def shared_data() -> pathlib.Path:
   """``../shared/data`` beside the repository (skips the test when it is absent)."""

@@ -345,3 +345,18 @@ def test_failed_preparation_keeps_other_configs(tmp_path):
   with pytest.raises(DataFileError):
     data.load("fashion_mnist", "train", data_dir=tfds_dir, source_dir=_idx_folder(tmp_path / "src"))
   assert sorted(tfds_dir.rglob("*")) == before
+
+
+def test_fresh_offline_prepare_prints_no_tfds_notices(tmp_path, capfd, caplog, monkeypatch):
+  """What main.py does on a fresh offline machine (train then test of the embedded sample): no
+  "Variant folder ... has no dataset_info.json", no "Downloading and preparing dataset" (issue 18)."""
+  monkeypatch.setattr(data, "_NOTICES_GIVEN", set())
+  with caplog.at_level(logging.INFO):
+    data.load("mnist", "train", data_dir=tmp_path / "tfds", download=False)
+    data.load("mnist", "test", data_dir=tmp_path / "tfds", download=False)
+  captured = capfd.readouterr()
+  for text in (captured.out, captured.err, caplog.text):
+    assert "has no dataset_info.json" not in text
+    assert "Downloading and preparing dataset" not in text
+    assert "Subsequent calls will reuse this data" not in text
+  assert "Using the embedded MNIST sample" in caplog.text  # the project's own notice stays

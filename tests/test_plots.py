@@ -200,3 +200,67 @@ def test_mismatched_lengths_raise(tmp_path):
     plots.latent_space(np.zeros((3, 2)), [0, 1], tmp_path / "x.png")
   with pytest.raises(ValueError, match="lengths differ"):
     plots.roc_curve([0.1, 0.2], [1], tmp_path / "x.png", higher_means_same=False)
+
+
+# ------------------------------------------------- the run's animation: one view for all frames
+
+
+def _epochs(d=5, frames=4, seed=0):
+  """Embeddings [N, d] of the same points over ``frames`` epochs (clusters pulling apart)."""
+  x, y = _clusters(d=d, seed=seed)
+  return [x * (1 + e) + e for e in range(frames)], y
+
+
+def test_latent_coordinates_use_the_last_frames_projection_for_every_frame():
+  frames, _ = _epochs()
+  points, labels, _ = plots.latent_coordinates(frames)
+  projection = plots.fit_projection(frames[-1])
+  for frame, xy in zip(frames, points):
+    np.testing.assert_allclose(xy, projection.transform(frame), atol=1e-9)
+  assert labels == ("PCA 1", "PCA 2")
+  # A PCA per frame would draw a rotated copy of a frame where it drew the frame (a PCA does not
+  # see rotations); one projection shows the rotation.
+  rotation, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(5, 5)))
+  turned, _, _ = plots.latent_coordinates([frames[0] @ rotation, frames[-1]])
+  assert not np.allclose(np.abs(turned[0]), np.abs(points[0]), atol=1e-3)
+
+
+def test_latent_coordinates_draw_2d_as_they_are_with_limits_around_every_frame():
+  frames, _ = _epochs(d=2)
+  frames[1][0] = np.nan
+  points, labels, (xlim, ylim) = plots.latent_coordinates(frames)
+  assert labels == ("dim 1", "dim 2")
+  np.testing.assert_array_equal(points[0], frames[0])
+  assert np.all(np.isnan(points[1][0])) and np.all(np.isfinite(points[1][1:]))
+  every = np.concatenate([f[np.all(np.isfinite(f), axis=1)] for f in frames])
+  assert xlim[0] < every[:, 0].min() and xlim[1] > every[:, 0].max()
+  assert ylim[0] < every[:, 1].min() and ylim[1] > every[:, 1].max()
+
+
+def test_latent_frames_share_limits_and_name_their_epoch(tmp_path):
+  frames, y = _epochs(d=5, frames=3)
+  frames[1][:2] = np.nan
+  paths = [tmp_path / "plots" / f"latent_epoch{e + 1:03d}.png" for e in range(3)]
+  drawn = plots.latent_frames(frames, y, paths, [f"mnist test, epoch {e + 1}" for e in range(3)],
+                              class_names=["a", "b", "c"], gif_path=tmp_path / "plots" / "l.gif")
+  assert len(set(drawn["limits"])) == 1  # the same axes in every frame
+  _, _, limits = plots.latent_coordinates(frames)
+  np.testing.assert_allclose(drawn["limits"][0], limits)
+  assert drawn["titles"] == ["mnist test, epoch 1", "mnist test, epoch 2 (2 non-finite rows dropped)",
+                             "mnist test, epoch 3"]
+  sizes = set()
+  for path in paths:
+    _check_image(path)
+    with Image.open(path) as image:
+      sizes.add(image.size)
+  assert len(sizes) == 1
+  with Image.open(drawn["animation"]) as gif:
+    assert gif.n_frames == 3 and gif.size == sizes.pop()
+  assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_latent_frames_refuse_frames_of_other_points(tmp_path):
+  frames, y = _epochs(frames=2)
+  with pytest.raises(ValueError, match="differ in shape"):
+    plots.latent_frames([frames[0], frames[1][:-1]], y, [tmp_path / "a.png", tmp_path / "b.png"],
+                        ["1", "2"])

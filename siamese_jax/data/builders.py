@@ -8,6 +8,7 @@ never from the network.
 """
 
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -15,9 +16,9 @@ import struct
 import zlib
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
+import tensorflow_datasets as tfds  # TensorFlow itself only where a split is decoded
 
+from siamese_jax import caches
 from siamese_jax.data import files, pixels
 
 
@@ -33,7 +34,46 @@ def encode_png(image: np.ndarray) -> bytes:
           + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b""))
 
 
-class SiameseJaxIdx(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _NoVariantFolderWarning(logging.Filter):
+  """Drops tfds's absl warning "Variant folder <dir> has no dataset_info.json": what tfds says
+  when it looks for a config never prepared in data_dir, the usual case for our builders (one
+  folder per config, prepared on first use)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.msg != "Variant folder %s has no %s"
+
+
+@contextlib.contextmanager
+def _without_variant_folder_warnings():
+  absl_logger, quiet = logging.getLogger("absl"), _NoVariantFolderWarning()
+  absl_logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(quiet)
+
+
+class _QuietLocalBuilder:
+  """What a user of an offline run should not see from our builders: tfds's "Variant folder ...
+  has no dataset_info.json" while looking for a prepared copy, and its bold stdout lines
+  "Downloading and preparing dataset Unknown size ..." / "... downloaded and prepared to ...
+  Subsequent calls will reuse this data." (they download nothing; the data source is in the
+  run's own messages). Both go to the ``siamese_jax.data`` logger at INFO instead."""
+
+  def is_prepared(self) -> bool:
+    with _without_variant_folder_warnings():
+      return super().is_prepared()
+
+  def _log_download_bytes(self) -> None:
+    logging.getLogger("siamese_jax.data").info("preparing tfds %s in %s from local files",
+                                               self.info.full_name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.getLogger("siamese_jax.data").info("prepared tfds %s in %s", self.info.full_name,
+                                               self.data_dir)
+
+
+class SiameseJaxIdx(_QuietLocalBuilder, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """MNIST / Fashion-MNIST from a folder of the four official IDX files, and the embedded sample.
 
   Configs: ``mnist``, ``fashion_mnist`` (manual_dir: the folder), ``mnist_sample`` (manual_dir:
@@ -83,7 +123,8 @@ class SiameseJaxIdx(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield i, {"image": encode_png(image), "label": int(label)}
 
 
-class SiameseJaxOmniglot(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class SiameseJaxOmniglot(_QuietLocalBuilder, tfds.core.GeneratorBasedBuilder,
+                         skip_registration=True):
   """Omniglot from whichever official zips are in a folder: one config (and split) per zip.
 
   Config ``small1`` has the one split ``small1`` from images_background_small1.zip, ``train``
@@ -122,7 +163,8 @@ def tfds_builder(name: str, data_dir: str, config: str | None = None) -> tfds.co
   """tfds's own builder ``name``, or ours for ``siamese_jax_idx`` / ``siamese_jax_omniglot``."""
   ours = {"siamese_jax_idx": SiameseJaxIdx, "siamese_jax_omniglot": SiameseJaxOmniglot}
   if name in ours:
-    return ours[name](config=config, data_dir=data_dir)
+    with _without_variant_folder_warnings():
+      return ours[name](config=config, data_dir=data_dir)
   return tfds.builder(name if config is None else f"{name}/{config}", data_dir=data_dir)
 
 
@@ -165,10 +207,8 @@ def _remove_if_only_empty_dirs(path: pathlib.Path) -> None:
 
 
 # The tf.Example keys of the features read: how tfds serializes Image, ClassLabel and int64.
-_SPEC = {"image": tf.io.FixedLenFeature([], tf.string),
-         "label": tf.io.FixedLenFeature([], tf.int64)}
-_OMNIGLOT_SPEC = {**_SPEC, "alphabet": tf.io.FixedLenFeature([], tf.int64),
-                  "alphabet_char_id": tf.io.FixedLenFeature([], tf.int64)}
+_KEYS = ("image", "label")
+_OMNIGLOT_KEYS = (*_KEYS, "alphabet", "alphabet_char_id")
 
 
 def read_split(builder, split: str, image_size: int | None = None,
@@ -176,13 +216,28 @@ def read_split(builder, split: str, image_size: int | None = None,
   """The whole ``split`` of a prepared ``builder`` as NumPy arrays, images decoded to one channel.
 
   Returns {"image": [N, S, S, 1] uint8, "label": [N] int64, ...} (omniglot also "alphabet",
-  "alphabet_char_id"). Parses batches of records at once (tfds's per-record parsing is ~3x slower);
-  with ``image_size`` the images are area-resized to S x S and rounded back to uint8.
+  "alphabet_char_id"). The arrays are kept in the user cache (``siamese_jax.caches``, keyed by the
+  split's files), so only the first read of a split imports TensorFlow and decodes its PNGs.
   """
-  spec = _OMNIGLOT_SPEC if "alphabet" in builder.info.features else _SPEC
+  keys = _OMNIGLOT_KEYS if "alphabet" in builder.info.features else _KEYS
   native = builder.info.features["image"].shape[0]
   size = image_size or native
   filepaths = [os.fspath(p) for p in builder.info.splits[split].filepaths]
+  key = caches.files_key(filepaths, "read_split", keys, size)
+  arrays = caches.load_arrays(key)
+  if arrays is None or set(arrays) != set(keys):
+    arrays = _decode_split(filepaths, keys, native, size, batch_size)
+    caches.save_arrays(key, arrays)
+  return arrays
+
+
+def _decode_split(filepaths, keys, native: int, size: int, batch_size: int) -> dict:
+  """TFRecord files of tf.Examples -> {key: array} (read_split's contract). Parses batches of
+  records at once (tfds's per-record parsing is ~3x slower); with ``size`` != ``native`` the
+  images are area-resized to size x size and rounded back to uint8."""
+  import tensorflow as tf
+  spec = {key: tf.io.FixedLenFeature([], tf.string if key == "image" else tf.int64)
+          for key in keys}
 
   def decode(image_bytes):
     images = tf.map_fn(lambda s: tf.io.decode_png(s, channels=1), image_bytes,
