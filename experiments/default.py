@@ -79,6 +79,9 @@ KEYS = (
     Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
     Key("model.filters", 64, "convnet4 width (filters per block); resnet*: the first stage's, "
         "doubled at every next stage"),
+    Key("model.test_time_shift", 0, "evaluation embeddings (one-shot, retrieval, pairs, "
+        "siamese_jax.inference) are the mean over the image shifted by up to this many pixels "
+        "each way ((2s+1)^2 views; 0: off); per-epoch validation pairs are scored without"),
     Key("model.final_pool", True, "convnet4: max-pool after the last block (False keeps its "
         "spatial map for the Dense layer: 3 x 3 at 28 x 28)"),
     Key("model.norm_groups", 8, "GroupNorm groups of convnet4 and resnet* (divides model.filters)"),

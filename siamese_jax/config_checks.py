@@ -103,6 +103,9 @@ def validate(config) -> None:
            f"data.validation_fraction={fraction!r} must be in (0, 1), e.g. 0.1")
   if config.model.embedding_dim is not None:
     _positive(config.model.embedding_dim, "model.embedding_dim", int)
+  shift = config.model.test_time_shift
+  _require(isinstance(shift, int) and not isinstance(shift, bool) and 0 <= shift <= 4,
+           f"model.test_time_shift={shift!r} must be an integer from 0 (off) to 4, e.g. 2")
   for i, width in enumerate(config.model.features):
     _positive(width, f"model.features[{i}]", int)
   _require(len(config.model.dropout_rates) in (0, len(config.model.features)),

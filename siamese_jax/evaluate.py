@@ -125,11 +125,12 @@ def pair_verification(test_scores, test_same, val_scores, val_same, higher_means
 
 
 def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_pairs: int,
-                     pair_source: str = "balanced", batch_size: int = 500):
+                     pair_source: str = "balanced", batch_size: int = 500, views: bool = True):
   """``score(params, data, key) -> (scores [M], same [M] bool)``, one jitted call that draws M
   balanced pairs of ``data`` (siamese_jax.batches, ``batch_size`` at a time) and scores them as
-  siamese_jax.scoring does; M is ``num_pairs`` rounded down to whole batches (at least one).
-  The same key gives the same pairs, so an evaluation set stays fixed across epochs."""
+  siamese_jax.scoring does (``views=False``: without test-time views, for per-epoch monitoring);
+  M is ``num_pairs`` rounded down to whole batches (at least one). The same key gives the same
+  pairs, so an evaluation set stays fixed across epochs."""
   batch_size = min(batch_size, num_pairs)
   spec = batches.BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
   num_batches = max(num_pairs // batch_size, 1)
@@ -138,7 +139,8 @@ def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_
   def score(params, data, key):
     def one_batch(i):
       batch = batches.sample_batch(jax.random.fold_in(key, i), data, spec)
-      scores, _ = scoring.score_pairs(apply_fn, params, batch["x_a"], batch["x_b"], pair_scoring)
+      scores, _ = scoring.score_pairs(apply_fn, params, batch["x_a"], batch["x_b"], pair_scoring,
+                                      views=views)
       return scores, batch["same"] > 0
     scores, same = jax.lax.map(one_batch, jnp.arange(num_batches))
     return scores.reshape(-1), same.reshape(-1)

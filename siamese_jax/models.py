@@ -216,16 +216,18 @@ class SiameseModel(nn.Module):
   encoder: nn.Module
   head: nn.Module
   shared_weights: bool = True
+  test_time_shift: int = 0  # eval embeddings: the mean over views shifted by up to this many px
 
   def setup(self):
     if not self.shared_weights:
       self.encoder_b = self.encoder.clone(parent=None)
 
-  def embed(self, x, train: bool = False, tower: int = 0):
-    """x: [B, H, W, C] -> [B, D] through tower 0 (x_a's) or 1 (x_b's; same if shared)."""
-    if tower == 1 and not self.shared_weights:
-      return self.encoder_b(x, train=train)
-    return self.encoder(x, train=train)
+  def embed(self, x, train: bool = False, tower: int = 0, views: bool = True):
+    """x: [B, H, W, C] -> [B, D] through tower 0 (x_a's) or 1 (x_b's; same if shared); in eval
+    mode the mean over ``test_time_shift``'s shifted views unless ``views`` is False."""
+    encoder = self.encoder_b if tower == 1 and not self.shared_weights else self.encoder
+    shift = 0 if train or not views else self.test_time_shift
+    return mean_over_shifted_views(lambda v: encoder(v, train=train), x, shift)
 
   def __call__(self, x_a, x_b, train: bool):
     if self.shared_weights:
@@ -252,6 +254,25 @@ class CosineDense(nn.Module):
     return unit(x, -1) @ unit(kernel, 0)
 
 
+def shifted_views(x, shift: int):
+  """x [B, H, W, C] -> [(2 shift + 1)^2, B, H, W, C]: every shift by -shift..shift pixels along
+  each axis, pixels from outside repeating the edge (the background of characters and digits)."""
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (shift, shift), (shift, shift), (0, 0)), mode="edge")
+  return jnp.stack([padded[:, shift + dy:shift + dy + h, shift + dx:shift + dx + w]
+                    for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)])
+
+
+def mean_over_shifted_views(encode: Callable, x, shift: int):
+  """encode(x) [B, D], or with ``shift`` > 0 the mean of encode over ``shifted_views`` (one
+  call on the V B stacked views): test-time augmentation of support and query images alike."""
+  if not shift:
+    return encode(x)
+  views = shifted_views(x, shift)
+  embeddings = encode(views.reshape((-1,) + x.shape[1:]))
+  return embeddings.reshape(views.shape[:2] + embeddings.shape[1:]).mean(axis=0)
+
+
 class Classifier(nn.Module):
   """Classifier over the training classes: ``(x, train) -> (outputs [B, num_classes], embedding
   [B, D])``; outputs are logits (Dense) or, with ``cosine``, cosines (``CosineDense``) that the
@@ -263,15 +284,18 @@ class Classifier(nn.Module):
   encoder: nn.Module
   num_classes: int
   cosine: bool = False
+  test_time_shift: int = 0  # as SiameseModel's
 
   def setup(self):
     self.classifier = (CosineDense(self.num_classes) if self.cosine
                        else nn.Dense(self.num_classes))
 
-  def embed(self, x, train: bool = False, tower: int = 0):
-    """x: [B, H, W, C] -> [B, D] (one tower: ``tower`` is accepted for a uniform call)."""
+  def embed(self, x, train: bool = False, tower: int = 0, views: bool = True):
+    """x: [B, H, W, C] -> [B, D] (one tower: ``tower`` is accepted for a uniform call); views
+    as SiameseModel.embed's."""
     del tower
-    return self.encoder(x, train=train)
+    shift = 0 if train or not views else self.test_time_shift
+    return mean_over_shifted_views(lambda v: self.encoder(v, train=train), x, shift)
 
   def __call__(self, x, train: bool):
     embedding = self.embed(x, train=train)
@@ -363,7 +387,7 @@ def is_convolutional(encoder: str) -> bool:
 
 def keys_read(model_config) -> set[str]:
   """The ``model.*`` keys that the model of ``model_config`` reads."""
-  return ({"encoder", "head", "input_normalization"}
+  return ({"encoder", "head", "input_normalization", "test_time_shift"}
           | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
           | set(_choice(HEADS, model_config.head, "head").reads))
 
@@ -387,7 +411,9 @@ def build_model(model_config) -> nn.Module:
       raise ValueError(f"model.head={model_config.head!r} needs model.num_classes (e.g. 10 for "
                        "MNIST).")
     return Classifier(encoder, model_config.num_classes,
-                      cosine=model_config.head == "cosine_classifier")
+                      cosine=model_config.head == "cosine_classifier",
+                      test_time_shift=model_config.test_time_shift)
   if model_config.head == "distance":
     _choice(distances.BATCH_DISTANCES, model_config.distance, "distance")
-  return SiameseModel(encoder, head.build(model_config), shared_weights=model_config.shared_weights)
+  return SiameseModel(encoder, head.build(model_config), shared_weights=model_config.shared_weights,
+                      test_time_shift=model_config.test_time_shift)

@@ -42,13 +42,17 @@ def to_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32)
 
 
-def embed(apply_fn: Callable, params, images: jax.Array, tower: int = 0) -> jax.Array:
+def embed(apply_fn: Callable, params, images: jax.Array, tower: int = 0,
+          views: bool = True) -> jax.Array:
   """Embeddings [B, D] of images [B, H, W, C] (uint8 or float) in eval mode; ``tower`` 1 is the
-  second tower of a model with separate weights (the same as 0 otherwise)."""
+  second tower of a model with separate weights (the same as 0 otherwise). A model with
+  ``model.test_time_shift`` averages its shifted views unless ``views`` is False (the cheaper
+  per-epoch monitoring)."""
   x = to_float_images(images)
+  kwargs = {} if views else {"views": False}
   if tower:
-    return apply_fn({"params": params}, x, tower=tower, method="embed")
-  return apply_fn({"params": params}, x, method="embed")
+    return apply_fn({"params": params}, x, tower=tower, method="embed", **kwargs)
+  return apply_fn({"params": params}, x, method="embed", **kwargs)
 
 
 def score_embeddings(apply_fn: Callable, params, emb_a: jax.Array, emb_b: jax.Array,
@@ -60,14 +64,15 @@ def score_embeddings(apply_fn: Callable, params, emb_a: jax.Array, emb_b: jax.Ar
 
 
 def score_pairs(apply_fn: Callable, params, x_a: jax.Array, x_b: jax.Array,
-                scoring: PairScoring) -> tuple[jax.Array, bool]:
+                scoring: PairScoring, views: bool = True) -> tuple[jax.Array, bool]:
   """(scores [B], higher_means_same) of image pairs x_a, x_b [B, H, W, C] in eval mode.
 
   x_a goes through the first tower and x_b through the second (the same one unless the model
-  has separate weights). Jit it with ``scoring`` static, or call it inside a jitted function.
+  has separate weights); ``views`` as ``embed``'s. Jit it with ``scoring`` static, or call it
+  inside a jitted function.
   """
-  emb_a = embed(apply_fn, params, x_a, tower=0)
-  emb_b = embed(apply_fn, params, x_b, tower=1)
+  emb_a = embed(apply_fn, params, x_a, tower=0, views=views)
+  emb_b = embed(apply_fn, params, x_b, tower=1, views=views)
   return score_embeddings(apply_fn, params, emb_a, emb_b, scoring), scoring.higher_means_same
 
 

@@ -369,3 +369,34 @@ def test_keys_read_follow_the_chosen_encoder_and_head():
 def test_build_model_rejects_unknown_names(overrides, match):
   with pytest.raises(ValueError, match=match):
     models.build_model(_config(**overrides))
+
+
+def test_shifted_views_are_edge_padded_shifts():
+  x = jnp.arange(2 * 4 * 5, dtype=jnp.float32).reshape(2, 4, 5, 1)
+  views = models.shifted_views(x, 1)
+  assert views.shape == (9, 2, 4, 5, 1)
+  np.testing.assert_array_equal(views[4], x)  # the middle view is the image itself
+  padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  np.testing.assert_array_equal(views[0], padded[:, 0:4, 0:5])  # content moved down and right
+  np.testing.assert_array_equal(views[8], padded[:, 2:6, 2:7])
+
+
+@pytest.mark.parametrize("head", ["distance", "cosine_classifier"])
+def test_test_time_shift_averages_views_in_eval_only(head):
+  from experiments import default
+  config = default.override(default.get_config(), {
+      "model.encoder": "convnet4", "model.filters": 8, "model.embedding_dim": 6,
+      "model.head": head, "model.num_classes": 3, "model.test_time_shift": 1})
+  model = models.build_model(config.model)
+  plain = models.build_model(default.override(config, {"model.test_time_shift": 0}).model)
+  x = jax.random.uniform(KEY, (3, 28, 28, 1))
+  args = (x,) if head == "cosine_classifier" else (x, x)
+  params = plain.init(KEY, *args, train=False)
+  expected = np.mean([plain.apply(params, v, method="embed") for v in models.shifted_views(x, 1)],
+                     axis=0)
+  np.testing.assert_allclose(model.apply(params, x, method="embed"), expected, rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(model.apply(params, x, method="embed", views=False),
+                             plain.apply(params, x, method="embed"), rtol=1e-6)
+  np.testing.assert_allclose(model.apply(params, x, train=True, method="embed"),
+                             plain.apply(params, x, train=True, method="embed"), rtol=1e-6)
