@@ -261,6 +261,32 @@ def retrieval_metrics(embeddings, labels, knn_k: int = 5, distance: str = "eucli
   return result
 
 
+def cross_retrieval_metrics(query, query_labels, reference, reference_labels, knn_k: int = 5,
+                            distance: str = "euclidean") -> dict:
+  """Retrieval of one set's queries among another set's examples (an 8 x 8 digit finding the
+  MNIST images of its digit): query [N, D], query_labels [N], reference [M, D],
+  reference_labels [M], int class ids >= 0 shared by both.
+
+  Returns ``retrieval_metrics``'s four figures, with R the number of references of the query's
+  class (the query is not among them); queries whose class has no reference are skipped
+  (knn_accuracy: over all queries).
+  """
+  query_labels, reference_labels = np.asarray(query_labels), np.asarray(reference_labels)
+  classes = int(max(query_labels.max(), reference_labels.max())) + 1
+  counts = np.bincount(reference_labels, minlength=classes)
+  k = int(min(max(counts.max(), knn_k), len(reference_labels)))
+  _, idx = nearest_neighbours(query, reference, k, distance)
+  # _retrieval_sums takes R as class_counts - 1 (there the query is one of the references).
+  sums = jax.jit(_retrieval_sums, static_argnames="knn_k")(
+      jnp.asarray(reference_labels, jnp.int32)[idx], jnp.asarray(query_labels, jnp.int32),
+      jnp.asarray(counts + 1, jnp.int32), knn_k=min(knn_k, k))
+  sums = {name: float(value) for name, value in sums.items()}
+  counted = max(sums.pop("counted"), 1.0)
+  result = {name: value / counted for name, value in sums.items() if name != "knn_accuracy"}
+  result["knn_accuracy"] = sums["knn_accuracy"] / len(query_labels)
+  return result
+
+
 # ---------------------------------------------------------------- SVM on pair features
 
 

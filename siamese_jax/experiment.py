@@ -94,6 +94,16 @@ def load_datasets(config) -> Datasets:
   full_train = data.load(config.data.name, config.data.train_split, **kwargs)
   test_set = data.load(config.data.name, config.data.test_split, **kwargs)
   test_split = {"split": config.data.test_split}
+  if config.data.source_b is not None:  # pairs across two datasets: data/two_sources.py
+    second = {"data_dir": config.data.tfds_data_dir, "image_size": config.data.image_size,
+              "channels": config.data.channels}
+    full_train, test_set = (data.two_sources.combine(
+        part, data.load(config.data.source_b, split, **second), config.data.name,
+        config.data.source_b) for part, split in ((full_train, config.data.train_split),
+                                                  (test_set, config.data.test_split)))
+  if config.data.train_classes is not None:  # the test split keeps classes never trained on
+    full_train = splits.take(full_train, np.flatnonzero(np.isin(
+        full_train.labels, config.data.train_classes)), f"; classes {config.data.train_classes}")
   if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
     # Omniglot: evaluate on alphabets never trained on (small2 shares Greek, Latin with small1).
     test_set = data.without_alphabets(test_set, full_train.alphabet_names)

@@ -210,17 +210,22 @@ class SiameseModel(nn.Module):
   """Two-tower model: ``(x_a, x_b, train) -> (head output [B], emb_a [B, D], emb_b [B, D])``.
 
   shared_weights=True applies one encoder (params["encoder"]) to both inputs; False gives
-  the second input its own copy (params["encoder"] for x_a, params["encoder_b"] for x_b).
-  The head's params, if any, are params["head"]. Dropout uses the "dropout" rng.
+  the second input its own tower (params["encoder"] for x_a, params["encoder_b"] for x_b): a
+  copy of ``encoder``, or ``second_encoder`` where given (another architecture, for a second
+  source of another kind; both must output D). The head's params, if any, are params["head"].
+  Dropout uses the "dropout" rng.
   """
   encoder: nn.Module
   head: nn.Module
   shared_weights: bool = True
+  second_encoder: nn.Module | None = None
   test_time_shift: int = 0  # eval embeddings: the mean over views shifted by up to this many px
 
   def setup(self):
     if not self.shared_weights:
-      self.encoder_b = self.encoder.clone(parent=None)
+      # A deep clone: a wrapper's inner encoder must also live under "encoder_b".
+      self.encoder_b = (self.second_encoder or self.encoder).clone(
+          parent=None, name=None, _deep_clone=True, _reset_names=True)
 
   def embed(self, x, train: bool = False, tower: int = 0, views: bool = True):
     """x: [B, H, W, C] -> [B, D] through tower 0 (x_a's) or 1 (x_b's; same if shared); in eval
@@ -237,7 +242,30 @@ class SiameseModel(nn.Module):
     else:
       emb_a = self.embed(x_a, train=train, tower=0)
       emb_b = self.embed(x_b, train=train, tower=1)
+      if emb_a.shape[-1] != emb_b.shape[-1]:
+        raise ValueError(f"the two towers output {emb_a.shape[-1]} and {emb_b.shape[-1]} "
+                         "dimensions; make them equal (e.g. model.features[-1] of an 'mlp' "
+                         "model.encoder_b = model.embedding_dim)")
     return self.head(emb_a, emb_b), emb_a, emb_b
+
+
+class AveragedDown(nn.Module):
+  """``encoder`` on its input averaged down to ``size`` x ``size`` first (whole blocks): x
+  [B, H, W, C] with H and W multiples of ``size`` -> ``encoder([B, size, size, C])``. A source
+  kept at a larger common size beside another (the 8 x 8 UCI digits repeated to 32 x 32 beside
+  MNIST) reaches its tower at its own resolution, exactly: the mean of a repeated block is the
+  pixel."""
+  encoder: nn.Module
+  size: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    b, h, w, c = x.shape
+    if h % self.size or w % self.size:
+      raise ValueError(f"model.input_size_b={self.size} does not divide the {h} x {w} images; "
+                       "choose data.image_size as a multiple of it")
+    x = x.reshape(b, self.size, h // self.size, self.size, w // self.size, c).mean(axis=(2, 4))
+    return self.encoder(x, train=train)
 
 
 class CosineDense(nn.Module):
@@ -387,15 +415,19 @@ def is_convolutional(encoder: str) -> bool:
 
 def keys_read(model_config) -> set[str]:
   """The ``model.*`` keys that the model of ``model_config`` reads."""
-  return ({"encoder", "head", "input_normalization", "test_time_shift"}
+  second = set()
+  if model_config.head not in CLASSIFIER_HEADS and not model_config.shared_weights:
+    second_encoder = ENCODERS.get(model_config.encoder_b or model_config.encoder)
+    second = {"encoder_b", "input_size_b"} | set(second_encoder.reads if second_encoder else ())
+  return ({"encoder", "head", "input_normalization", "test_time_shift"} | second
           | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
           | set(_choice(HEADS, model_config.head, "head").reads))
 
 
-def build_encoder(model_config) -> nn.Module:
-  """The encoder named by model_config.encoder (see ENCODERS for the keys each reads), wrapped
-  in a NormalizedEncoder if model_config.input_normalization asks for one."""
-  encoder = _choice(ENCODERS, model_config.encoder, "encoder").build(model_config)
+def build_encoder(model_config, name: str | None = None) -> nn.Module:
+  """The encoder named by model_config.encoder (or ``name``; see ENCODERS for the keys each
+  reads), wrapped in a NormalizedEncoder if model_config.input_normalization asks for one."""
+  encoder = _choice(ENCODERS, name or model_config.encoder, "encoder").build(model_config)
   mode = model_config.input_normalization
   _choice(dict.fromkeys(normalization.MODES), mode, "input_normalization")
   return encoder if mode == "none" else normalization.NormalizedEncoder(encoder)
@@ -415,5 +447,10 @@ def build_model(model_config) -> nn.Module:
                       test_time_shift=model_config.test_time_shift)
   if model_config.head == "distance":
     _choice(distances.BATCH_DISTANCES, model_config.distance, "distance")
+  second = None  # separate towers: model.encoder_b and model.input_size_b shape the second
+  if not model_config.shared_weights and (model_config.encoder_b or model_config.input_size_b):
+    second = build_encoder(model_config, model_config.encoder_b)
+    if model_config.input_size_b:
+      second = AveragedDown(second, model_config.input_size_b)
   return SiameseModel(encoder, head.build(model_config), shared_weights=model_config.shared_weights,
-                      test_time_shift=model_config.test_time_shift)
+                      second_encoder=second, test_time_shift=model_config.test_time_shift)

@@ -14,7 +14,7 @@ from experiments import contrastive, default
 from siamese_jax import batches, experiment, models, sharding, streaming, train
 
 KEY = jax.random.key(3)
-NUM_CLASSES, PER_CLASS = 5, 9
+NUM_CLASSES, PER_CLASS = 6, 9  # even: as a two-source set, 3 classes in each source
 
 
 def _labelled_images():
@@ -68,7 +68,12 @@ def test_streamed_pairs_are_balanced_and_consistent_with_their_labels(both_paths
   same = drawn["same"]
   np.testing.assert_array_equal(same, np.tile([1.0] * 4 + [0.0] * 4, (5, 1)))
   a, b = _index_of(drawn["x_a"]), _index_of(drawn["x_b"])
-  assert np.all((labels[a] == labels[b]) == (same > 0))
+  if kind == "two_source":  # classes 0-2 are source A's, 3-5 the same classes of source B
+    half = NUM_CLASSES // 2
+    assert np.all(labels[a] < half) and np.all(labels[b] >= half)
+    assert np.all((labels[a] == labels[b] - half) == (same > 0))
+  else:
+    assert np.all((labels[a] == labels[b]) == (same > 0))
   assert np.all(a[same > 0] != b[same > 0])  # no image paired with itself
   np.testing.assert_array_equal(drawn["mask"], 1.0)
 

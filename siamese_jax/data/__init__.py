@@ -5,6 +5,7 @@ folder of your own images, each read once into ``data_dir`` and then into NumPy.
 
 - "mnist", "fashion_mnist", "omniglot" (``NAMES``, splits in ``SPLITS``): the routes below, which
   work offline from the official files;
+- "uci_digits": scikit-learn's 8 x 8 digits (``load_digits``), see `uci_digits`;
 - any other tfds dataset name ("cifar10", "emnist/balanced", "cars196"; ``image_key`` /
   ``label_key`` pick its features): see `tfds_images`;
 - "folder" with ``source_dir`` a folder of class folders (``<dir>/<class>/<image>``, split "all",
@@ -40,15 +41,15 @@ import pathlib
 
 import numpy as np
 
-from siamese_jax.data import files, pixels
+from siamese_jax.data import files, pixels, two_sources
 from siamese_jax.data.labelled import LabelledImages
 from siamese_jax.idx import DataFileError
 
 __all__ = ["DataFileError", "FOLDER", "LabelledImages", "is_known", "load", "NAMES", "SPLITS",
-           "SPLIT_BY", "without_alphabets"]
+           "SPLIT_BY", "two_sources", "without_alphabets"]
 
 SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
-          "omniglot": ("train", "test", "small1", "small2")}
+          "omniglot": ("train", "test", "small1", "small2"), "uci_digits": ("train", "test")}
 NAMES = tuple(SPLITS)  # the datasets with offline routes; load also takes FOLDER and tfds names
 FOLDER = "folder"
 SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY: how a folder without train/ is split
@@ -103,6 +104,9 @@ def load(name: str, split: str, *, data_dir=None, image_size: int | None = None,
   """
   _check_args(name, split, image_size, source_dir, channels, image_key, label_key, split_by,
               test_fraction)
+  if name == "uci_digits":  # inside scikit-learn: no files, no tfds
+    from siamese_jax.data import uci_digits
+    return uci_digits.load(split, image_size, channels)
   data_dir = pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir()
   if name == FOLDER:
     from siamese_jax.data import folders
