@@ -5,7 +5,10 @@
   .venv/bin/python scripts/make_report.py --only heads,abs --seeds 2
 
 Each arm x seed is one ``train_and_evaluate`` run into ``--runs/<mode>/<config hash>`` (arms with
-the same config share their runs; finished runs are reused, so an interrupted report resumes).
+the same config share their runs; finished runs are reused, so an interrupted report resumes; a
+finished run of the same config before a key was added at a default that keeps it the same is
+reused too, see ``compatible_run``). ``--only`` reruns some findings and keeps the other findings'
+sections of the last report (from results.json, verdicts recomputed).
 The trained model is then restored from its workdir and measured with ``siamese_jax.evaluate``:
 pair verification on pairs of the test split, with the tuned threshold chosen on pairs of a
 disjoint validation half of that split (never on the test half), plus what a finding needs
@@ -31,10 +34,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import jax  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 import numpy as np  # noqa: E402
+import optax  # noqa: E402
 
 from experiments import default, findings as findings_lib  # noqa: E402
-from siamese_jax import (batches, checkpoints, evaluate, experiment, plots, scoring,  # noqa: E402
-                         sharding)
+from siamese_jax import (batches, checkpoints, data, evaluate, experiment, models,  # noqa: E402
+                         plots, scoring, sharding, splits, train)
 
 # Training length per finding in the full report (on top of each arm's config).
 FULL = {
@@ -42,6 +46,8 @@ FULL = {
     "optimizer": {"train.epochs": 5},
     "margin": {"train.epochs": 5},
     "table": {"train.epochs": 5},
+    "towers": {"train.epochs": 4},
+    "new_classes": {"train.epochs": 5},
     "omniglot": {"train.epochs": 25},
 }
 FULL_DEFAULT = {"train.epochs": 10}
@@ -67,17 +73,63 @@ def config_hash(config) -> str:
   return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:12]
 
 
-def train_once(config, workdir: pathlib.Path) -> dict:
-  """Trains into ``workdir`` unless a finished run is there; output goes to workdir/log.txt."""
+def _flat(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def _finished(workdir: pathlib.Path, epochs: int) -> bool:
   summary_path = workdir / "summary.json"
-  if summary_path.exists():
-    summary = json.loads(summary_path.read_text())
-    if summary.get("epochs") == config.train.epochs:
-      return summary
+  return summary_path.exists() and json.loads(summary_path.read_text()).get("epochs") == epochs
+
+
+def compatible_run(config, runs_dir: pathlib.Path) -> pathlib.Path | None:
+  """A finished run in ``runs_dir`` whose config.json is ``config`` except for keys it lacks that
+  ``config`` has at their declared default (keys added since it ran: they change the hash, not the
+  run). A default whose value changed is in the old config.json, so it never matches; model.* and
+  loss.* keys the chosen model and loss do not read are not compared. Values
+  filled in from the data where the config says None match what the run stored: a classifier's
+  model.num_classes, and data.image_size where the run's images had that size."""
+  wanted = _flat(json.loads(config.to_json_best_effort()))
+  defaults = _flat(json.loads(default.get_config().to_json_best_effort()))
+  reads = ({f"model.{k}" for k in models.keys_read(config.model)}
+           | {f"loss.{k}" for k in ("name",) + train.LOSSES[config.loss.name].reads})
+  unread = {k for k in wanted if k.split(".")[0] in ("model", "loss") and k not in reads}
+  for saved_path in sorted(runs_dir.glob("*/config.json")):
+    saved = _flat(json.loads(saved_path.read_text()))
+    if set(saved) - set(wanted) or not _finished(saved_path.parent, config.train.epochs):
+      continue
+    derived = {"model.num_classes"} if wanted.get("model.num_classes") is None else set()
+    derived |= unread  # keys the model and loss do not read cannot change the run
+    if wanted.get("data.image_size") is None and saved.get("data.image_size") is not None:
+      summary = json.loads((saved_path.parent / "summary.json").read_text())
+      if summary["splits"]["train"]["shape"][1] == saved["data.image_size"]:
+        derived.add("data.image_size")
+    if all(saved[k] == v if k in saved else v == defaults.get(k, object())
+           for k, v in wanted.items() if k not in derived):
+      return saved_path.parent
+  return None
+
+
+def train_once(config, workdir: pathlib.Path) -> pathlib.Path:
+  """The workdir of a finished run of ``config``: ``workdir`` after training into it unless a
+  finished run is there or elsewhere in its folder (``compatible_run``); output goes to
+  workdir/log.txt."""
+  if _finished(workdir, config.train.epochs):
+    return workdir
+  found = compatible_run(config, workdir.parent)
+  if found is not None:
+    return found
   workdir.mkdir(parents=True, exist_ok=True)
   with open(workdir / "log.txt", "w") as log, contextlib.redirect_stdout(log), \
       contextlib.redirect_stderr(log):
-    return experiment.train_and_evaluate(config, str(workdir))
+    experiment.train_and_evaluate(config, str(workdir))
+  return workdir
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -92,8 +144,8 @@ def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source):
   return scores, same, pair_scoring.higher_means_same
 
 
-def _embed(state, images, batch_size: int = 1000) -> np.ndarray:
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
+def _embed(state, images, batch_size: int = 1000, tower: int = 0) -> np.ndarray:
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, tower))
   return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
                          for i in range(0, len(images), batch_size)])
 
@@ -159,6 +211,13 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
       result.update(evaluate.retrieval_metrics(embeddings, test_set.labels))
     else:
       result["elongation"] = cluster_elongation(plots.project_2d(embeddings)[0], test_set.labels)
+  if finding.extra == "two_sources":
+    result.update(cross_source_retrieval(state, test_set, config.model.distance))
+  if finding.extra == "new_classes":
+    result.update(new_class_figures(state, config, datasets, key, mode,
+                                    (val_scores, val_same, higher)))
+  if config.model.head == "abs_diff" and finding.key == "table":
+    result.update(bce_head_figures(config, test_scores, test_set.images.shape[1:]))
   if finding.extra == "oneshot":
     result["train_minutes"] = summary["train_seconds"] / 60
     embeddings = _embed(state, test_set.images)
@@ -169,6 +228,57 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
           episodes=EPISODES[mode], similarity=similarity,
           alphabet_of_class=_alphabet_of_class(test_set), within_alphabet=True)
   return result
+
+
+def cross_source_retrieval(state, test_set, distance: str) -> dict:
+  """Each second-source test image (tower 1) as a query among the first source's (tower 0):
+  seed 002's use, a query of one kind finding examples of its class of the other kind."""
+  source = data.two_sources.source_of(test_set.labels, test_set.num_classes)
+  digit = data.two_sources.shared_class(test_set.labels, test_set.num_classes)
+  queries = _embed(state, test_set.images[source == 1], tower=1)
+  references = _embed(state, test_set.images[source == 0], tower=0)
+  found = evaluate.cross_retrieval_metrics(queries, digit[source == 1], references,
+                                           digit[source == 0], distance=distance)
+  return {"cross_precision_at_1": found["precision_at_1"],
+          "cross_map_at_r": found["mean_average_precision_at_r"]}
+
+
+def new_class_figures(state, config, datasets, key, mode, validation_pairs) -> dict:
+  """Pair verification (threshold tuned on the validation pairs of the trained classes) and
+  one-shot accuracy on the test images of the trained classes ("seen_*") and of the classes
+  never trained on ("new_*"), and 10-way one-shot over every test class."""
+  test_set, pair_scoring = datasets.test, scoring.pair_scoring_from_config(config)
+  similarity = _similarity_fn(state, config)
+  val_scores, val_same, higher = validation_pairs
+  seen = np.isin(test_set.labels, np.asarray(config.data.train_classes))
+  result = {}
+  for i, (name, members) in enumerate((("seen", seen), ("new", ~seen))):
+    part = splits.take(test_set, np.flatnonzero(members))
+    scores, same, _ = _pairs(state, part, jax.random.fold_in(key, 20 + i), pair_scoring,
+                             EVAL_PAIRS[mode], "balanced")
+    found = evaluate.pair_verification(scores, same, val_scores, val_same, higher,
+                                       fixed_threshold=pair_scoring.threshold)
+    result[f"{name}_accuracy"], result[f"{name}_roc_auc"] = (found["accuracy_tuned"],
+                                                             found["roc_auc"])
+    result[f"{name}_2way"] = evaluate.one_shot_accuracy(
+        jax.random.fold_in(key, 30 + i), _embed(state, part.images), part.labels, 2,
+        episodes=EPISODES[mode], similarity=similarity)
+  result["all_10way"] = evaluate.one_shot_accuracy(
+      jax.random.fold_in(key, 40), _embed(state, test_set.images), test_set.labels,
+      test_set.num_classes, episodes=EPISODES[mode], similarity=similarity)
+  return result
+
+
+def bce_head_figures(config, test_scores, image_shape) -> dict:
+  """What a pair-BCE run's head did: whether every weight of its Dense(1) on |f(a) - f(b)| was
+  > 0 at initialisation (then a larger distance starts out meaning "same"), the spread of its
+  test logits [M] and the fraction beyond |5| (a saturated sigmoid: p < 0.7 % or > 99.3 %)."""
+  init_key = jax.random.split(jax.random.key(config.seed), 3)[0]  # as train_and_evaluate draws
+  initial = train.create_train_state(init_key, models.build_model(config.model),
+                                     list(image_shape), optax.identity()).params
+  logits = np.asarray(test_scores, np.float64)
+  return {"head_init_positive": float(np.all(np.asarray(initial["head"]["Dense_0"]["kernel"]) > 0)),
+          "logit_std": float(np.std(logits)), "logit_saturated": float(np.mean(np.abs(logits) > 5))}
 
 
 def _alphabet_of_class(dataset):
@@ -253,16 +363,33 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
     a, b = m("bce_abs", "svm_learned"), m("bce_abs", "svm_raw_pixels")
     return a > b, f"SVM on learned |f(a) - f(b)| {_pct(a)}, on raw-pixel |a - b| {_pct(b)} (seed 000: 80 % vs 74 %)"
   if key == "table":
-    return None, "; ".join(f"{arm.name} MAP@R {m(arm.name, 'mean_average_precision_at_r'):.3f}"
-                           for arm in finding.arms)
+    return None, table_sentence(finding, stats)
   if key == "towers":
-    a, b = m("shared", "accuracy_tuned"), m("separate", "accuracy_tuned")
-    why = "" if b >= 0.75 else (
-        "; neither arm learns to match an image with its inverted, warped view in these runs "
-        f"(ROC AUC {_pct(m('shared', 'roc_auc'))} and {_pct(m('separate', 'roc_auc'))}), so the "
-        "test cannot show the benefit seed 002 describes for inputs of different types")
-    return b >= 0.75, (f"shared weights {_pct(a)}, separate weights {_pct(b)} on image vs "
-                       f"inverted-view pairs{why}")
+    recommended = ("separate", "convnet_and_mlp")  # seed 002: distinct weights for distinct inputs
+    best = max(recommended, key=lambda n: m(n, "roc_auc"))
+    arms = "; ".join(
+        f"{arm.name}: ROC AUC {_pct(m(arm.name, 'roc_auc'))}, pair accuracy "
+        f"{_pct(m(arm.name, 'accuracy_tuned'))}, 8 x 8 query -> MNIST P@1 "
+        f"{_pct(m(arm.name, 'cross_precision_at_1'))}, MAP@R "
+        f"{_pct(m(arm.name, 'cross_map_at_r'))}" for arm in finding.arms)
+    compared = ("above" if m(best, "roc_auc") > m("shared", "roc_auc") else "not above")
+    return m(best, "roc_auc") >= 0.9, (
+        f"{arms} (MNIST against UCI digits, test images of both). Seed 002's separate towers "
+        f"({best}) reach {_pct(m(best, 'roc_auc'))} ROC AUC against issue 18's bar of 90 %, "
+        f"{compared} one shared tower over both resized to 32 x 32")
+  if key == "new_classes":
+    mnist_arms = [arm.name for arm in finding.arms if arm.name.startswith("mnist")]
+    worst = min(mnist_arms, key=lambda n: m(n, "new_roc_auc"))
+    arms = "; ".join(
+        f"{arm.name}: new classes ROC AUC {_pct(m(arm.name, 'new_roc_auc'))}, pair accuracy "
+        f"{_pct(m(arm.name, 'new_accuracy'))}, 2-way one-shot {_pct(m(arm.name, 'new_2way'))} "
+        f"(trained classes {_pct(m(arm.name, 'seen_roc_auc'))}, "
+        f"{_pct(m(arm.name, 'seen_accuracy'))}, {_pct(m(arm.name, 'seen_2way'))}); 10-way over "
+        f"all ten {_pct(m(arm.name, 'all_10way'))}" for arm in finding.arms)
+    return m(worst, "new_roc_auc") >= 0.9, (
+        f"{arms}. Threshold tuned on validation pairs of the trained classes; reproduced when "
+        f"every MNIST arm verifies pairs of 8 and 9 with ROC AUC >= 90 % (lowest: {worst}, "
+        f"{_pct(m(worst, 'new_roc_auc'))})")
   if key == "omniglot":
     best = max((arm.name for arm in finding.arms if arm.name in stats),
                key=lambda n: m(n, "oneshot_20way"))
@@ -278,6 +405,41 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
   return None, ""
 
 
+def table_sentence(finding, stats) -> str:
+  """Seed 004's table in words: MAP@R of each arm, and why the pair-BCE arm on MNIST is unstable,
+  from each seed's ROC AUC, final train loss, head initialisation and logits."""
+  m = lambda arm, metric: _mean(stats, arm, metric)
+  maps = "; ".join(f"{arm.name} MAP@R {m(arm.name, 'mean_average_precision_at_r'):.3f}"
+                   for arm in finding.arms if not arm.name.startswith("mlp_"))
+  bce = [arm.name for arm in finding.arms if "bce_mnist" in arm.name]
+  per_seed = lambda arm, metric: [v for v in stats.get(arm, {}).get(metric, []) if v is not None]
+  stuck, learnt = [], []  # (arm, seed) pairs: head started all-positive or not
+  for arm in bce:
+    for auc, positive in zip(per_seed(arm, "roc_auc"), per_seed(arm, "head_init_positive")):
+      (stuck if positive else learnt).append(auc)
+  losses = [loss for arm in bce for loss, positive in zip(per_seed(arm, "train_loss"),
+                                                          per_seed(arm, "head_init_positive"))
+            if positive]
+  saturated = [v for arm in bce for v in per_seed(arm, "logit_saturated")]
+  spread = [v for arm in bce for v in per_seed(arm, "logit_std")]
+  if not stuck and not learnt:
+    return maps
+  aucs = "; ".join(f"{arm} " + "/".join(f"{100 * v:.0f}" for v in per_seed(arm, "roc_auc"))
+                   for arm in bce)
+  mean = lambda values: float(np.mean(values)) if values else float("nan")
+  follows = sum(auc < 0.75 for auc in stuck) + sum(auc >= 0.75 for auc in learnt)
+  return (f"{maps} (EmbeddingNet). Pair BCE on MNIST, ROC AUC per seed (%; mlp_: the Dense 256, "
+          f"256, 2 stand-in of the earlier report): {aucs}. The runs whose head Dense(1) on the 2-D |f(a) - f(b)| starts with both "
+          f"weights > 0 ({len(stuck)} runs; seeds share their head initialisation across arms) "
+          f"end at ROC AUC {_pct(mean(stuck))} with a final train loss of {mean(losses):.3f} "
+          f"(ln 2 = 0.693: they never leave chance), the others at {_pct(mean(learnt))}. Their "
+          f"logits do not saturate: test-logit std {mean(spread):.2f}, "
+          f"{_pct(mean(saturated))} beyond |5|. In {follows} of {len(stuck) + len(learnt)} runs "
+          "(learning rates 1e-4, 1e-3 and 1e-2 included) the head's initial sign tells a run "
+          "below 75 % ROC AUC from one above: with two inputs to the head, both weights > 0 make "
+          "a larger distance mean 'same' from the first step")
+
+
 # ---------------------------------------------------------------------------- writing
 
 COLUMNS = {  # metric -> header
@@ -287,6 +449,11 @@ COLUMNS = {  # metric -> header
     "precision_at_1": "P@1", "r_precision": "R-prec", "mean_average_precision_at_r": "MAP@R",
     "elongation": "elongation", "oneshot_20way": "20-way", "oneshot_5way": "5-way",
     "train_minutes": "train min",
+    "cross_precision_at_1": "8x8 -> MNIST P@1", "cross_map_at_r": "8x8 -> MNIST MAP@R",
+    "seen_accuracy": "trained acc", "seen_roc_auc": "trained AUC", "seen_2way": "trained 2-way",
+    "new_accuracy": "new acc", "new_roc_auc": "new AUC", "new_2way": "new 2-way",
+    "all_10way": "10-way", "head_init_positive": "head starts > 0", "logit_std": "logit std",
+    "logit_saturated": "|logit| > 5",
 }
 
 
@@ -299,12 +466,16 @@ def _cell(values, metric):
     return f"{mean:,.0f}"
   if metric == "train_minutes":
     return f"{mean:.1f}"
-  if metric in ("train_loss", "elongation"):
+  if metric in ("train_loss", "elongation", "logit_std"):
     return f"{mean:.3f} ± {std:.3f}"
   return f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def write_markdown(path, mode, seeds, sections, started, figures, run_seconds) -> None:
+def write_markdown(path, mode, seeds, sections, started, figures, run_seconds,
+                   kept=()) -> None:
+  earlier = (f" The sections of {', '.join(kept)} are kept from the last report (this invocation "
+             "ran the others with --only; verdicts recomputed from the kept numbers); the run "
+             "count covers the runs recorded for each section." if kept else "")
   lines = ["# Results: the seed findings, reproduced", "",
            f"Generated by `python scripts/make_report.py{' --quick' if mode == 'quick' else ''}` "
            f"on {time.strftime('%Y-%m-%d')}: {len(run_seconds)} distinct training runs "
@@ -316,7 +487,7 @@ def write_markdown(path, mode, seeds, sections, started, figures, run_seconds) -
            "untuned threshold (loss.threshold = margin / 2 on the distance, logit 0 for BCE "
            "heads), *acc @ tuned* the threshold that was best on pairs of the validation part "
            "held out of the training split (never on test data). Percentages are mean ± std "
-           "over seeds."]
+           "over seeds." + earlier]
   if mode == "quick":
     lines += ["", "**Quick mode**: every arm trained for a handful of steps only. These numbers "
               "check the pipeline; they do not test the findings."]
@@ -324,7 +495,8 @@ def write_markdown(path, mode, seeds, sections, started, figures, run_seconds) -
   for finding, stats, (reproduced, sentence) in sections:
     metrics = [c for c in COLUMNS if any(any(v is not None for v in s.get(c, []))
                                          for s in stats.values())]
-    lines += ["", f"## {finding.title}", "", f"*Claim.* {finding.claim}.", "",
+    runs = [f"*Runs.* {finding.note}.", ""] if finding.note else []
+    lines += ["", f"## {finding.title}", "", f"*Claim.* {finding.claim}.", "", *runs,
               "| arm | " + " | ".join(COLUMNS[c] for c in metrics) + " |",
               "|---|" + "---|" * len(metrics)]
     for arm_name, arm_stats in stats.items():
@@ -400,16 +572,18 @@ def main(argv=None) -> int:
           config.data.tfds_data_dir = args.tfds_data_dir
         workdir = pathlib.Path(args.runs) / mode / config_hash(config)
         run_started = time.time()
-        train_once(config, workdir)
+        workdir = train_once(config, workdir)
         data_key = (config.data.name, config.data.train_split, config.data.test_split,
                     config.data.image_size, config.data.validation_fraction,
-                    config.data.validation_by, config.data.rotation_classes, config.seed)
+                    config.data.validation_by, config.data.rotation_classes, config.seed,
+                    config.data.source_b, config.data.train_classes)
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)
         result = evaluate_run(finding, config, workdir, mode, dataset_cache[data_key])
         results[str(workdir)] = result
-        run_seconds[str(workdir)] = json.loads((workdir / "summary.json").read_text())["wall_seconds"]
+        run_seconds.setdefault(finding.key, {})[str(workdir)] = json.loads(
+            (workdir / "summary.json").read_text())["wall_seconds"]
         for metric, value in result.items():
           stats.setdefault(arm.name, {}).setdefault(metric, []).append(value)
         workdirs.setdefault(arm.name, []).append(workdir)
@@ -426,11 +600,54 @@ def main(argv=None) -> int:
       figures[finding.key] = _latent_figures(finding, workdirs, out_dir)
     sections.append((finding, stats, verdict(finding, stats)))
   name = "results_quick.md" if mode == "quick" else "results.md"
-  write_markdown(out_dir / name, mode, seeds, sections, started, figures, run_seconds)
+  kept = keep_earlier_sections(out_dir / name, sections, figures, run_seconds) if args.only else []
+  write_markdown(out_dir / name, mode, seeds, sections, started, figures,
+                 {run: t for runs in run_seconds.values() for run, t in runs.items()}, kept)
   (out_dir / name).with_suffix(".json").write_text(json.dumps(
-      {f.key: s for f, s, _ in sections}, indent=1, default=float))
-  print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min")
+      {**{f.key: s for f, s, _ in sections}, "_runs": run_seconds, "_figures": figures},
+      indent=1, default=float))
+  print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min"
+        + (f", keeping the sections of {', '.join(kept)} from the last report" if kept else ""))
   return 0
+
+
+def keep_earlier_sections(path: pathlib.Path, sections: list, figures: dict,
+                          run_seconds: dict) -> list[str]:
+  """With ``--only``: the other findings' sections of the last report at ``path`` (its .json:
+  their numbers; verdicts recomputed) added to ``sections``, ``figures`` and ``run_seconds`` in
+  FINDINGS order. A finding whose arms changed since keeps the arms it had, and its verdict says
+  which arms have no numbers yet. Returns the keys kept."""
+  earlier_path = path.with_suffix(".json")
+  if not earlier_path.exists():
+    return []
+  earlier = json.loads(earlier_path.read_text())
+  done = {finding.key for finding, _, _ in sections}
+  kept = []
+  for finding in findings_lib.FINDINGS:
+    stats = earlier.get(finding.key)
+    if finding.key in done or stats is None:
+      continue
+    missing = [arm.name for arm in finding.arms if arm.name not in stats]
+    try:
+      reproduced, sentence = verdict(finding, stats)
+    except KeyError:  # the verdict needs an arm the last report did not run
+      reproduced, sentence = None, "no verdict: it needs arms the last report did not run"
+    if missing:
+      sentence += (f" (numbers of the last report, whose arms differ: {', '.join(missing)} not "
+                   f"yet run; run --only {finding.key})")
+      print(f"note: {finding.key}: kept from the last report without {', '.join(missing)}",
+            file=sys.stderr)
+    sections.append((finding, stats, (reproduced, sentence)))
+    if finding.key in earlier.get("_figures", {}):
+      figures[finding.key] = [tuple(f) for f in earlier["_figures"][finding.key]]
+    else:  # a report written before figures were recorded: its files, by name
+      figures[finding.key] = [("latent spaces", str(f.relative_to(path.parent))) for f in sorted(
+          (path.parent / "figures").glob(f"{finding.key}_latent*.png"))]
+    run_seconds[finding.key] = earlier.get("_runs", {}).get(finding.key, {})
+    kept.append(finding.key)
+  order = [finding.key for finding in findings_lib.FINDINGS]
+  sections.sort(key=lambda section: order.index(section[0].key))
+  return kept
 
 
 if __name__ == "__main__":

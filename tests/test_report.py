@@ -89,3 +89,94 @@ def test_quick_report_of_every_finding_writes_tables_verdicts_and_figures(tmp_pa
   strip = lambda results: {k: {a: {m: v for m, v in d.items() if m != "train_seconds"}
                                for a, d in arms.items()} for k, arms in results.items()}
   assert strip(second) == {k: v for k, v in strip(json.loads(first)).items() if k in second}
+
+
+def test_towers_verdict_needs_a_separate_tower_arm_at_auc_0_9():
+  def stats(shared, separate, mixed):
+    arm = lambda auc: {"roc_auc": [auc] * 3, "accuracy_tuned": [auc - 0.05] * 3,
+                       "cross_precision_at_1": [auc] * 3, "cross_map_at_r": [auc - 0.1] * 3}
+    return {"shared": arm(shared), "separate": arm(separate), "convnet_and_mlp": arm(mixed)}
+  reproduced, sentence = make_report.verdict(_finding("towers"), stats(0.95, 0.93, 0.97))
+  assert reproduced is True and "convnet_and_mlp" in sentence and "97.0 %" in sentence
+  assert "above one shared tower" in sentence
+  reproduced, sentence = make_report.verdict(_finding("towers"), stats(0.95, 0.85, 0.88))
+  assert reproduced is False and "not above" in sentence
+
+
+def test_new_classes_verdict_is_the_worst_mnist_arm_on_digits_8_and_9():
+  def arm(new_auc):
+    return {"new_roc_auc": [new_auc] * 3, "new_accuracy": [0.8] * 3, "new_2way": [0.9] * 3,
+            "seen_roc_auc": [0.99] * 3, "seen_accuracy": [0.95] * 3, "seen_2way": [0.99] * 3,
+            "all_10way": [0.8] * 3}
+  stats = lambda mnist, fashion: {"mnist": arm(mnist), "fashion_mnist": arm(fashion)}
+  assert make_report.verdict(_finding("new_classes"), stats(0.95, 0.6))[0] is True
+  reproduced, sentence = make_report.verdict(_finding("new_classes"), stats(0.85, 0.99))
+  assert reproduced is False and "85.0 %" in sentence
+
+
+def test_table_sentence_ties_the_bce_outcome_to_the_heads_initial_sign():
+  finding = _finding("table")
+  stats = {arm.name: {"mean_average_precision_at_r": [0.5] * 3} for arm in finding.arms}
+  for arm in ("bce_mnist", "mlp_bce_mnist"):
+    stats[arm].update(roc_auc=[0.45, 0.95, 0.5], head_init_positive=[1.0, 0.0, 1.0],
+                      train_loss=[0.693, 0.3, 0.694], logit_std=[0.01, 3.0, 0.02],
+                      logit_saturated=[0.0, 0.1, 0.0])
+  sentence = make_report.table_sentence(finding, stats)
+  assert "4 runs" in sentence and "In 6 of 6 runs" in sentence and "47.5 %" in sentence
+  stats["bce_mnist"]["roc_auc"] = [0.9, 0.95, 0.5]  # a run that learnt although it started > 0
+  assert "In 5 of 6 runs" in make_report.table_sentence(finding, stats)
+
+
+def _write_run(folder, config, epochs=None, image_size=28):
+  folder.mkdir(parents=True)
+  (folder / "config.json").write_text(config.to_json_best_effort())
+  (folder / "summary.json").write_text(json.dumps(
+      {"epochs": epochs or config.train.epochs,
+       "splits": {"train": {"shape": [10, image_size, image_size, 1]}}}))
+
+
+def test_compatible_run_ignores_keys_added_at_their_default_only(tmp_path):
+  from experiments import contrastive
+  old = contrastive.get_config()
+  _write_run(tmp_path / "old", old)
+  saved = json.loads((tmp_path / "old" / "config.json").read_text())
+  del saved["data"]["source_b"]  # a key added since the run
+  (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+  assert make_report.compatible_run(contrastive.get_config(), tmp_path) == tmp_path / "old"
+  other = contrastive.get_config()
+  other.data.source_b = "uci_digits"  # the new key away from its default: another run
+  assert make_report.compatible_run(other, tmp_path) is None
+  other = contrastive.get_config()
+  other.optimizer.learning_rate = 0.5
+  assert make_report.compatible_run(other, tmp_path) is None
+  longer = contrastive.get_config()
+  longer.train.epochs += 1  # not finished for this many epochs
+  assert make_report.compatible_run(longer, tmp_path) is None
+
+
+def test_compatible_run_takes_values_the_run_filled_in_from_its_data(tmp_path):
+  from experiments import contrastive
+  ran = contrastive.get_config()
+  ran.data.image_size = 28  # as a run that set it from its images wrote it
+  ran.model.features = (7, 7)  # the keras_mlp encoder does not read it
+  _write_run(tmp_path / "run", ran)
+  assert make_report.compatible_run(contrastive.get_config(), tmp_path) == tmp_path / "run"
+  resized = contrastive.get_config()
+  ran.data.image_size = 32
+  _write_run(tmp_path / "resized", ran, image_size=32)
+  assert make_report.compatible_run(resized, tmp_path / "resized") is None
+
+
+def test_only_keeps_the_other_findings_sections_of_the_last_report(tmp_path):
+  path = tmp_path / "results.md"
+  abs_stats = {"with_abs": {"accuracy_tuned": [0.95]}, "without_abs": {"accuracy_tuned": [0.5]}}
+  svm_stats = {"bce_abs": {"svm_learned": [0.8]}}  # its arm changed: svm_raw_pixels missing
+  path.with_suffix(".json").write_text(json.dumps({
+      "abs": abs_stats, "svm": svm_stats, "heads": {"distance": {}},
+      "_runs": {"abs": {"runs/a": 60.0}}, "_figures": {}}))
+  sections, figures, runs = [(_finding("keras"), {}, (None, ""))], {}, {}
+  kept = make_report.keep_earlier_sections(path, sections, figures, runs)
+  assert kept == ["heads", "abs", "svm"]
+  assert [f.key for f, _, _ in sections] == ["keras", "heads", "abs", "svm"]  # FINDINGS order
+  assert sections[2][2][0] is True and runs["abs"] == {"runs/a": 60.0}
+  assert "not yet run" in sections[1][2][1] and "no verdict" in sections[1][2][1]
