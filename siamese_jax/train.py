@@ -19,7 +19,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from siamese_jax import batches, losses, models, scoring, sharding
+from siamese_jax import batches, losses, models, random_bits, scoring, sharding
 
 TrainState = train_state.TrainState
 
@@ -191,8 +191,11 @@ def unroll_steps(setting: str, encoder: str, backend: str | None = None) -> bool
 
 def step_keys(key, step_index):
   """(batch key, dropout key) of step ``step_index`` of a call made with ``key``: ``fold_in(key,
-  i)`` split in two. Both input paths follow it, so they draw the same batches."""
-  return jax.random.split(jax.random.fold_in(key, step_index))
+  i)`` split in two. Both input paths follow it, so they draw the same batches. The dropout key
+  draws threefry's bits with the hash unrolled (``siamese_jax.random_bits``: the same masks,
+  ~3x cheaper on CPU)."""
+  batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, step_index))
+  return batch_key, random_bits.unrolled(dropout_key)
 
 
 def _scan_steps(state, key, make_batch, per_step, steps: int, spec: LossSpec, mesh: Mesh,
