@@ -510,6 +510,13 @@ def _validation_one_shot(state, validation, pair_scoring, key, within_alphabet: 
   return _one_shot(state, validation, embeddings, pair_scoring, key, ways, within_alphabet)
 
 
+def _steady_examples_per_second(history) -> float | None:
+  """Mean training examples/s over the epochs after the first: the first epoch's call also
+  compiles the program (or loads it from the compilation cache)."""
+  rates = [h["examples_per_second"] for h in history]
+  return float(np.mean(rates[1:] if len(rates) > 1 else rates)) if rates else None
+
+
 def _short_class_names(dataset):
   if dataset.class_names is None or len(dataset.class_names) > 10:
     return None
@@ -571,8 +578,7 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
                         "val_*": "validation pairs, fixed every epoch",
                         "test": "test split pairs, final state"},
       "epochs": len(history), "steps": int(state.step),
-      "examples_per_second": (float(np.mean([h["examples_per_second"] for h in history]))
-                              if history else None),
+      "examples_per_second": _steady_examples_per_second(history),
       "seed": config.seed, "config": json.loads(config.to_json_best_effort()),
       "devices": _describe_devices(), "versions": _versions(), "plots": outputs,
   }
