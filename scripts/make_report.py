@@ -46,7 +46,7 @@ FULL = {
     "optimizer": {"train.epochs": 5},
     "margin": {"train.epochs": 5},
     "table": {"train.epochs": 5},
-    "towers": {"train.epochs": 4},
+    "towers": {"train.epochs": 3},
     "new_classes": {"train.epochs": 5},
     "omniglot": {"train.epochs": 25},
 }
@@ -410,7 +410,7 @@ def table_sentence(finding, stats) -> str:
   from each seed's ROC AUC, final train loss, head initialisation and logits."""
   m = lambda arm, metric: _mean(stats, arm, metric)
   maps = "; ".join(f"{arm.name} MAP@R {m(arm.name, 'mean_average_precision_at_r'):.3f}"
-                   for arm in finding.arms if not arm.name.startswith("mlp_"))
+                   for arm in finding.arms if "_lr_" not in arm.name)
   bce = [arm.name for arm in finding.arms if "bce_mnist" in arm.name]
   per_seed = lambda arm, metric: [v for v in stats.get(arm, {}).get(metric, []) if v is not None]
   stuck, learnt = [], []  # (arm, seed) pairs: head started all-positive or not
@@ -428,8 +428,8 @@ def table_sentence(finding, stats) -> str:
                    for arm in bce)
   mean = lambda values: float(np.mean(values)) if values else float("nan")
   follows = sum(auc < 0.75 for auc in stuck) + sum(auc >= 0.75 for auc in learnt)
-  return (f"{maps} (EmbeddingNet). Pair BCE on MNIST, ROC AUC per seed (%; mlp_: the Dense 256, "
-          f"256, 2 stand-in of the earlier report): {aucs}. The runs whose head Dense(1) on the 2-D |f(a) - f(b)| starts with both "
+  return (f"{maps} (mlp_: the Dense 256, 256, 2 stand-in of the earlier report, else "
+          f"EmbeddingNet). Pair BCE on MNIST, ROC AUC per seed (%): {aucs}. The runs whose head Dense(1) on the 2-D |f(a) - f(b)| starts with both "
           f"weights > 0 ({len(stuck)} runs; seeds share their head initialisation across arms) "
           f"end at ROC AUC {_pct(mean(stuck))} with a final train loss of {mean(losses):.3f} "
           f"(ln 2 = 0.693: they never leave chance), the others at {_pct(mean(learnt))}. Their "
