@@ -17,7 +17,9 @@ hits both alike.
 Compilations are counted in the child through ``jax.monitoring``: every compile request
 (``/jax/core/compile/backend_compile_duration``, one per program lowered to XLA, cache hit or not)
 and the persistent-cache hits among them; the difference is what XLA compiled. ``--epochs 20 2``
-shows the count does not grow with the epochs. Also printed: the child's peak RSS, whether it
+shows the count does not grow with the epochs. Also printed: the child's CPU seconds (user +
+system: on a machine shared with other jobs the wall time stretches with their load, the CPU time
+much less), its peak RSS, whether it
 imported TensorFlow, and the run's own ``train_seconds`` / ``wall_seconds`` from summary.json.
 Results: a table and benchmarks/results/whole_run.json (--out), with the load average.
 """
@@ -90,6 +92,7 @@ def run_once(cache_dir: pathlib.Path, epochs: int | None, variant: str, scratch:
   summary = json.loads((workdir / "summary.json").read_text())
   frames = len(list((workdir / "plots").glob("latent_epoch*.png")))
   return {"label": label, "wall_seconds": wall, "peak_rss_mib": usage.ru_maxrss / 1024,
+          "cpu_seconds": usage.ru_utime + usage.ru_stime,
           "compile_requests": counts["requests"], "cache_hits": counts["cache_hits"],
           "xla_compilations": counts["requests"] - counts["cache_hits"],
           "compile_seconds": counts["compile_seconds"],
@@ -128,6 +131,7 @@ def main():
           result.update(kind=kind, repeat=repeat)
           runs.append(result)
           print(f"{kind:>4} epochs={result['epochs']:>2}: wall {result['wall_seconds']:6.2f} s "
+                f"(CPU {result['cpu_seconds']:.1f} s) "
                 f"(run's own {result['run_wall_seconds']:.2f} s, training {result['train_seconds']:.2f} s), "
                 f"peak RSS {result['peak_rss_mib']:6.0f} MiB, compile requests "
                 f"{result['compile_requests']} ({result['cache_hits']} cache hits, "
@@ -138,10 +142,11 @@ def main():
   table = {}
   for run in runs:
     table.setdefault((run["epochs"], run["kind"]), []).append(run)
-  print("\nepochs  cache  median wall (s)  min   compile requests  peak RSS (MiB)")
+  print("\nepochs  cache  median wall (s)  min   median CPU (s)  compile requests  peak RSS (MiB)")
   for (epochs, kind), group in sorted(table.items()):
     walls = [r["wall_seconds"] for r in group]
     print(f"{epochs:>6}  {kind:>5}  {statistics.median(walls):15.2f}  {min(walls):5.2f}  "
+          f"{statistics.median(r['cpu_seconds'] for r in group):14.1f}  "
           f"{sorted({r['compile_requests'] for r in group})!s:>16}  "
           f"{statistics.median(r['peak_rss_mib'] for r in group):14.0f}")
   warm = [r["wall_seconds"] for r in runs if r["kind"] == "warm" and r["epochs"] == 20]
