@@ -16,6 +16,7 @@ A SIGTERM (spot VM, TPU preemption, ``kill``) checkpoints at the next call bound
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import json
 import pathlib
 import platform
@@ -176,9 +177,14 @@ def sigterm_requests_stop():
 
 def _average(metrics: dict) -> clu_metrics.Collection:
   """A clu Collection averaging each named metric of a call ({name: [steps]})."""
-  collection = clu_metrics.Collection.create(
-      **{name: clu_metrics.Average.from_output(name) for name in sorted(metrics)})
-  return collection.single_from_model_output(**metrics)
+  return _averaging_collection(tuple(sorted(metrics))).single_from_model_output(**metrics)
+
+
+@functools.cache
+def _averaging_collection(names: tuple[str, ...]):
+  """The Collection class averaging ``names``, made once (making one builds a dataclass)."""
+  return clu_metrics.Collection.create(
+      **{name: clu_metrics.Average.from_output(name) for name in names})
 
 
 def _averages_to_json(collection) -> dict:
