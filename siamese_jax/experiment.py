@@ -358,15 +358,21 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                         f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
-  latent_job = _start_latent_frames(config, workdir, datasets.test, plot_set[1], latent)
+  # The plots are drawn on one worker thread while this one scores, calibrates and summarises.
+  plotter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
+  plot_jobs = [_start_latent_frames(plotter, config, workdir, datasets.test, plot_set[1], latent)]
   manager.wait_until_finished()  # the last checkpoint written before it is read
   # The final state's validation and test pairs, scored once for calibration and summary.
   final_pairs = {part: jax.device_get(score_pairs(state.params, device_sets[part], eval_key))
                  for part in ("validation", "test")}
+  if workdir_lib.is_primary():
+    plot_jobs.append(plotter.submit(_final_plots, workdir / "plots", history, final_pairs["test"],
+                                    pair_scoring))
+  plotter.shutdown(wait=False)
   calibration = _calibrate(config, state, manager, device_sets, score_pairs, eval_key,
                            pair_scoring, final_pairs)
   summary = _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring,
-                       history, manager, latent_job)
+                       history, manager, [job for job in plot_jobs if job is not None])
   if summary is not None:
     workdir_lib.write_json(workdir / CALIBRATION_FILE, calibration)
     summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
@@ -396,10 +402,10 @@ def _saved_latent_embeddings(workdir, epochs: int) -> dict:
   return found
 
 
-def _start_latent_frames(config, workdir, test_set, labels, latent: dict):
-  """A Future drawing every epoch's latent plot (plots/latent_epochNNN.png) and, if asked, their
-  GIF on a worker thread, while the main thread scores and summarises; None where there is
-  nothing to draw. Its result is plots.latent_frames's; the saved embeddings are removed after."""
+def _start_latent_frames(pool, config, workdir, test_set, labels, latent: dict):
+  """A Future (of ``pool``) drawing every epoch's latent plot (plots/latent_epochNNN.png) and, if
+  asked, their GIF; None where there is nothing to draw. Its result: {"animation": path} (or {});
+  the saved embeddings are removed after."""
   if not (config.plots.latent and latent and workdir_lib.is_primary()):
     return None
   epochs = sorted(latent)
@@ -413,12 +419,24 @@ def _start_latent_frames(config, workdir, test_set, labels, latent: dict):
         class_names=_short_class_names(test_set),
         gif_path=plots_dir / "latent.gif" if config.plots.animation else None)
     shutil.rmtree(workdir / LATENT_EMBEDDINGS_DIR, ignore_errors=True)
-    return drawn
+    return {} if drawn["animation"] is None else {"animation": drawn["animation"]}
 
-  pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="latent_plots")
-  job = pool.submit(draw)
-  pool.shutdown(wait=False)
-  return job
+  return pool.submit(draw)
+
+
+def _final_plots(plots_dir, history, test_pairs, pair_scoring) -> dict:
+  """{"curves", "distances", "roc": path} of the run's curves and its final test pairs."""
+  test_scores, test_same = test_pairs
+  higher = pair_scoring.higher_means_same
+  outputs = {}
+  if history:
+    outputs["curves"] = plots.training_curves(history, str(plots_dir / "curves.png"))
+  outputs["distances"] = plots.distance_histograms(
+      -test_scores if higher else test_scores, test_same, str(plots_dir / "distances.png"),
+      threshold=None if higher else pair_scoring.threshold)
+  outputs["roc"], _ = plots.roc_curve(test_scores, test_same, str(plots_dir / "roc.png"),
+                                      higher_means_same=higher)
+  return outputs
 
 
 def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring,
@@ -530,10 +548,10 @@ def _short_class_names(dataset):
 
 
 def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring, history,
-               manager, latent_job=None) -> dict | None:
+               manager, plot_jobs=()) -> dict | None:
   """Test-pair verification of the final state (threshold tuned on validation pairs), the
-  plots of the whole run, and the summary; None on processes other than 0. ``latent_job``: the
-  Future of ``_start_latent_frames`` (waited for here)."""
+  plots of the whole run, and the summary; None on processes other than 0. ``plot_jobs``: the
+  Futures of the plots being drawn ({name: path} each; waited for here)."""
   (val_scores, val_same), (test_scores, test_same) = final_pairs["validation"], final_pairs["test"]
   if not workdir_lib.is_primary():
     return None
@@ -548,21 +566,12 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
                                                   eval_key, datasets.split["by"] == "alphabets")
   plots_dir = workdir / "plots"
   outputs = {}
-  if history:
-    outputs["curves"] = plots.training_curves(history, str(plots_dir / "curves.png"))
-  if latent_job is not None:
-    animation = latent_job.result()["animation"]
-    if animation is not None:
-      outputs["animation"] = animation
-  elif config.plots.latent and config.plots.animation:  # a finished run rerun: its frames
-    frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))
+  for job in plot_jobs:
+    outputs.update(job.result())
+  if "animation" not in outputs and config.plots.latent and config.plots.animation:
+    frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))  # a finished run rerun
     if frames:
       outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))
-  outputs["distances"] = plots.distance_histograms(
-      -test_scores if higher else test_scores, test_same, str(plots_dir / "distances.png"),
-      threshold=None if higher else pair_scoring.threshold)
-  outputs["roc"], _ = plots.roc_curve(test_scores, test_same, str(plots_dir / "roc.png"),
-                                      higher_means_same=higher)
   best_step = manager.best_step()
   best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)
   summary = {
