@@ -1,0 +1,119 @@
+"""The pairs/s that main.py reports against the fused epoch's, measured alternately (issue 17,
+target 3), and the fused epoch's share of the float32 matmul peak measured in the same process.
+
+    .venv/bin/python benchmarks/reported_throughput.py               # 3 alternating rounds
+    .venv/bin/python benchmarks/reported_throughput.py --repeats 5 --epochs 5
+
+Each round runs two children, one after the other:
+  fused     train.make_train_epoch of experiments/contrastive.py on Fashion-MNIST (60,000 less the
+            10 % validation part, 421 steps of 128 pairs: main.py's epoch), compiled first, then
+            timed over --epochs epochs (best and median pairs/s); beside it the matmul peak
+            (train_throughput.matmul_peak) and the dot FLOPs per step counted from the compiled
+            HLO (train_throughput.hlo_dot_conv_flops), so the fraction of peak is of this process.
+  main.py   python main.py --config experiments/contrastive.py --config.data.name=fashion_mnist
+            --config.train.epochs=<--epochs> (warm user cache, every default output); its
+            reported figure: summary.json's examples_per_second (the mean over the epochs after
+            the first) and every epoch's from metrics.jsonl.
+Prints each round, the median ratio reported / fused (target: within 5 %) and the load average;
+writes benchmarks/results/reported_throughput.json (--out).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+FUSED = """
+import json, sys, time
+sys.path.insert(0, "benchmarks")
+import jax
+import numpy as np
+from experiments import contrastive
+from siamese_jax import batches, experiment, models, sharding, train
+from train_throughput import hlo_dot_conv_flops, matmul_peak
+epochs = int(sys.argv[1])
+config = contrastive.get_config()
+config.data.name = "fashion_mnist"
+datasets = experiment.load_datasets(config)
+spec = train.loss_spec_from_config(config)
+batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
+steps = len(datasets.train.labels) // batch_spec.examples
+mesh = sharding.make_mesh()
+data = sharding.device_data(datasets.train.images, datasets.train.labels,
+                            datasets.train.num_classes, mesh)
+model = models.build_model(config.model)
+state = train.create_train_state(jax.random.key(0), model, (28, 28, 1),
+                                 train.make_optimizer(config.optimizer, steps * epochs))
+epoch = train.make_train_epoch(spec, batch_spec, steps, mesh)
+compiled = epoch.lower(state, data, jax.random.key(1)).compile()
+step = train.make_train_step(spec, mesh)
+one = jax.jit(lambda s, k: batches.sample_batch(k, data, batch_spec))(state, jax.random.key(2))
+flops = hlo_dot_conv_flops(step.lower(state, one, jax.random.key(3)).compile().as_text())
+peak_before = max(matmul_peak().values())
+rates = []
+for e in range(epochs):
+  start = time.perf_counter()
+  state, metrics = compiled(state, data, jax.random.key(10 + e))
+  jax.block_until_ready(metrics)
+  rates.append(steps * batch_spec.examples / (time.perf_counter() - start))
+peak = max(peak_before, max(matmul_peak().values()))
+best = max(rates)
+print(json.dumps({"steps": steps, "rates": rates, "best": best, "median": float(np.median(rates)),
+                  "flops_per_step": flops, "peak_gflops": peak,
+                  "fraction_of_peak_best": best / batch_spec.examples * flops / 1e9 / peak}))
+"""
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--epochs", type=int, default=3)
+  parser.add_argument("--out", default=str(RESULTS / "reported_throughput.json"))
+  args = parser.parse_args()
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  rounds = []
+  with tempfile.TemporaryDirectory(prefix="reported_") as tmp:
+    for i in range(args.repeats):
+      load = os.getloadavg()[0]
+      fused = json.loads(subprocess.run(
+          [sys.executable, "-c", FUSED, str(args.epochs)], cwd=REPO_ROOT, env=env, check=True,
+          capture_output=True, text=True).stdout.strip().splitlines()[-1])
+      workdir = pathlib.Path(tmp) / f"run{i}"
+      subprocess.run([sys.executable, "main.py", "--config", "experiments/contrastive.py",
+                      "--config.data.name=fashion_mnist", f"--config.train.epochs={args.epochs}",
+                      "--workdir", str(workdir)], cwd=REPO_ROOT, env=env, check=True,
+                     capture_output=True)
+      summary = json.loads((workdir / "summary.json").read_text())
+      per_epoch = [json.loads(line)["examples_per_second"]
+                   for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+      reported = summary["examples_per_second"]
+      rounds.append({"fused": fused, "reported": reported, "reported_per_epoch": per_epoch,
+                     "ratio_to_fused_median": reported / fused["median"],
+                     "ratio_to_fused_best": reported / fused["best"],
+                     "load_average_1min_before": load})
+      print(f"round {i + 1}: fused {fused['median']:,.0f} pairs/s median, {fused['best']:,.0f} best "
+            f"({100 * fused['fraction_of_peak_best']:.1f} % of {fused['peak_gflops']:.0f} GFLOP/s, "
+            f"{fused['flops_per_step'] / 1e6:.1f} MFLOP/step); main.py reports {reported:,.0f} "
+            f"(epochs {', '.join(f'{r:,.0f}' for r in per_epoch)}): "
+            f"{reported / fused['median']:.3f} of the fused median; load {load:.2f}", flush=True)
+  ratio = statistics.median(r["ratio_to_fused_median"] for r in rounds)
+  print(f"main.py / fused (median of rounds): {ratio:.3f} (target >= 0.95: "
+        f"{'met' if ratio >= 0.95 else 'missed'})")
+  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(args.out).write_text(json.dumps({"epochs": args.epochs, "rounds": rounds,
+                                                "median_ratio": ratio,
+                                                "load_average_after": os.getloadavg()}, indent=2))
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
