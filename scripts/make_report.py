@@ -144,8 +144,8 @@ def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source):
   return scores, same, pair_scoring.higher_means_same
 
 
-def _embed(state, images, batch_size: int = 1000, tower: int = 0) -> np.ndarray:
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, tower))
+def _embed(state, images, batch_size: int = 1000, tower: int = 0, views: bool = True) -> np.ndarray:
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, tower, views))
   return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
                          for i in range(0, len(images), batch_size)])
 
@@ -220,13 +220,16 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
     result.update(bce_head_figures(config, test_scores, test_set.images.shape[1:]))
   if finding.extra == "oneshot":
     result["train_minutes"] = summary["train_seconds"] / 60
-    embeddings = _embed(state, test_set.images)
     similarity = _similarity_fn(state, config)
-    for n_way in (20, 5):
-      result[f"oneshot_{n_way}way"] = evaluate.one_shot_accuracy(
-          jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way,
-          episodes=EPISODES[mode], similarity=similarity,
-          alphabet_of_class=_alphabet_of_class(test_set), within_alphabet=True)
+    # A model with test-time views is also measured without them (the same trained weights).
+    for suffix, views in (("", True), ("_no_views", False))[:1 + bool(
+        config.model.test_time_shift)]:
+      embeddings = _embed(state, test_set.images, views=views)
+      for n_way in (20, 5):
+        result[f"oneshot_{n_way}way{suffix}"] = evaluate.one_shot_accuracy(
+            jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way,
+            episodes=EPISODES[mode], similarity=similarity,
+            alphabet_of_class=_alphabet_of_class(test_set), within_alphabet=True)
   return result
 
 
@@ -448,6 +451,8 @@ COLUMNS = {  # metric -> header
     "svm_learned": "SVM learned", "svm_raw_pixels": "SVM pixels", "knn_accuracy": "k-NN acc",
     "precision_at_1": "P@1", "r_precision": "R-prec", "mean_average_precision_at_r": "MAP@R",
     "elongation": "elongation", "oneshot_20way": "20-way", "oneshot_5way": "5-way",
+    "oneshot_20way_no_views": "20-way, no test-time views",
+    "oneshot_5way_no_views": "5-way, no test-time views",
     "train_minutes": "train min",
     "cross_precision_at_1": "8x8 -> MNIST P@1", "cross_map_at_r": "8x8 -> MNIST MAP@R",
     "seen_accuracy": "trained acc", "seen_roc_auc": "trained AUC", "seen_2way": "trained 2-way",
@@ -544,6 +549,9 @@ def main(argv=None) -> int:
   parser.add_argument("--runs", default=str(REPO_ROOT / "runs" / "report"), help="run folders")
   parser.add_argument("--out", default=str(REPO_ROOT / "docs"), help="where results.md goes")
   parser.add_argument("--tfds_data_dir", default=None, help="tfds data folder for every run")
+  parser.add_argument("--train_only", default="", help="comma-separated arm names: only these "
+                      "arms are trained where no finished run exists; other arms appear only "
+                      "with the finished runs they have (a long finding measured arm by arm)")
   args = parser.parse_args(argv)
   logging.getLogger().setLevel(logging.ERROR)  # the per-run notices are in each run's log.txt
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -571,11 +579,19 @@ def main(argv=None) -> int:
         if args.tfds_data_dir:
           config.data.tfds_data_dir = args.tfds_data_dir
         workdir = pathlib.Path(args.runs) / mode / config_hash(config)
+        if args.train_only and arm.name not in args.train_only.split(","):
+          found = (workdir if _finished(workdir, config.train.epochs)
+                   else compatible_run(config, workdir.parent))
+          if found is None:
+            print(f"{finding.key}/{arm.name} seed {seed}: no finished run, not trained "
+                  "(--train_only)", flush=True)
+            continue
         run_started = time.time()
         workdir = train_once(config, workdir)
         data_key = (config.data.name, config.data.train_split, config.data.test_split,
                     config.data.image_size, config.data.validation_fraction,
-                    config.data.validation_by, config.data.rotation_classes, config.seed,
+                    config.data.validation_by, config.data.rotation_classes,
+                    config.data.mirror_classes, config.seed,
                     config.data.source_b, config.data.train_classes)
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
@@ -601,6 +617,10 @@ def main(argv=None) -> int:
     sections.append((finding, stats, verdict(finding, stats)))
   name = "results_quick.md" if mode == "quick" else "results.md"
   kept = keep_earlier_sections(out_dir / name, sections, figures, run_seconds) if args.only else []
+  for key in kept:  # a report written before runs were recorded: find them (no training)
+    if not run_seconds.get(key):
+      finding = next(f for f in findings_lib.FINDINGS if f.key == key)
+      run_seconds[key] = finished_runs(finding, seeds, mode, pathlib.Path(args.runs) / mode)
   write_markdown(out_dir / name, mode, seeds, sections, started, figures,
                  {run: t for runs in run_seconds.values() for run, t in runs.items()}, kept)
   (out_dir / name).with_suffix(".json").write_text(json.dumps(
@@ -609,6 +629,20 @@ def main(argv=None) -> int:
   print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min"
         + (f", keeping the sections of {', '.join(kept)} from the last report" if kept else ""))
   return 0
+
+
+def finished_runs(finding, seeds, mode: str, runs_dir: pathlib.Path) -> dict:
+  """{workdir: wall seconds} of the finished runs of ``finding``'s arms that are in ``runs_dir``."""
+  found = {}
+  for arm in finding.arms:
+    for seed in seeds:
+      config = arm_config(finding, arm, seed, mode)
+      workdir = runs_dir / config_hash(config)
+      workdir = workdir if _finished(workdir, config.train.epochs) else compatible_run(config,
+                                                                                        runs_dir)
+      if workdir is not None:
+        found[str(workdir)] = json.loads((workdir / "summary.json").read_text())["wall_seconds"]
+  return found
 
 
 def keep_earlier_sections(path: pathlib.Path, sections: list, figures: dict,
