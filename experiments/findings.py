@@ -37,7 +37,8 @@ OMNIGLOT_PAIRS = (
     ("data.rotation_classes", False), ("model.filters", 32), ("model.input_normalization", "none"),
     ("model.head", "distance"), ("model.distance", "euclidean"), ("loss.name", "contrastive"),
     ("loss.margin", 1.0), ("loss.threshold", 0.5), ("optimizer.schedule", "constant"),
-    ("train.augment", False))
+    ("train.augment", False), ("data.mirror_classes", False), ("model.final_pool", True),
+    ("model.test_time_shift", 0))
 
 # Seed 004's table (adambielski/siamese-triplet): EmbeddingNet with a 2-D output. The report used
 # an MLP stand-in (Dense 256, 256, 2) before issue 18; its BCE arm on MNIST stays, to measure why
@@ -158,16 +159,23 @@ FINDINGS = (
                  overrides=OMNIGLOT_PAIRS + BCE + (("train.augment", True),)),
              Arm("contrastive_affine", base="omniglot",
                  overrides=OMNIGLOT_PAIRS + (("train.augment", True),)),
-             # issue 16: the default (experiments/omniglot.py) and what it is without each part
+             # issue 16: the default (experiments/omniglot.py), what it is without each part,
+             # and what was tried and left out (Koch et al.'s scale and shear, 42 x 42 images)
              Arm("cosine_classifier", base="omniglot"),
-             Arm("cosine_no_rotations", base="omniglot",
-                 overrides=(("data.rotation_classes", False),)),
-             Arm("cosine_no_affine", base="omniglot", overrides=(("train.augment", False),)),
-             Arm("cosine_raw_input", base="omniglot",
+             Arm("no_mirrored_classes", base="omniglot",
+                 overrides=(("data.mirror_classes", False),)),
+             Arm("no_new_classes", base="omniglot",
+                 overrides=(("data.rotation_classes", False), ("data.mirror_classes", False))),
+             Arm("final_pool", base="omniglot", overrides=(("model.final_pool", True),)),
+             Arm("no_affine", base="omniglot", overrides=(("train.augment", False),)),
+             Arm("raw_input", base="omniglot",
                  overrides=(("model.input_normalization", "none"),)),
              Arm("softmax_classifier", base="omniglot", overrides=(
                  ("model.head", "classifier"), ("loss.name", "cross_entropy"),
-                 ("loss.margin", 1.0)))),
+                 ("loss.margin", 1.0))),
+             Arm("koch_scale_shear", base="omniglot", overrides=(
+                 ("train.augment_scale", 0.2), ("train.augment_shear", 0.3))),
+             Arm("image_42", base="omniglot", overrides=(("data.image_size", 42),))),
             extra="oneshot"),
 )
 
