@@ -276,7 +276,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   plot_set = (datasets.test.images[:config.eval.plot_points],
               datasets.test.labels[:config.eval.plot_points])
   latent = _saved_latent_embeddings(workdir, progress["epoch"]) if config.plots.latent else {}
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
+  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, views=False))
   history, train_seconds = progress["history"], progress["train_seconds"]
 
   bar = tqdm.tqdm(total=schedule.total_steps, initial=int(state.step), unit="step",

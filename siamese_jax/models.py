@@ -230,9 +230,10 @@ class SiameseModel(nn.Module):
   def embed(self, x, train: bool = False, tower: int = 0, views: bool = True):
     """x: [B, H, W, C] -> [B, D] through tower 0 (x_a's) or 1 (x_b's; same if shared); in eval
     mode the mean over ``test_time_shift``'s shifted views unless ``views`` is False."""
-    encoder = self.encoder_b if tower == 1 and not self.shared_weights else self.encoder
+    second = tower == 1 and not self.shared_weights
+    encode = lambda mdl, v: (mdl.encoder_b if second else mdl.encoder)(v, train=train)
     shift = 0 if train or not views else self.test_time_shift
-    return mean_over_shifted_views(lambda v: encoder(v, train=train), x, shift)
+    return mean_over_shifted_views(self, encode, x, shift)
 
   def __call__(self, x_a, x_b, train: bool):
     if self.shared_weights:
@@ -291,14 +292,17 @@ def shifted_views(x, shift: int):
                     for dy in range(-shift, shift + 1) for dx in range(-shift, shift + 1)])
 
 
-def mean_over_shifted_views(encode: Callable, x, shift: int):
-  """encode(x) [B, D], or with ``shift`` > 0 the mean of encode over ``shifted_views`` (one
-  call on the V B stacked views): test-time augmentation of support and query images alike."""
+def mean_over_shifted_views(module: nn.Module, encode: Callable, x, shift: int):
+  """encode(module, x) [B, D], or with ``shift`` > 0 its mean over ``shifted_views``:
+  test-time augmentation of support and query images alike. The views go through one
+  ``nn.scan`` (the module's variables broadcast), so memory and compiled code are one view's."""
   if not shift:
-    return encode(x)
+    return encode(module, x)
   views = shifted_views(x, shift)
-  embeddings = encode(views.reshape((-1,) + x.shape[1:]))
-  return embeddings.reshape(views.shape[:2] + embeddings.shape[1:]).mean(axis=0)
+  body = lambda mdl, total, view: (total + encode(mdl, view), None)
+  scan = nn.scan(body, variable_broadcast=True, split_rngs={"params": False})
+  total, _ = scan(module, encode(module, views[0]), views[1:])
+  return total / views.shape[0]
 
 
 class Classifier(nn.Module):
@@ -322,8 +326,9 @@ class Classifier(nn.Module):
     """x: [B, H, W, C] -> [B, D] (one tower: ``tower`` is accepted for a uniform call); views
     as SiameseModel.embed's."""
     del tower
+    encode = lambda mdl, v: mdl.encoder(v, train=train)
     shift = 0 if train or not views else self.test_time_shift
-    return mean_over_shifted_views(lambda v: self.encoder(v, train=train), x, shift)
+    return mean_over_shifted_views(self, encode, x, shift)
 
   def __call__(self, x, train: bool):
     embedding = self.embed(x, train=train)
