@@ -13,7 +13,7 @@ KEY = jax.random.key(7)
 
 
 @pytest.mark.parametrize("shape", [(), (5,), (2, 256, 128), (3, 7, 1)])
-@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.uint16, jnp.uint32, jnp.uint64])
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.uint16, jnp.uint32])
 def test_bits_are_threefrys(variant, shape, dtype):
   draw = variant(lambda key: jax.random.bits(key, shape, dtype))
   np.testing.assert_array_equal(draw(random_bits.unrolled(KEY)), draw(KEY))
