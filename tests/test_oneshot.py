@@ -83,10 +83,10 @@ def trained(tmp_path_factory, tfds_dir):
   saved = {}
   real_save = checkpoints.save
 
-  def save(manager, state, metrics, progress):
+  def save(manager, state, metrics, progress, **kwargs):
     if not progress["next_call"]:  # an end-of-epoch checkpoint
       saved[progress["epoch"]] = jax.device_get(state.params)
-    real_save(manager, state, metrics, progress)
+    real_save(manager, state, metrics, progress, **kwargs)
   with pytest.MonkeyPatch.context() as patch:
     patch.setattr(checkpoints, "save", save)
     experiment.train_and_evaluate(config, str(workdir))
@@ -250,7 +250,7 @@ def test_logit_heads_score_pairs_with_the_head(runs_dir):
   """An (untrained) abs_diff model: the similarity of (test, training) is the head's pair logit."""
   config = omniglot.get_config()
   config.model.update({"encoder": "mlp", "features": (8, 4), "dropout_rates": (),
-                       "head": "abs_diff"})
+                       "head": "abs_diff", "test_time_shift": 0})
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, 1)
   state = jax.jit(lambda key: train.create_train_state(key, model, (105, 105, 1), tx))(
