@@ -20,7 +20,6 @@ import functools
 import json
 import pathlib
 import platform
-import shutil
 import signal
 import threading
 import time
@@ -383,7 +382,9 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 
 
 CALIBRATION_FILE = "calibration.json"
-LATENT_EMBEDDINGS_DIR = ".latent_embeddings"  # epochs' plot embeddings until their frames are drawn
+# Every epoch's plot embeddings (~1 MB an epoch by default), kept so that a resumed or extended
+# run draws all its epochs in one projection again.
+LATENT_EMBEDDINGS_DIR = ".latent_embeddings"
 
 
 def _save_latent_embeddings(workdir, epoch: int, embeddings: np.ndarray) -> None:
@@ -404,8 +405,7 @@ def _saved_latent_embeddings(workdir, epochs: int) -> dict:
 
 def _start_latent_frames(pool, config, workdir, test_set, labels, latent: dict):
   """A Future (of ``pool``) drawing every epoch's latent plot (plots/latent_epochNNN.png) and, if
-  asked, their GIF; None where there is nothing to draw. Its result: {"animation": path} (or {});
-  the saved embeddings are removed after."""
+  asked, their GIF; None where there is nothing to draw. Its result: {"animation": path} (or {})."""
   if not (config.plots.latent and latent and workdir_lib.is_primary()):
     return None
   epochs = sorted(latent)
@@ -418,7 +418,6 @@ def _start_latent_frames(pool, config, workdir, test_set, labels, latent: dict):
         [f"{config.data.name} test, epoch {e}" for e in epochs],
         class_names=_short_class_names(test_set),
         gif_path=plots_dir / "latent.gif" if config.plots.animation else None)
-    shutil.rmtree(workdir / LATENT_EMBEDDINGS_DIR, ignore_errors=True)
     return {} if drawn["animation"] is None else {"animation": drawn["animation"]}
 
   return pool.submit(draw)

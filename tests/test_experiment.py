@@ -1,0 +1,30 @@
+"""siamese_jax.experiment beyond a single run (tests/test_main.py covers one run's outputs): the
+latent animation of a run that is extended keeps every epoch, all drawn again in one view."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from siamese_jax import experiment
+from tests.helpers import tiny_config
+
+pytestmark = pytest.mark.slow  # trains
+
+
+def test_extended_run_redraws_every_epoch_in_one_view(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  experiment.train_and_evaluate(tiny_config("contrastive", tfds_dir, **{"eval.plot_points": 64}),
+                                str(workdir))
+  first = (workdir / "plots" / "latent_epoch001.png").read_bytes()
+  config = tiny_config("contrastive", tfds_dir, **{"eval.plot_points": 64, "train.epochs": 3})
+  summary = experiment.train_and_evaluate(config, str(workdir))  # resumes, trains epoch 3
+  assert summary["epochs"] == 3
+  frames = sorted(p.name for p in (workdir / "plots").glob("latent_epoch*.png"))
+  assert frames == ["latent_epoch001.png", "latent_epoch002.png", "latent_epoch003.png"]
+  kept = sorted(p.name for p in (workdir / experiment.LATENT_EMBEDDINGS_DIR).iterdir())
+  assert kept == ["epoch001.npy", "epoch002.npy", "epoch003.npy"]
+  assert np.load(workdir / experiment.LATENT_EMBEDDINGS_DIR / "epoch001.npy").shape[0] == 64
+  # Epoch 1 is drawn again in the projection of the new last epoch, so its frame changes.
+  assert (workdir / "plots" / "latent_epoch001.png").read_bytes() != first
+  with Image.open(workdir / "plots" / "latent.gif") as gif:
+    assert gif.n_frames == 3
