@@ -420,33 +420,35 @@ def table_sentence(finding, stats) -> str:
   m = lambda arm, metric: _mean(stats, arm, metric)
   maps = "; ".join(f"{arm.name} MAP@R {m(arm.name, 'mean_average_precision_at_r'):.3f}"
                    for arm in finding.arms if "_lr_" not in arm.name)
-  bce = [arm.name for arm in finding.arms if "bce_mnist" in arm.name]
-  per_seed = lambda arm, metric: [v for v in stats.get(arm, {}).get(metric, []) if v is not None]
-  stuck, learnt = [], []  # (arm, seed) pairs: head started all-positive or not
-  for arm in bce:
-    for auc, positive in zip(per_seed(arm, "roc_auc"), per_seed(arm, "head_init_positive")):
-      (stuck if positive else learnt).append(auc)
-  losses = [loss for arm in bce for loss, positive in zip(per_seed(arm, "train_loss"),
-                                                          per_seed(arm, "head_init_positive"))
-            if positive]
-  saturated = [v for arm in bce for v in per_seed(arm, "logit_saturated")]
-  spread = [v for arm in bce for v in per_seed(arm, "logit_std")]
-  if not stuck and not learnt:
+  bce = [arm for arm in finding.arms
+         if "bce_mnist" in arm.name and stats.get(arm.name, {}).get("head_init_positive")]
+  per_seed = lambda arm, metric: [v for v in stats[arm.name].get(metric, []) if v is not None]
+  runs = [dict(arm=arm, auc=auc, positive=positive, loss=loss, std=std, saturated=saturated)
+          for arm in bce for auc, positive, loss, std, saturated in zip(*(
+              per_seed(arm, metric) for metric in ("roc_auc", "head_init_positive", "train_loss",
+                                                   "logit_std", "logit_saturated")))]
+  if not runs:
     return maps
-  aucs = "; ".join(f"{arm} " + "/".join(f"{100 * v:.0f}" for v in per_seed(arm, "roc_auc"))
-                   for arm in bce)
   mean = lambda values: float(np.mean(values)) if values else float("nan")
-  follows = sum(auc < 0.75 for auc in stuck) + sum(auc >= 0.75 for auc in learnt)
+  stuck = [r for r in runs if r["auc"] < 0.75]
+  aucs = "; ".join(f"{arm.name} " + "/".join(f"{100 * v:.0f}" for v in per_seed(arm, "roc_auc"))
+                   for arm in bce)
+  rate = lambda arm: findings_lib.arm_config(arm, 0).optimizer.learning_rate
+  by_rate = "; ".join(
+      f"{arm.name} (learning rate {rate(arm):g}) {_pct(mean([r['auc'] for r in runs if r['arm'] is arm and r['positive']]))}"
+      for arm in bce)
   return (f"{maps} (mlp_: the Dense 256, 256, 2 stand-in of the earlier report, else "
-          f"EmbeddingNet). Pair BCE on MNIST, ROC AUC per seed (%): {aucs}. The runs whose head Dense(1) on the 2-D |f(a) - f(b)| starts with both "
-          f"weights > 0 ({len(stuck)} runs; seeds share their head initialisation across arms) "
-          f"end at ROC AUC {_pct(mean(stuck))} with a final train loss of {mean(losses):.3f} "
-          f"(ln 2 = 0.693: they never leave chance), the others at {_pct(mean(learnt))}. Their "
-          f"logits do not saturate: test-logit std {mean(spread):.2f}, "
-          f"{_pct(mean(saturated))} beyond |5|. In {follows} of {len(stuck) + len(learnt)} runs "
-          "(learning rates 1e-4, 1e-3 and 1e-2 included) the head's initial sign tells a run "
-          "below 75 % ROC AUC from one above: with two inputs to the head, both weights > 0 make "
-          "a larger distance mean 'same' from the first step")
+          f"EmbeddingNet). Pair BCE on MNIST, ROC AUC per seed (%): {aucs}. {len(stuck)} of "
+          f"{len(runs)} runs stay at chance (ROC AUC < 75 %, final train loss "
+          f"{mean([r['loss'] for r in stuck]):.3f}; ln 2 = 0.693), {int(sum(r['positive'] for r in stuck))}"
+          f" of them runs whose head, Dense(1) on the 2-D |f(a) - f(b)|, starts with both weights "
+          f"> 0 (a larger distance means 'same' at the first step; the head's initialisation "
+          f"depends on the seed only, so the arms share it), and {sum(not r['positive'] for r in runs if r['auc'] >= 0.75)}"
+          f" of the {sum(not r['positive'] for r in runs)} runs that start otherwise learn. Not a "
+          f"saturating sigmoid: the stuck runs' test logits have std "
+          f"{mean([r['std'] for r in stuck]):.2f} and {_pct(mean([r['saturated'] for r in stuck]))}"
+          f" beyond |5| (p stays near 0.5). The learning rate decides whether such a start "
+          f"escapes; ROC AUC of the runs that start with both weights > 0: {by_rate}")
 
 
 # ---------------------------------------------------------------------------- writing

@@ -125,9 +125,12 @@ def test_table_sentence_ties_the_bce_outcome_to_the_heads_initial_sign():
                       train_loss=[0.693, 0.3, 0.694], logit_std=[0.01, 3.0, 0.02],
                       logit_saturated=[0.0, 0.1, 0.0])
   sentence = make_report.table_sentence(finding, stats)
-  assert "4 runs" in sentence and "In 6 of 6 runs" in sentence and "47.5 %" in sentence
+  assert "4 of 6 runs stay at chance" in sentence and "4 of them" in sentence
+  assert "2 of the 2 runs that start otherwise learn" in sentence
+  assert "bce_mnist (learning rate 0.001) 47.5 %" in sentence and "std 0.01" in sentence
   stats["bce_mnist"]["roc_auc"] = [0.9, 0.95, 0.5]  # a run that learnt although it started > 0
-  assert "In 5 of 6 runs" in make_report.table_sentence(finding, stats)
+  sentence = make_report.table_sentence(finding, stats)
+  assert "3 of 6 runs stay at chance" in sentence and "bce_mnist (learning rate 0.001) 70.0 %" in sentence
 
 
 def _write_run(folder, config, epochs=None, image_size=28):
