@@ -60,11 +60,14 @@ def test_unwritable_cache_is_skipped(monkeypatch, tmp_path):
   assert caches.load_arrays("k") is None
 
 
-def test_compilation_cache_keeps_a_folder_already_set():
-  before = jax.config.jax_compilation_cache_dir  # tests/conftest.py sets pytest's
-  assert before
-  assert caches.enable_compilation_cache() == before
-  assert jax.config.jax_compilation_cache_dir == before
+def test_compilation_cache_keeps_a_folder_already_set(tmp_path):
+  before = jax.config.jax_compilation_cache_dir  # tests/conftest.py sets pytest's (or None)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "set_before"))
+  try:
+    assert caches.enable_compilation_cache() == str(tmp_path / "set_before")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "set_before")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)
 
 
 def test_second_read_of_a_split_needs_no_tensorflow(monkeypatch, tmp_path):
