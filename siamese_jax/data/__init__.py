@@ -52,7 +52,8 @@ SPLITS = {"mnist": ("train", "test"), "fashion_mnist": ("train", "test"),
           "omniglot": ("train", "test", "small1", "small2"), "uci_digits": ("train", "test")}
 NAMES = tuple(SPLITS)  # the datasets with offline routes; load also takes FOLDER and tfds names
 FOLDER = "folder"
-SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY: how a folder without train/ is split
+SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY but "alphabets": how a folder without
+# train/ is split
 
 
 def default_data_dir() -> pathlib.Path:
