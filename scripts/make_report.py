@@ -53,6 +53,7 @@ FULL = {
 FULL_DEFAULT = {"train.epochs": 10}
 QUICK = {"train.epochs": 1}  # on top of each config's "tiny" variant (experiments/default.py)
 EVAL_PAIRS = {"full": 2000, "quick": 200}
+META = "_meta"  # results.json: {"runs": {finding: {workdir: wall s}}, "figures": {finding: [...]}}
 EPISODES = {"full": 400, "quick": 20}
 
 
@@ -632,7 +633,7 @@ def main(argv=None) -> int:
   write_markdown(out_dir / name, mode, seeds, sections, started, figures,
                  {run: t for runs in run_seconds.values() for run, t in runs.items()}, kept)
   (out_dir / name).with_suffix(".json").write_text(json.dumps(
-      {**{f.key: s for f, s, _ in sections}, "_runs": run_seconds, "_figures": figures},
+      {**{f.key: s for f, s, _ in sections}, META: {"runs": run_seconds, "figures": figures}},
       indent=1, default=float))
   print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min"
         + (f", keeping the sections of {', '.join(kept)} from the last report" if kept else ""))
@@ -663,6 +664,7 @@ def keep_earlier_sections(path: pathlib.Path, sections: list, figures: dict,
   if not earlier_path.exists():
     return []
   earlier = json.loads(earlier_path.read_text())
+  meta = earlier.get(META, {})
   done = {finding.key for finding, _, _ in sections}
   kept = []
   for finding in findings_lib.FINDINGS:
@@ -680,12 +682,13 @@ def keep_earlier_sections(path: pathlib.Path, sections: list, figures: dict,
       print(f"note: {finding.key}: kept from the last report without {', '.join(missing)}",
             file=sys.stderr)
     sections.append((finding, stats, (reproduced, sentence)))
-    if finding.key in earlier.get("_figures", {}):
-      figures[finding.key] = [tuple(f) for f in earlier["_figures"][finding.key]]
-    else:  # a report written before figures were recorded: its files, by name
-      figures[finding.key] = [("latent spaces", str(f.relative_to(path.parent))) for f in sorted(
-          (path.parent / "figures").glob(f"{finding.key}_latent*.png"))]
-    run_seconds[finding.key] = earlier.get("_runs", {}).get(finding.key, {})
+    found = ([tuple(f) for f in meta["figures"][finding.key]] if finding.key in meta.get(
+        "figures", {}) else  # a report written before figures were recorded: its files, by name
+             [("latent spaces", str(f.relative_to(path.parent))) for f in sorted(
+                 (path.parent / "figures").glob(f"{finding.key}_latent*.png"))])
+    if found:
+      figures[finding.key] = found
+    run_seconds[finding.key] = meta.get("runs", {}).get(finding.key, {})
     kept.append(finding.key)
   order = [finding.key for finding in findings_lib.FINDINGS]
   sections.sort(key=lambda section: order.index(section[0].key))

@@ -179,7 +179,7 @@ def test_only_keeps_the_other_findings_sections_of_the_last_report(tmp_path):
   svm_stats = {"bce_abs": {"svm_learned": [0.8]}}  # its arm changed: svm_raw_pixels missing
   path.with_suffix(".json").write_text(json.dumps({
       "abs": abs_stats, "svm": svm_stats, "heads": {"distance": {}},
-      "_runs": {"abs": {"runs/a": 60.0}}, "_figures": {}}))
+      "_meta": {"runs": {"abs": {"runs/a": 60.0}}, "figures": {}}}))
   sections, figures, runs = [(_finding("keras"), {}, (None, ""))], {}, {}
   kept = make_report.keep_earlier_sections(path, sections, figures, runs)
   assert kept == ["heads", "abs", "svm"]
