@@ -67,6 +67,8 @@ def arm_config(finding, arm, seed: int, mode: str):
     overrides["train.batch_size"] = min(dict(arm.overrides)["train.batch_size"], 512)
   overrides.update({"plots.animation": False,
                     "plots.latent": finding.extra in ("latent", "retrieval")})
+  if mode == "quick" and config.model.test_time_shift:  # 9 views, not 25: the same code path
+    overrides["model.test_time_shift"] = 1
   return default.override(config, overrides)
 
 
