@@ -63,7 +63,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from siamese_jax import batches, models, scoring, sharding, train  # noqa: E402
+from siamese_jax import batches, models, random_bits, scoring, sharding, train  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -357,44 +357,6 @@ def run_case(case: Case, repeats: int, min_seconds: float, profile_dir: str | No
 
 # ----------------------------------------------------------------------------- ablation
 
-def _threefry2x32_unrolled(k1, k2, x1, x2):
-  """JAX's threefry2x32 hash written out: the 20 rounds unrolled, as JAX lowers it for GPUs.
-  On CPU JAX lowers it as a 5-trip while loop (for compile time), which XLA cannot fuse."""
-  rotl = lambda x, d: (x << np.uint32(d)) | (x >> np.uint32(32 - d))
-  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
-  x = [x1 + ks[0], x2 + ks[1]]
-  for i in range(5):
-    for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
-      x[0] = x[0] + x[1]
-      x[1] = x[0] ^ rotl(x[1], r)
-    x[0] = x[0] + ks[(i + 1) % 3]
-    x[1] = x[1] + ks[(i + 2) % 3] + np.uint32(i + 1)
-  return x
-
-
-def _unrolled_random_bits(key_data, bit_width, shape):
-  """jax.random's partitionable threefry bits (counter = flat index), hash unrolled."""
-  if math.prod(shape) >= 2**32 or bit_width not in (8, 16, 32):
-    raise NotImplementedError("the ablation's bits: under 2**32 of 8, 16 or 32 bits")
-  strides = np.cumprod((tuple(shape[1:]) + (1,))[::-1])[::-1]
-  low = sum(jax.lax.broadcasted_iota(jnp.uint32, shape, d) * np.uint32(s)
-            for d, s in enumerate(strides)) if shape else jnp.zeros((), jnp.uint32)
-  b1, b2 = _threefry2x32_unrolled(key_data[0], key_data[1], jnp.zeros(shape, jnp.uint32), low)
-  return (b1 ^ b2).astype({8: jnp.uint8, 16: jnp.uint16, 32: jnp.uint32}[bit_width])
-
-
-def _unrolled_threefry_impl():
-  """A PRNG implementation giving the same bits as jax.random's default (threefry2x32,
-  partitionable), with keys derived by it and only the bulk bits computed unrolled."""
-  from jax.extend import random as jax_random
-  wrap = lambda data: jax.random.wrap_key_data(data, impl="threefry2x32")
-  return jax_random.define_prng_impl(
-      key_shape=(2,), seed=lambda s: jax.random.key_data(jax.random.key(s)),
-      split=lambda data, shape: jax.random.key_data(jax.random.split(wrap(data), shape)),
-      fold_in=lambda data, n: jax.random.key_data(jax.random.fold_in(wrap(data), n)),
-      random_bits=_unrolled_random_bits, name="threefry2x32_unrolled", tag="tfu")
-
-
 def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
   """ms a step of the MLP case with parts of the step removed, each a scan of ``steps`` steps
   timed interleaved (best of ``repeats``): where the time of a step goes."""
@@ -448,12 +410,10 @@ def ablation(case: Case, data, batch_spec, steps: int, repeats: int) -> dict:
   key = jax.random.key(3)
   weights = tuple(jax.random.normal(key, shape) * 0.05 for shape in ((784, 128), (128, 128),
                                                                        (128, 128)))
-  unrolled = _unrolled_threefry_impl()
-
   def unrolled_dropout_epoch(state, data, key):  # train.make_train_epoch but for the dropout key
     def body(state, i):
       batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
-      dropout_key = jax.random.wrap_key_data(jax.random.key_data(dropout_key), impl=unrolled)
+      dropout_key = random_bits.unrolled(dropout_key)  # the same bits, the hash unrolled
       return train.train_step(state, batches.sample_batch(batch_key, data, batch_spec),
                               dropout_key, spec)
     return jax.lax.scan(body, state, jnp.arange(steps))
