@@ -335,7 +335,9 @@ def one_shot_accuracy(key, embeddings, labels, n_way: int, k_shot: int = 1, epis
     return jnp.mean(jnp.argmax(scores, axis=1) == jnp.arange(n_way))
 
   keys = jax.random.split(key, episodes)
-  # Host-side checks of sample_episode run once here, with concrete class lists.
-  samplers.sample_episode(keys[0], index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
-                          within_alphabet=within_alphabet, classes=classes)
-  return float(jnp.mean(jax.lax.map(episode_correct, keys)))
+  # sample_episode's host-side checks (concrete class lists) run once here, while tracing: no
+  # op-by-op dispatch, which compiled every op of the sampler for every call.
+  jax.eval_shape(lambda k: samplers.sample_episode(
+      k, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
+      within_alphabet=within_alphabet, classes=classes), keys[0])
+  return float(jax.jit(lambda ks: jnp.mean(jax.lax.map(episode_correct, ks)))(keys))

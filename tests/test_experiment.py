@@ -1,6 +1,8 @@
 """siamese_jax.experiment beyond a single run (tests/test_main.py covers one run's outputs): the
 latent animation of a run that is extended keeps every epoch, all drawn again in one view."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,3 +30,26 @@ def test_extended_run_redraws_every_epoch_in_one_view(tmp_path, tfds_dir):
   assert (workdir / "plots" / "latent_epoch001.png").read_bytes() != first
   with Image.open(workdir / "plots" / "latent.gif") as gif:
     assert gif.n_frames == 3
+
+
+def _memory_maps() -> int:
+  with open("/proc/self/maps") as maps:
+    return sum(1 for _ in maps)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
+def test_runs_in_one_process_release_their_compiled_programs(tmp_path, tfds_dir, shared_data):
+  """Each XLA:CPU program holds memory maps, hundreds for a convnet's training call; runs that
+  kept theirs reached vm.max_map_count (65,530) after ~60 Omniglot runs in one process (the
+  report's quick mode) and segfaulted. Each seed holds out other validation characters, so each
+  run compiles programs of new shapes."""
+  config = lambda seed: tiny_config("omniglot", tfds_dir, **{
+      "seed": seed, "data.dir": str(shared_data / "omniglot"), "plots.latent": False,
+      "plots.animation": False, "model.filters": 8, "model.embedding_dim": 16,
+      "model.test_time_shift": 1})
+  experiment.train_and_evaluate(config(0), str(tmp_path / "run0"))
+  before = _memory_maps()
+  for seed in (1, 2):
+    experiment.train_and_evaluate(config(seed), str(tmp_path / f"run{seed}"))
+  grew = _memory_maps() - before
+  assert grew < 200, f"two runs kept {grew} memory maps"

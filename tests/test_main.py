@@ -125,7 +125,9 @@ def test_omniglot_default_tiny_trains_the_cosine_classifier_and_reports_one_shot
   summary = experiment.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["steps"] == 12
   assert summary["splits"]["validation"]["by"] == "classes"
-  trained_classes = 4 * (136 - len(summary["splits"]["validation"]["validation_classes"]))
+  per_character = 8 if config.data.mirror_classes else 4  # 4 rotations, each also mirrored
+  trained_classes = per_character * (
+      136 - len(summary["splits"]["validation"]["validation_classes"]))
   assert summary["config"]["model"]["num_classes"] == trained_classes
   for way in ("5_way", "20_way"):
     assert 0.0 <= summary["test"]["one_shot"][way] <= 1.0
