@@ -69,6 +69,8 @@ def arm_config(finding, arm, seed: int, mode: str):
                     "plots.latent": finding.extra in ("latent", "retrieval")})
   if mode == "quick" and config.model.test_time_shift:  # 9 views, not 25: the same code path
     overrides["model.test_time_shift"] = 1
+  if mode == "quick" and config.model.encoder == "convnet4":  # Omniglot's arms: a narrow convnet
+    overrides["model.filters"] = min(config.model.filters, 16)
   return default.override(config, overrides)
 
 
