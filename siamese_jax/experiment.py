@@ -378,10 +378,11 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   if summary is not None:
     summary.update(train_seconds=train_seconds, wall_seconds=time.time() - started)
     workdir_lib.write_json(workdir / workdir_lib.SUMMARY_FILE, summary)
-  # Release this run's compiled programs. XLA:CPU maps each one's code into ~1,000 memory regions
-  # that JAX's caches keep alive; ~60 runs in one process (a sweep, the report) reach the kernel's
-  # vm.max_map_count (65,530) and the next program load segfaults. Later runs of the same shapes
-  # reload them from the persistent compilation cache.
+  # Release this run's compiled programs. XLA:CPU maps their code into memory regions that JAX's
+  # caches keep alive (~1,000 more for each Omniglot run); ~60 such runs in one process (a sweep,
+  # the report) reach the kernel's vm.max_map_count (65,530) and the next program load segfaults.
+  # Later runs of the same shapes reload them from the persistent compilation cache where it is on
+  # (main.py turns it on).
   jax.clear_caches()
   return summary
 

@@ -1,5 +1,6 @@
 """siamese_jax.experiment beyond a single run (tests/test_main.py covers one run's outputs): the
-latent animation of a run that is extended keeps every epoch, all drawn again in one view."""
+latent animation of a run that is extended keeps every epoch, all drawn again in one view; runs
+in one process release their compiled programs."""
 
 import os
 
@@ -39,9 +40,9 @@ def _memory_maps() -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="Linux only")
 def test_runs_in_one_process_release_their_compiled_programs(tmp_path, tfds_dir, shared_data):
-  """Each XLA:CPU program holds memory maps, hundreds for a convnet's training call; runs that
-  kept theirs reached vm.max_map_count (65,530) after ~60 Omniglot runs in one process (the
-  report's quick mode) and segfaulted. Each seed holds out other validation characters, so each
+  """XLA:CPU programs hold memory maps (~1,000 more for each Omniglot run); runs that kept theirs
+  reached vm.max_map_count (65,530) after ~60 Omniglot runs in one process (the report's quick
+  mode) and segfaulted. Each seed holds out other validation characters, so each
   run compiles programs of new shapes."""
   config = lambda seed: tiny_config("omniglot", tfds_dir, **{
       "seed": seed, "data.dir": str(shared_data / "omniglot"), "plots.latent": False,

@@ -66,7 +66,7 @@ def test_unknown_finding_is_a_one_line_error(capsys):
 
 @pytest.mark.slow
 def test_quick_report_of_every_finding_writes_tables_verdicts_and_figures(tmp_path, tfds_dir):
-  """The whole report in quick mode: every arm of every finding, one seed (~9 min on 2 cores)."""
+  """The whole report in quick mode: every arm of every finding, one seed (11.6 min on 2 cores)."""
   out, runs = tmp_path / "docs", tmp_path / "runs"
   common = ["--quick", "--seeds", "1", "--runs", str(runs), "--out", str(out),
             "--tfds_data_dir", tfds_dir]
