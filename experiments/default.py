@@ -79,6 +79,8 @@ KEYS = (
     Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
     Key("model.filters", 64, "convnet4 width (filters per block); resnet*: the first stage's, "
         "doubled at every next stage"),
+    Key("model.filter_growth", 1, "convnet4: block i has model.filters * filter_growth**i "
+        "filters (2: 32, 64, 128, 256 from 32)"),
     Key("model.test_time_shift", 0, "evaluation embeddings (one-shot, retrieval, pairs, "
         "siamese_jax.inference) are the mean over the image shifted by up to this many pixels "
         "each way ((2s+1)^2 views; 0: off); per-epoch validation pairs are scored without"),
@@ -128,6 +130,8 @@ KEYS = (
         "1 +- this (Koch et al.: 0.2)"),
     Key("train.augment_shear", 0.0, "with train.augment: each axis also sheared by a random "
         "+- this (Koch et al.: 0.3)"),
+    Key("train.augment_elastic", 0.0, "with train.augment: each pixel also moved by a smooth "
+        "random field of up to this many pixels (a 4 x 4 lattice of offsets, interpolated)"),
     Key("train.augment_crop", placeholder(tuple), "random resized crops covering this range of "
         "the image's area, e.g. (0.35, 1.0), resized back (colour images; None: off)"),
     Key("train.augment_crop_ratio", (3 / 4, 4 / 3), "aspect-ratio range (w / h) of those crops"),

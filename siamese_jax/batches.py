@@ -30,6 +30,7 @@ class BatchSpec:
   augment: bool = False  # random rotation + shift of every image (Koch et al.'s distortions)
   augment_scale: float = 0.0  # with augment: each axis scaled by 1 +- this
   augment_shear: float = 0.0  # with augment: each axis sheared by +- this
+  augment_elastic: float = 0.0  # with augment: a smooth random warp of up to this many pixels
   crop_scale: tuple[float, float] | None = None  # random resized crops of this area range
   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # their aspect ratio (w / h) range
   flip: bool = False  # random left-right flips
@@ -48,6 +49,7 @@ def batch_spec_from_config(config, kind: str) -> BatchSpec:
                    pair_source=config.train.pair_source, augment=config.train.augment,
                    augment_scale=config.train.augment_scale,
                    augment_shear=config.train.augment_shear,
+                   augment_elastic=config.train.augment_elastic,
                    crop_scale=None if crop is None else tuple(float(s) for s in crop),
                    crop_ratio=tuple(float(r) for r in config.train.augment_crop_ratio),
                    flip=config.train.augment_flip)
@@ -99,7 +101,7 @@ def _augment_images(key, x, spec: BatchSpec):
   """The random views ``spec`` asks for, of images [B, H, W, C] (same shape and dtype)."""
   if spec.augment:
     x = samplers.transform_view(key, x, max_scale=spec.augment_scale,
-                                max_shear=spec.augment_shear)
+                                max_shear=spec.augment_shear, elastic=spec.augment_elastic)
   if spec.crop_scale is not None:
     x = augment.random_resized_crop(jax.random.fold_in(key, 1), x, spec.crop_scale,
                                     spec.crop_ratio)

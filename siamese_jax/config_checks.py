@@ -116,6 +116,7 @@ def validate(config) -> None:
   _require(0 <= config.model.input_dropout < 1,
            f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
   _positive(config.model.filters, "model.filters", int)
+  _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
   if config.loss.name == "cosine_softmax":  # a CosFace margin of 0 is NormFace
     _require(isinstance(config.loss.margin, (int, float)) and 0 <= config.loss.margin < 2,
@@ -219,7 +220,7 @@ def _check_augmentation(train_config) -> None:
   _range_pair(train_config.augment_crop_ratio, "train.augment_crop_ratio", None, "(0.75, 1.33)")
   _require(isinstance(train_config.augment_flip, bool),
            f"train.augment_flip={train_config.augment_flip!r} must be True or False")
-  for name, top in (("augment_scale", 1.0), ("augment_shear", 1.0)):
+  for name, top in (("augment_scale", 1.0), ("augment_shear", 1.0), ("augment_elastic", 8.0)):
     value = train_config[name]
     _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < top,
              f"train.{name}={value!r} must be a number in [0, {top:g}), e.g. 0.2")

@@ -142,20 +142,23 @@ class ConvNet4(nn.Module):
   """Four blocks of Conv 3x3 SAME -> GroupNorm -> relu -> max pool 2, then Dense.
 
   GroupNorm (not BatchNorm) keeps the encoder free of batch statistics. ``filters`` must be
-  divisible by ``norm_groups``. x: [B, 28, 28, C] -> (28, 14, 7, 3, 1) -> [B, embedding_dim];
-  without ``final_pool`` the Dense layer reads the last block's 3 x 3 map (where in the
-  character a stroke is), not its maximum.
+  divisible by ``norm_groups``. Block i has ``filters * filter_growth ** i`` channels (growth 2:
+  widths double as the map halves, about the same compute as constant width at twice the first
+  block's). x: [B, 28, 28, C] -> (28, 14, 7, 3, 1) -> [B, embedding_dim]; without ``final_pool``
+  the Dense layer reads the last block's 3 x 3 map (where in the character a stroke is), not its
+  maximum.
   """
   filters: int = 64
   embedding_dim: int = 64
   norm_groups: int = 8
   final_pool: bool = True
+  filter_growth: int = 1
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     for block in range(4):
-      x = nn.Conv(self.filters, (3, 3), padding="SAME")(x)
+      x = nn.Conv(self.filters * self.filter_growth ** block, (3, 3), padding="SAME")(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups)(x))
       if block < 3 or self.final_pool:
         x = _max_pool_2(x)
@@ -376,8 +379,10 @@ ENCODERS: dict[str, Component] = {
     "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True),
     "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True),
     "convnet4": Component(lambda m: ConvNet4(filters=m.filters, norm_groups=m.norm_groups,
-                                             final_pool=m.final_pool, **_dim(m)),
-                          ("embedding_dim", "filters", "norm_groups", "final_pool"), True),
+                                             final_pool=m.final_pool,
+                                             filter_growth=m.filter_growth, **_dim(m)),
+                          ("embedding_dim", "filters", "norm_groups", "final_pool",
+                           "filter_growth"), True),
     "resnet18": Component(lambda m: resnet.resnet18(**_resnet_args(m)),
                           ("embedding_dim", "filters", "norm_groups"), True),
     "resnet34": Component(lambda m: resnet.resnet34(**_resnet_args(m)),

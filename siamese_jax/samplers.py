@@ -270,15 +270,20 @@ def keras_example_pairs(labels, num_classes: int | None = None, seed: int = 0):
 
 
 def transform_view(key, images, max_shift: float = 2.0, max_degrees: float = 15.0,
-                   invert: bool = False, max_scale: float = 0.0, max_shear: float = 0.0):
+                   invert: bool = False, max_scale: float = 0.0, max_shear: float = 0.0,
+                   elastic: float = 0.0, elastic_grid: int = 4):
   """A random view of each image: a rotation about the centre and a shift (and, where asked, a
-  scaling and shear of each axis: Koch et al.'s affine distortions), then optionally 255 - x.
+  scaling and shear of each axis: Koch et al.'s affine distortions, and an elastic warp), then
+  optionally 255 - x.
 
   images: [B, H, W, C] (uint8 or float); returns the same shape and dtype. Angles are uniform in
   +-max_degrees, shifts uniform in +-max_shift pixels (sub-pixel, bilinear), each axis's scale
   in 1 +- max_scale and shear in +-max_shear; pixels from outside repeat the nearest edge, which
   is background for MNIST (0) and Omniglot (255). ``invert`` assumes the uint8 range [0, 255].
   With max_scale = max_shear = 0 no scale or shear is drawn (the views of a rotation and shift).
+  ``elastic`` > 0 also moves every source pixel by a smooth random field (as handwriting varies
+  between writers; Simard et al. 2003): offsets uniform in +-elastic pixels on an
+  ``elastic_grid`` x ``elastic_grid`` lattice over the image, bilinearly interpolated between.
   """
   b, h, w, _ = images.shape
   k_angle, k_shift = jax.random.split(key)
@@ -290,17 +295,22 @@ def transform_view(key, images, max_shift: float = 2.0, max_degrees: float = 15.
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                             indexing="ij")
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+  lattice = jax.random.uniform(jax.random.fold_in(key, 2), (b, 2, elastic_grid, elastic_grid),
+                               minval=-elastic, maxval=elastic)
+  field = jax.image.resize(lattice, (b, 2, h, w), "linear")  # [B, 2, H, W]: (dy, dx) per pixel
 
-  def one(image, a, s, zoom, slant):  # image [H, W, C]: the source pixel of every output pixel
+  def one(image, a, s, zoom, slant, offsets):  # image [H, W, C]: each output pixel's source
     y, x = rows - cy - s[0], cols - cx - s[1]
     if max_scale or max_shear:
       y, x = (y + slant[0] * x) / zoom[0], (x + slant[1] * y) / zoom[1]
     src_y = jnp.cos(a) * y + jnp.sin(a) * x + cy
     src_x = -jnp.sin(a) * y + jnp.cos(a) * x + cx
+    if elastic:
+      src_y, src_x = src_y + offsets[0], src_x + offsets[1]
     warp = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [src_y, src_x], 1, "nearest")
     return jax.vmap(warp, in_axes=2, out_axes=2)(image.astype(jnp.float32))
 
-  out = jax.vmap(one)(images, angle, shift, scale, shear)
+  out = jax.vmap(one)(images, angle, shift, scale, shear, field)
   if invert:
     out = 255.0 - out
   if jnp.issubdtype(images.dtype, jnp.integer):
