@@ -76,6 +76,11 @@ def test_encoder_values_28(name):
     (models.ConvNet4(), 640 + 3 * 36_928 + 4 * 128 + 4_160),
     # without the last pool the dense layer reads the 3x3x64 map: 576*64+64 = 36,928.
     (models.ConvNet4(final_pool=False), 640 + 3 * 36_928 + 4 * 128 + 36_928),
+    # filter_growth 2 from 32: convs 1*32 (+32), 32*64, 64*128, 128*256 (3 x 3, with biases),
+    # GroupNorm 2 * (32 + 64 + 128 + 256), dense 3*3*256*64+64 (no final pool).
+    (models.ConvNet4(filters=32, filter_growth=2, final_pool=False),
+     (9 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (9 * 128 * 256 + 256)
+     + 2 * (32 + 64 + 128 + 256) + (9 * 256 * 64 + 64)),
 ])
 def test_conv_encoder_parameter_count_28(encoder, expected):
   x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)

@@ -239,3 +239,19 @@ def test_transform_view_scale_and_shear():
   # zero ranges draw nothing: the view of rotation and shift alone, bit for bit
   np.testing.assert_array_equal(samplers.transform_view(key, image, max_scale=0.0, max_shear=0.0),
                                 samplers.transform_view(key, image))
+
+
+def test_transform_view_elastic_warp_is_smooth_local_and_off_at_zero():
+  key = jax.random.key(2)
+  image = np.zeros((4, 28, 28, 1), np.float32)
+  image[:, 6:22, 13:15] = 255.0  # a vertical stroke
+  still = dict(max_shift=0.0, max_degrees=0.0)
+  warped = np.asarray(samplers.transform_view(key, image, elastic=2.0, **still))
+  assert warped.shape == image.shape and not np.allclose(warped, image)
+  assert not np.allclose(warped[0], warped[1])  # a field per image
+  # offsets of at most 2 pixels: no ink more than 2 pixels (plus interpolation) from the stroke
+  cols = np.nonzero(warped.max(axis=(0, 1, 3)) > 0)[0]
+  assert cols.min() >= 13 - 3 and cols.max() <= 14 + 3
+  # elastic 0 draws nothing: the view of rotation and shift alone, bit for bit
+  np.testing.assert_array_equal(samplers.transform_view(key, image, elastic=0.0),
+                                samplers.transform_view(key, image))
