@@ -164,6 +164,12 @@ FINDINGS = (
              # issue 16: the default (experiments/omniglot.py), what it is without each part,
              # and what was tried and left out (Koch et al.'s scale and shear, 42 x 42 images)
              Arm("cosine_classifier", base="omniglot"),
+             Arm("no_elastic", base="omniglot", overrides=(("train.augment_elastic", 0.0),)),
+             Arm("constant_width", base="omniglot",
+                 overrides=(("model.filters", 64), ("model.filter_growth", 1))),
+             Arm("constant_width_no_elastic", base="omniglot", overrides=(
+                 ("model.filters", 64), ("model.filter_growth", 1),
+                 ("train.augment_elastic", 0.0))),  # the default before stop 15
              Arm("no_mirrored_classes", base="omniglot",
                  overrides=(("data.mirror_classes", False),)),
              Arm("no_new_classes", base="omniglot",
