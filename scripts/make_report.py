@@ -630,7 +630,7 @@ def main(argv=None) -> int:
       stats["raw pixels"] = {metric: [value] * len(seeds) for metric, value in pixels.items()}
     if finding.extra in ("latent", "retrieval"):
       figures[finding.key] = _latent_figures(finding, workdirs, out_dir)
-    sections.append((finding, stats, verdict(finding, stats)))
+    sections.append((finding, stats, (*_with_unrun_arms(finding, stats, workdirs, seeds),)))
   name = "results_quick.md" if mode == "quick" else "results.md"
   kept = keep_earlier_sections(out_dir / name, sections, figures, run_seconds) if args.only else []
   for key in kept:  # a report written before runs were recorded: find them (no training)
@@ -659,6 +659,21 @@ def finished_runs(finding, seeds, mode: str, runs_dir: pathlib.Path) -> dict:
       if workdir is not None:
         found[str(workdir)] = json.loads((workdir / "summary.json").read_text())["wall_seconds"]
   return found
+
+
+def _with_unrun_arms(finding, stats, workdirs: dict, seeds: list) -> tuple:
+  """The finding's verdict, its sentence saying which arms have fewer finished runs than seeds
+  (--train_only leaves them out or short): their numbers are not yet 3-seed figures."""
+  reproduced, sentence = verdict(finding, stats)
+  unrun = [arm.name for arm in finding.arms if arm.name not in workdirs]
+  short = [f"{arm.name} {len(workdirs[arm.name])} of {len(seeds)}" for arm in finding.arms
+           if 0 < len(workdirs.get(arm.name, ())) < len(seeds)]
+  if short:
+    sentence += f". Seeds run so far: {', '.join(short)}"
+  if unrun:
+    sentence += (f". Not yet run: {', '.join(unrun)} (make_report.py --only {finding.key} "
+                 "--train_only ARMS)")
+  return reproduced, sentence
 
 
 def keep_earlier_sections(path: pathlib.Path, sections: list, figures: dict,

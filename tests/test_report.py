@@ -50,6 +50,23 @@ def test_omniglot_verdict_is_issue_16s_target_for_the_best_arm():
   assert make_report.verdict(_finding("omniglot"), stats(0.75, 0.95))[0] is False
 
 
+def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
+  finding = _finding("omniglot")
+  stats = {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
+           "cosine_classifier": {"oneshot_20way": [0.79] * 3, "oneshot_5way": [0.93] * 3,
+                                 "train_minutes": [17] * 3},
+           "raw pixels": {"oneshot_20way": [0.15], "oneshot_5way": [0.4]}}
+  workdirs = {"contrastive": ["a"], "cosine_classifier": ["b", "c", "d"]}
+  reproduced, sentence = make_report._with_unrun_arms(finding, stats, workdirs, [0, 1, 2])
+  assert reproduced is False
+  assert "Seeds run so far: contrastive 1 of 3" in sentence and "cosine_classifier 3" not in sentence
+  unrun = sentence.split("Not yet run: ")[1]
+  assert "no_elastic" in unrun and "koch_l1_bce" in unrun and "cosine_classifier" not in unrun
+  all_run = {arm.name: ["w"] * 3 for arm in finding.arms}
+  assert make_report._with_unrun_arms(finding, stats, all_run, [0, 1, 2])[1] == (
+      make_report.verdict(finding, stats)[1])
+
+
 def test_cluster_elongation_tells_round_from_spindly():
   rng = np.random.default_rng(0)
   labels = np.repeat([0, 1], 500)
