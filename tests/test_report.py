@@ -203,3 +203,16 @@ def test_only_keeps_the_other_findings_sections_of_the_last_report(tmp_path):
   assert [f.key for f, _, _ in sections] == ["keras", "heads", "abs", "svm"]  # FINDINGS order
   assert sections[2][2][0] is True and runs["abs"] == {"runs/a": 60.0}
   assert "not yet run" in sections[1][2][1] and "no verdict" in sections[1][2][1]
+
+
+def test_omniglot_pair_arms_keep_the_config_they_were_run_with():
+  """The pair arms start from OMNIGLOT_PAIRS, the default as it was before issue 16: a key the
+  default gains later (the widths, the elastic warp) must not leak into them, or their finished
+  runs no longer match and the report drops them."""
+  finding = _finding("omniglot")
+  for arm in finding.arms:
+    if dict(arm.overrides).get("loss.name") in ("contrastive", "bce", "triplet") or \
+        dict(arm.overrides).get("model.head") == "abs_diff" or arm.name.startswith("contrastive"):
+      config = findings.arm_config(arm, 0)
+      assert config.model.filters == 32 and config.model.filter_growth == 1, arm.name
+      assert config.train.augment_elastic == 0.0, arm.name
