@@ -630,7 +630,7 @@ def main(argv=None) -> int:
       stats["raw pixels"] = {metric: [value] * len(seeds) for metric, value in pixels.items()}
     if finding.extra in ("latent", "retrieval"):
       figures[finding.key] = _latent_figures(finding, workdirs, out_dir)
-    sections.append((finding, stats, (*_with_unrun_arms(finding, stats, workdirs, seeds),)))
+    sections.append((finding, stats, _with_unrun_arms(finding, stats, workdirs, seeds)))
   name = "results_quick.md" if mode == "quick" else "results.md"
   kept = keep_earlier_sections(out_dir / name, sections, figures, run_seconds) if args.only else []
   for key in kept:  # a report written before runs were recorded: find them (no training)

@@ -295,22 +295,24 @@ def transform_view(key, images, max_shift: float = 2.0, max_degrees: float = 15.
   rows, cols = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32),
                             indexing="ij")
   cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-  lattice = jax.random.uniform(jax.random.fold_in(key, 2), (b, 2, elastic_grid, elastic_grid),
-                               minval=-elastic, maxval=elastic)
-  field = jax.image.resize(lattice, (b, 2, h, w), "linear")  # [B, 2, H, W]: (dy, dx) per pixel
+  per_image = (images, angle, shift, scale, shear)
+  if elastic:  # drawn only when asked: the warp-free view is the hot path of most runs
+    lattice = jax.random.uniform(jax.random.fold_in(key, 2), (b, 2, elastic_grid, elastic_grid),
+                                 minval=-elastic, maxval=elastic)
+    per_image += (jax.image.resize(lattice, (b, 2, h, w), "linear"),)  # [B, 2, H, W]: (dy, dx)
 
-  def one(image, a, s, zoom, slant, offsets):  # image [H, W, C]: each output pixel's source
+  def one(image, a, s, zoom, slant, offsets=None):  # image [H, W, C]: each output pixel's source
     y, x = rows - cy - s[0], cols - cx - s[1]
     if max_scale or max_shear:
       y, x = (y + slant[0] * x) / zoom[0], (x + slant[1] * y) / zoom[1]
     src_y = jnp.cos(a) * y + jnp.sin(a) * x + cy
     src_x = -jnp.sin(a) * y + jnp.cos(a) * x + cx
-    if elastic:
+    if offsets is not None:
       src_y, src_x = src_y + offsets[0], src_x + offsets[1]
     warp = lambda channel: jax.scipy.ndimage.map_coordinates(channel, [src_y, src_x], 1, "nearest")
     return jax.vmap(warp, in_axes=2, out_axes=2)(image.astype(jnp.float32))
 
-  out = jax.vmap(one)(images, angle, shift, scale, shear, field)
+  out = jax.vmap(one)(*per_image)
   if invert:
     out = 255.0 - out
   if jnp.issubdtype(images.dtype, jnp.integer):
