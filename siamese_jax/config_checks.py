@@ -220,10 +220,11 @@ def _check_augmentation(train_config) -> None:
   _range_pair(train_config.augment_crop_ratio, "train.augment_crop_ratio", None, "(0.75, 1.33)")
   _require(isinstance(train_config.augment_flip, bool),
            f"train.augment_flip={train_config.augment_flip!r} must be True or False")
-  for name, top in (("augment_scale", 1.0), ("augment_shear", 1.0), ("augment_elastic", 8.0)):
+  for name, top, example in (("augment_scale", 1.0, "0.2"), ("augment_shear", 1.0, "0.2"),
+                             ("augment_elastic", 8.0, "2.5 (pixels)")):
     value = train_config[name]
     _require(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < top,
-             f"train.{name}={value!r} must be a number in [0, {top:g}), e.g. 0.2")
+             f"train.{name}={value!r} must be a number in [0, {top:g}), e.g. {example}")
 
 
 def unused_keys(config) -> list[str]:

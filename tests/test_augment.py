@@ -86,7 +86,8 @@ def test_batch_spec_augmentation_is_applied_to_sampled_batches():
     ({"train.augment_crop_ratio": (0.0, 1.0)}, "train.augment_crop_ratio"),
     ({"train.augment_scale": 1.5}, r"train.augment_scale=1.5 must be a number in \[0, 1\)"),
     ({"train.augment_shear": -0.1}, "train.augment_shear"),
-    ({"train.augment_elastic": 9.0}, r"train.augment_elastic=9.0 must be a number in \[0, 8\)"),
+    ({"train.augment_elastic": 9.0},
+     r"train.augment_elastic=9.0 must be a number in \[0, 8\), e.g. 2.5 \(pixels\)"),
     ({"model.filter_growth": 0}, "model.filter_growth=0 must be a positive number"),
 ])
 def test_bad_augmentation_keys_are_refused_naming_the_key(changes, match):
