@@ -48,9 +48,9 @@ FULL = {
     "table": {"train.epochs": 5},
     "towers": {"train.epochs": 3},
     "new_classes": {"train.epochs": 5},
-    "omniglot": {"train.epochs": 25},
+    "omniglot": {},  # each arm's own length (experiments/findings.py)
 }
-FULL_DEFAULT = {"train.epochs": 10}
+FULL_DEFAULT = {"train.epochs": 10}  # findings not in FULL
 QUICK = {"train.epochs": 1}  # on top of each config's "tiny" variant (experiments/default.py)
 EVAL_PAIRS = {"full": 2000, "quick": 200}
 META = "_meta"  # results.json: {"runs": {finding: {workdir: wall s}}, "figures": {finding: [...]}}
@@ -62,7 +62,7 @@ EPISODES = {"full": 400, "quick": 20}
 
 def arm_config(finding, arm, seed: int, mode: str):
   config = findings_lib.arm_config(arm, seed, "tiny" if mode == "quick" else None)
-  overrides = dict(QUICK) if mode == "quick" else {**FULL_DEFAULT, **FULL.get(finding.key, {})}
+  overrides = dict(QUICK) if mode == "quick" else FULL.get(finding.key, FULL_DEFAULT)
   if mode == "quick" and dict(arm.overrides).get("train.batch_size"):
     overrides["train.batch_size"] = min(dict(arm.overrides)["train.batch_size"], 512)
   overrides.update({"plots.animation": False,
@@ -405,13 +405,12 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
         f"every MNIST arm verifies pairs of 8 and 9 with ROC AUC >= 90 % (lowest: {worst}, "
         f"{_pct(m(worst, 'new_roc_auc'))})")
   if key == "omniglot":
-    best = max((arm.name for arm in finding.arms if arm.name in stats),
-               key=lambda n: m(n, "oneshot_20way"))
-    pixels = m("raw pixels", "oneshot_20way")
-    twenty, five = m(best, "oneshot_20way"), m(best, "oneshot_5way")
+    default_arm = "cosine_classifier"  # experiments/omniglot.py as it is: the target is its
+    pixels = m("raw pixels", "oneshot_20way")  # (choosing the best arm would choose on test)
+    twenty, five = m(default_arm, "oneshot_20way"), m(default_arm, "oneshot_5way")
     return twenty >= 0.80 and five >= 0.93, (
-        f"best 20-way one-shot {_pct(twenty)}, 5-way {_pct(five)} ({best}, "
-        f"{m(best, 'train_minutes'):.0f} min of training) against issue 16's target of 80 % and "
+        f"the default config ({default_arm}): 20-way one-shot {_pct(twenty)}, 5-way "
+        f"{_pct(five)}, {m(default_arm, 'train_minutes'):.0f} min of training, against issue 16's target of 80 % and "
         f"93 %; raw pixels {_pct(pixels)} 20-way, chance 5 %. Trained on small1 only (5 "
         "alphabets, 2,720 drawings) at 28 x 28 on 2 CPU cores, tested within each alphabet of "
         "small2 that small1 lacks; Koch et al.'s 92 % 20-way comes from 30 background alphabets "

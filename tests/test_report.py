@@ -38,9 +38,10 @@ def test_abs_and_svm_verdicts_compare_the_arms():
   assert make_report.verdict(_finding("svm"), svm(0.7, 0.74))[0] is False
 
 
-def test_omniglot_verdict_is_issue_16s_target_for_the_best_arm():
-  def stats(twenty, five):
+def test_omniglot_verdict_is_issue_16s_target_for_the_default_config():
+  def stats(twenty, five):  # an ablation arm above the default does not count: chosen on test
     return {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
+            "no_affine": {"oneshot_20way": [0.9], "oneshot_5way": [0.99], "train_minutes": [9]},
             "cosine_classifier": {"oneshot_20way": [twenty] * 3, "oneshot_5way": [five] * 3,
                                   "train_minutes": [20] * 3},
             "raw pixels": {"oneshot_20way": [0.15], "oneshot_5way": [0.4]}}
@@ -216,3 +217,22 @@ def test_omniglot_pair_arms_keep_the_config_they_were_run_with():
       config = findings.arm_config(arm, 0)
       assert config.model.filters == 32 and config.model.filter_growth == 1, arm.name
       assert config.train.augment_elastic == 0.0, arm.name
+
+
+def test_omniglot_arms_train_their_own_length_in_the_full_report():
+  """The default arm trains as long as experiments/omniglot.py says, the pair arms and the
+  previous default as long as they ran, the ablations as long as their reference (epochs_12);
+  findings not in make_report.FULL keep its default length."""
+  from experiments import omniglot
+  finding = _finding("omniglot")
+  configs = {arm.name: make_report.arm_config(finding, arm, 0, "full") for arm in finding.arms}
+  assert configs["cosine_classifier"].train.epochs == omniglot.get_config().train.epochs
+  assert configs["contrastive"].train.epochs == configs["previous_default"].train.epochs == 25
+  ablations = [arm.name for arm in finding.arms][finding.arms.index(
+      next(arm for arm in finding.arms if arm.name == "epochs_12")):]
+  assert len(ablations) > 5 and {configs[name].train.epochs for name in ablations} == {12}
+  reference = configs["epochs_12"]
+  assert configs["no_elastic"].train.augment_elastic == 0 < reference.train.augment_elastic
+  heads = _finding("heads")
+  assert make_report.arm_config(heads, heads.arms[0], 0, "full").train.epochs == (
+      make_report.FULL_DEFAULT["train.epochs"])
