@@ -168,6 +168,7 @@ FINDINGS = (
              # issue 16: the default (experiments/omniglot.py) at its full length, and the
              # default before stop 15 at its length (its 3 seeds are finished runs)
              Arm("cosine_classifier", base="omniglot"),
+             Arm("epochs_25", base="omniglot", overrides=(("train.epochs", 25),)),
              Arm("previous_default", base="omniglot", overrides=(
                  ("model.filters", 64), ("model.filter_growth", 1),
                  ("train.augment_elastic", 0.0), ("train.epochs", 25))),
@@ -196,7 +197,8 @@ FINDINGS = (
              Arm("image_42", base="omniglot",
                  overrides=ABLATION_LENGTH + (("data.image_size", 42),))),
             note="the pair arms (koch_l1_bce to contrastive_affine) ran 25 epochs; "
-                 "cosine_classifier is experiments/omniglot.py as it is, previous_default the "
+                 "cosine_classifier is experiments/omniglot.py as it is, epochs_25 the same at its "
+                 "length before stop 16, previous_default the "
                  "default before stop 15 (width 64, no warp, 25 epochs); the arms from epochs_12 "
                  "on take one part out of the default, or add one that was left out, and ran 12 "
                  "epochs each against the default at 12 epochs (epochs_12), so that 3 seeds of "

@@ -6,7 +6,7 @@ downloads it where there is a network; see siamese_jax/data). With
 again (that is how the tests run it offline).
 
 With 7x the drawings of small1 an epoch takes 7x as long (about 2,200 steps of 64 with the
-rotated and mirrored classes), so it trains 5 epochs, about 1.4x the default's steps; meant for a
+rotated and mirrored classes), so it trains 5 epochs, about the default's steps; meant for a
 machine with more than 2 CPU cores or an accelerator.
 """
 
