@@ -97,7 +97,8 @@ def compatible_run(config, runs_dir: pathlib.Path) -> pathlib.Path | None:
   """A finished run in ``runs_dir`` whose config.json is ``config`` except for keys it lacks that
   ``config`` has at their declared default (keys added since it ran: they change the hash, not the
   run). A default whose value changed is in the old config.json, so it never matches; model.* and
-  loss.* keys the chosen model and loss do not read are not compared. Values
+  loss.* keys the chosen model and loss do not read are not compared, nor plots the run drew
+  that ``config`` does not ask for. Values
   filled in from the data where the config says None match what the run stored: a classifier's
   model.num_classes, and data.image_size where the run's images had that size."""
   wanted = _flat(json.loads(config.to_json_best_effort()))
@@ -111,6 +112,10 @@ def compatible_run(config, runs_dir: pathlib.Path) -> pathlib.Path | None:
       continue
     derived = {"model.num_classes"} if wanted.get("model.num_classes") is None else set()
     derived |= unread  # keys the model and loss do not read cannot change the run
+    # Plots are drawn beside training and change nothing in it: a run with more of them will do
+    # (e.g. `python main.py`'s own run copied in), one with fewer lacks figures a finding shows.
+    derived |= {k for k in ("plots.animation", "plots.latent")
+                if not wanted.get(k) and saved.get(k) is not None}
     if wanted.get("data.image_size") is None and saved.get("data.image_size") is not None:
       summary = json.loads((saved_path.parent / "summary.json").read_text())
       if summary["splits"]["train"]["shape"][1] == saved["data.image_size"]:

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments import findings
+from experiments import default, findings
 from tests.helpers import REPO_ROOT
 _spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "scripts" / "make_report.py")
 make_report = importlib.util.module_from_spec(_spec)
@@ -176,6 +176,18 @@ def test_compatible_run_ignores_keys_added_at_their_default_only(tmp_path):
   longer = contrastive.get_config()
   longer.train.epochs += 1  # not finished for this many epochs
   assert make_report.compatible_run(longer, tmp_path) is None
+
+
+def test_compatible_run_takes_a_run_that_drew_more_plots_not_fewer(tmp_path):
+  """`python main.py`'s run (latent plots and their GIF on) is the report's run without them:
+  plots change nothing in training. A run without the latent plots a finding shows is not."""
+  from experiments import contrastive
+  _write_run(tmp_path / "plotted", contrastive.get_config())  # plots on: the default
+  report = default.override(contrastive.get_config(),
+                            {"plots.animation": False, "plots.latent": False})
+  assert make_report.compatible_run(report, tmp_path) == tmp_path / "plotted"
+  _write_run(tmp_path / "bare" / "run", report)
+  assert make_report.compatible_run(contrastive.get_config(), tmp_path / "bare") is None
 
 
 def test_compatible_run_takes_values_the_run_filled_in_from_its_data(tmp_path):
