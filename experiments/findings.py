@@ -165,8 +165,9 @@ FINDINGS = (
                  overrides=OMNIGLOT_PAIRS + BCE + (("train.augment", True),)),
              Arm("contrastive_affine", base="omniglot",
                  overrides=OMNIGLOT_PAIRS + (("train.augment", True),)),
-             # issue 16: the default (experiments/omniglot.py) at its full length, and the
-             # default before stop 15 at its length (its 3 seeds are finished runs)
+             # issue 16: the default (experiments/omniglot.py) at its full length; the same at
+             # the 25 epochs it had before stop 16, and the default before stop 15 (3 finished
+             # runs each)
              Arm("cosine_classifier", base="omniglot"),
              Arm("epochs_25", base="omniglot", overrides=(("train.epochs", 25),)),
              Arm("previous_default", base="omniglot", overrides=(
