@@ -39,8 +39,10 @@ OMNIGLOT_PAIRS = (
     ("model.head", "distance"), ("model.distance", "euclidean"), ("loss.name", "contrastive"),
     ("loss.margin", 1.0), ("loss.threshold", 0.5), ("optimizer.schedule", "constant"),
     ("train.augment", False), ("data.mirror_classes", False), ("model.final_pool", True),
-    ("model.test_time_shift", 0), ("model.filter_growth", 1), ("train.augment_elastic", 0.0),
-    ("train.epochs", 25))
+    ("model.test_time_shift", 0), ("model.filter_growth", 1), ("train.augment_elastic", 0.0))
+# The report's pair arms: that model, trained as long as the default was then (the tests reuse
+# OMNIGLOT_PAIRS at their own length)
+OMNIGLOT_PAIR_ARM = OMNIGLOT_PAIRS + (("train.epochs", 25),)
 # The Omniglot ablations: each arm that takes one part out of the default trains this long
 ABLATION_LENGTH = (("train.epochs", 12),)
 
@@ -156,15 +158,15 @@ FINDINGS = (
     Finding("omniglot", "Omniglot one-shot on alphabets never trained on",
             "Koch et al. 2015: a Siamese convnet generalises to unseen alphabets; issue 16's "
             "target from the minimal split: >= 80 % 20-way and >= 93 % 5-way within alphabet",
-            (Arm("koch_l1_bce", base="omniglot", overrides=OMNIGLOT_PAIRS + BCE),
-             Arm("contrastive", base="omniglot", overrides=OMNIGLOT_PAIRS),
-             Arm("triplet", base="omniglot", overrides=OMNIGLOT_PAIRS + (
+            (Arm("koch_l1_bce", base="omniglot", overrides=OMNIGLOT_PAIR_ARM + BCE),
+             Arm("contrastive", base="omniglot", overrides=OMNIGLOT_PAIR_ARM),
+             Arm("triplet", base="omniglot", overrides=OMNIGLOT_PAIR_ARM + (
                  ("loss.name", "triplet"), ("loss.margin", 0.5), ("loss.threshold", 0.25),
                  ("train.classes_per_batch", 16), ("train.samples_per_class", 4))),
              Arm("koch_l1_bce_affine", base="omniglot",
-                 overrides=OMNIGLOT_PAIRS + BCE + (("train.augment", True),)),
+                 overrides=OMNIGLOT_PAIR_ARM + BCE + (("train.augment", True),)),
              Arm("contrastive_affine", base="omniglot",
-                 overrides=OMNIGLOT_PAIRS + (("train.augment", True),)),
+                 overrides=OMNIGLOT_PAIR_ARM + (("train.augment", True),)),
              # issue 16: the default (experiments/omniglot.py) at its full length; the same at
              # the 25 epochs it had before stop 16, and the default before stop 15 (3 finished
              # runs each)
