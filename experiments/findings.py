@@ -205,7 +205,7 @@ FINDINGS = (
                  "default before stop 15 (width 64, no warp, 25 epochs); the arms from epochs_12 "
                  "on take one part out of the default, or add one that was left out, and ran 12 "
                  "epochs each against the default at 12 epochs (epochs_12), so that 3 seeds of "
-                 "each fit the report's time (~10 min a run instead of ~25)",
+                 "each fit the report's time (12 of the default's 35 epochs a run)",
             extra="oneshot"),
 )
 

@@ -62,7 +62,7 @@ EPISODES = {"full": 400, "quick": 20}
 
 def arm_config(finding, arm, seed: int, mode: str):
   config = findings_lib.arm_config(arm, seed, "tiny" if mode == "quick" else None)
-  overrides = dict(QUICK) if mode == "quick" else FULL.get(finding.key, FULL_DEFAULT)
+  overrides = dict(QUICK if mode == "quick" else FULL.get(finding.key, FULL_DEFAULT))  # a copy
   if mode == "quick" and dict(arm.overrides).get("train.batch_size"):
     overrides["train.batch_size"] = min(dict(arm.overrides)["train.batch_size"], 512)
   overrides.update({"plots.animation": False,
@@ -410,14 +410,16 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
         f"every MNIST arm verifies pairs of 8 and 9 with ROC AUC >= 90 % (lowest: {worst}, "
         f"{_pct(m(worst, 'new_roc_auc'))})")
   if key == "omniglot":
-    default_arm = "cosine_classifier"  # experiments/omniglot.py as it is: the target is its
-    pixels = m("raw pixels", "oneshot_20way")  # (choosing the best arm would choose on test)
+    # The target is experiments/omniglot.py's as it is: choosing the best arm would choose on test.
+    default_arm = "cosine_classifier"
+    pixels = m("raw pixels", "oneshot_20way")
     twenty, five = m(default_arm, "oneshot_20way"), m(default_arm, "oneshot_5way")
     return twenty >= 0.80 and five >= 0.93, (
         f"the default config ({default_arm}): 20-way one-shot {_pct(twenty)}, 5-way "
-        f"{_pct(five)}, {m(default_arm, 'train_minutes'):.0f} min of training, against issue 16's target of 80 % and "
-        f"93 %; raw pixels {_pct(pixels)} 20-way, chance 5 %. Trained on small1 only (5 "
-        "alphabets, 2,720 drawings) at 28 x 28 on 2 CPU cores, tested within each alphabet of "
+        f"{_pct(five)}, {m(default_arm, 'train_minutes'):.0f} min of training, against issue "
+        f"16's target of 80 % and 93 %; raw pixels {_pct(pixels)} 20-way, chance 5 %. Trained "
+        "on small1 only (5 alphabets, 2,720 drawings) at 28 x 28 on 2 CPU cores, tested within "
+        "each alphabet of "
         "small2 that small1 lacks; Koch et al.'s 92 % 20-way comes from 30 background alphabets "
         "at 105 x 105. On the same minimal splits Lake et al. 2015 (Science 350:1332, p. 1335) "
         "report a deep convnet at 24.0 % and 22.3 % error (small1, small2; 76.0 / 77.7 % "

@@ -240,11 +240,12 @@ def test_omniglot_arms_train_their_own_length_in_the_full_report():
   configs = {arm.name: make_report.arm_config(finding, arm, 0, "full") for arm in finding.arms}
   assert configs["cosine_classifier"].train.epochs == omniglot.get_config().train.epochs
   assert configs["contrastive"].train.epochs == configs["previous_default"].train.epochs == 25
-  ablations = [arm.name for arm in finding.arms][finding.arms.index(
-      next(arm for arm in finding.arms if arm.name == "epochs_12")):]
+  names = [arm.name for arm in finding.arms]
+  ablations = names[names.index("epochs_12"):]
   assert len(ablations) > 5 and {configs[name].train.epochs for name in ablations} == {12}
   reference = configs["epochs_12"]
   assert configs["no_elastic"].train.augment_elastic == 0 < reference.train.augment_elastic
   heads = _finding("heads")
   assert make_report.arm_config(heads, heads.arms[0], 0, "full").train.epochs == (
       make_report.FULL_DEFAULT["train.epochs"])
+  assert make_report.FULL_DEFAULT == {"train.epochs": 10} and make_report.FULL["omniglot"] == {}
