@@ -306,6 +306,26 @@ def svm_pair_accuracy(train_features, train_same, test_features, test_same, seed
 # ------------------------------------------------------------------------------ one-shot
 
 
+EPISODES_PER_SCORING_CALL = 100  # bounds the [episodes N N K, D] pair arrays of one call
+
+
+@functools.partial(jax.jit, static_argnames=("n_way", "k_shot", "within_alphabet"))
+def _episode_embeddings(keys, embeddings, index, classes, alphabet_of_class, *, n_way: int,
+                        k_shot: int, within_alphabet: bool):
+  """The episodes drawn with keys [E]: support [E, N K, D] (class n at rows n K .. n K + K - 1)
+  and query [E, N, D] rows of embeddings [M, D]. Compiled once per shape and episode kind, so
+  every evaluation of a run (and of the runs after it) reuses it. Traced, alphabet_of_class [C]
+  gives C alphabet slots instead of max + 1: the same episodes, as threefry's uniform draws
+  (jax_threefry_partitionable) do not depend on the length asked for."""
+  def draw(key):
+    support, query, _ = samplers.sample_episode(
+        key, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
+        within_alphabet=within_alphabet, classes=classes)
+    return support.reshape(-1), query[:, 0]
+  support, query = jax.vmap(draw)(keys)
+  return embeddings[support], embeddings[query]
+
+
 def one_shot_accuracy(key, embeddings, labels, n_way: int, k_shot: int = 1, episodes: int = 400,
                       similarity: Callable | None = None, classes=None, alphabet_of_class=None,
                       within_alphabet: bool = False) -> float:
@@ -321,23 +341,24 @@ def one_shot_accuracy(key, embeddings, labels, n_way: int, k_shot: int = 1, epis
     similarity = lambda a, b: -distances.batch_euclidean(a, b)
   labels = np.asarray(labels)
   index = samplers.build_class_index(labels, int(labels.max()) + 1)
-  embeddings = jnp.asarray(embeddings)
-
-  def episode_correct(episode_key):
-    support, query, _ = samplers.sample_episode(
-        episode_key, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
-        within_alphabet=within_alphabet, classes=classes)
-    support_emb = embeddings[support.reshape(-1)]  # [N K, D], class n at rows n K .. n K + K - 1
-    query_emb = embeddings[query[:, 0]]  # [N, D]
-    q = jnp.repeat(query_emb, n_way * k_shot, axis=0)
-    s = jnp.tile(support_emb, (n_way, 1))
-    scores = similarity(q, s).reshape(n_way, n_way, k_shot).max(axis=2)  # [query, class]
-    return jnp.mean(jnp.argmax(scores, axis=1) == jnp.arange(n_way))
-
+  if alphabet_of_class is not None:
+    alphabet_of_class = np.asarray(alphabet_of_class, np.int32)
+  if classes is not None:
+    classes = np.asarray(classes, np.int32)
   keys = jax.random.split(key, episodes)
-  # sample_episode's host-side checks (concrete class lists) run once here, while tracing: no
-  # op-by-op dispatch, which compiled every op of the sampler for every call.
+  # sample_episode's host-side checks (concrete class lists: a clear ValueError) run here once.
   jax.eval_shape(lambda k: samplers.sample_episode(
       k, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
       within_alphabet=within_alphabet, classes=classes), keys[0])
-  return float(jax.jit(lambda ks: jnp.mean(jax.lax.map(episode_correct, ks)))(keys))
+  support, query = _episode_embeddings(
+      keys, jnp.asarray(embeddings), index, classes, alphabet_of_class, n_way=n_way,
+      k_shot=k_shot, within_alphabet=within_alphabet)
+  per_episode = []
+  for first in range(0, episodes, EPISODES_PER_SCORING_CALL):  # query n against every support
+    s = support[first:first + EPISODES_PER_SCORING_CALL]  # [e, N K, D]
+    q = query[first:first + EPISODES_PER_SCORING_CALL]  # [e, N, D]
+    pairs_a = jnp.repeat(q, n_way * k_shot, axis=1).reshape(-1, q.shape[-1])
+    pairs_b = jnp.tile(s, (1, n_way, 1)).reshape(-1, s.shape[-1])
+    scores = similarity(pairs_a, pairs_b).reshape(-1, n_way, n_way, k_shot).max(axis=3)
+    per_episode.append(jnp.mean(jnp.argmax(scores, axis=2) == jnp.arange(n_way), axis=1))
+  return float(jnp.mean(jnp.concatenate(per_episode)))
