@@ -154,10 +154,8 @@ def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source):
   return scores, same, pair_scoring.higher_means_same
 
 
-def _embed(state, images, batch_size: int = 1000, tower: int = 0, views: bool = True) -> np.ndarray:
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, tower, views))
-  return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
-                         for i in range(0, len(images), batch_size)])
+def _embed(state, images, tower: int = 0, views: bool = True) -> np.ndarray:
+  return scoring.embed_in_batches(state.apply_fn, state.params, images, tower=tower, views=views)
 
 
 def _pair_features(state, dataset, key, num_pairs):
@@ -312,8 +310,13 @@ def raw_pixel_oneshot(test_set, mode) -> dict:
 
 
 def _mean(stats, arm, metric):
-  values = [v for v in stats[arm].get(metric, []) if v is not None]
+  values = [v for v in stats[arm].get(metric, []) if v is not None]  # KeyError: not run
   return float(np.mean(values)) if values else float("nan")
+
+
+def _std(stats, arm, metric):
+  values = [v for v in stats[arm].get(metric, []) if v is not None]
+  return float(np.std(values)) if values else float("nan")
 
 
 def _pct(x):
@@ -340,8 +343,8 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
     return a - b > 0.05, f"with abs {_pct(a)}, without {_pct(b)}"
   if key == "dropout":
     a, b = m("no_input_dropout", "accuracy_tuned"), m("input_dropout_0.2", "accuracy_tuned")
-    spread = max(np.std(stats["no_input_dropout"]["accuracy_tuned"]),
-                 np.std(stats["input_dropout_0.2"]["accuracy_tuned"]))
+    spread = max(_std(stats, "no_input_dropout", "accuracy_tuned"),
+                 _std(stats, "input_dropout_0.2", "accuracy_tuned"))
     reproduced = a - b > max(2 * spread, 0.002)
     why = "" if reproduced else (
         f"; the gap of {100 * (a - b):.1f} points is not larger than twice the spread over seeds "
@@ -386,7 +389,7 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
         f"{_pct(m(arm.name, 'cross_precision_at_1'))}, MAP@R "
         f"{_pct(m(arm.name, 'cross_map_at_r'))}" for arm in finding.arms)
     gap = m(best, "roc_auc") - m("shared", "roc_auc")
-    spread = max(np.std(stats[best]["roc_auc"]), np.std(stats["shared"]["roc_auc"]))
+    spread = max(_std(stats, best, "roc_auc"), _std(stats, "shared", "roc_auc"))
     compared = ("above" if gap > 2 * spread else "below" if gap < -2 * spread else
                 "no different from")
     return m(best, "roc_auc") >= 0.9, (
@@ -542,6 +545,8 @@ def _latent_figures(finding, workdirs, out_dir) -> list:
   """Seed 0's last latent-space plot of each arm, side by side, copied under docs/figures."""
   frames, titles = [], []
   for arm in finding.arms:
+    if arm.name not in workdirs:  # not run (--train_only)
+      continue
     candidates = sorted((workdirs[arm.name][0] / "plots").glob("latent_epoch*.png"))
     if candidates:
       frames.append(str(candidates[-1]))
@@ -619,6 +624,7 @@ def main(argv=None) -> int:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)
         result = evaluate_run(finding, config, workdir, mode, dataset_cache[data_key])
+        jax.clear_caches()  # this model's programs (their memory maps), as each run releases its own
         results[str(workdir)] = result
         run_seconds.setdefault(finding.key, {})[str(workdir)] = json.loads(
             (workdir / "summary.json").read_text())["wall_seconds"]
@@ -670,7 +676,10 @@ def finished_runs(finding, seeds, mode: str, runs_dir: pathlib.Path) -> dict:
 def _with_unrun_arms(finding, stats, workdirs: dict, seeds: list) -> tuple:
   """The finding's verdict, its sentence saying which arms have fewer finished runs than seeds
   (--train_only leaves them out or short): their numbers are not yet 3-seed figures."""
-  reproduced, sentence = verdict(finding, stats)
+  try:
+    reproduced, sentence = verdict(finding, stats)
+  except KeyError:  # the verdict compares arms not run yet
+    reproduced, sentence = None, "no verdict: it needs arms not run yet"
   unrun = [arm.name for arm in finding.arms if arm.name not in workdirs]
   short = [f"{arm.name} {len(workdirs[arm.name])} of {len(seeds)}" for arm in finding.arms
            if 0 < len(workdirs.get(arm.name, ())) < len(seeds)]

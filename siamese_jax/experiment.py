@@ -489,13 +489,6 @@ def _has_unseen_classes(datasets) -> bool:
   return _unseen(datasets.train, datasets.test)
 
 
-def _embed_all(state, images, batch_size: int = 1000) -> np.ndarray:
-  """Eval-mode embeddings [N, D] of images [N, H, W, C], in batches."""
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x))
-  return np.concatenate([np.asarray(embed(state.params, images[i:i + batch_size]))
-                         for i in range(0, len(images), batch_size)])
-
-
 def _one_shot(state, dataset, embeddings, pair_scoring, key, ways, within_alphabet) -> dict:
   """{"<n>_way": accuracy} of 400 N-way one-shot episodes over ``dataset``'s classes (within an
   alphabet if asked and the data has alphabets); a way with too few classes is left out."""
@@ -521,7 +514,7 @@ def _one_shot(state, dataset, embeddings, pair_scoring, key, ways, within_alphab
 def _unseen_class_metrics(state, test_set, pair_scoring, key) -> dict:
   """Retrieval (P@1, R-precision, MAP@R, k-NN) over the test embeddings and N-way one-shot
   accuracy (within an alphabet where the data has alphabets), for test classes never trained on."""
-  embeddings = _embed_all(state, test_set.images)
+  embeddings = scoring.embed_in_batches(state.apply_fn, state.params, test_set.images)
   return {"retrieval": evaluate.retrieval_metrics(embeddings, test_set.labels,
                                                   distance=pair_scoring.distance),
           "one_shot": _one_shot(state, test_set, embeddings, pair_scoring, key, (5, 20), True)}
@@ -534,7 +527,7 @@ def _validation_one_shot(state, validation, pair_scoring, key, within_alphabet: 
   """One-shot accuracy over the validation classes, the figure to tune on: {"5_way", "10_way"}
   across alphabets (held out by classes), or {"5_way", "20_way"} within each held-out alphabet
   (held out by alphabets, the shape of Omniglot's test)."""
-  embeddings = _embed_all(state, validation.images)
+  embeddings = scoring.embed_in_batches(state.apply_fn, state.params, validation.images)
   ways = (5, 20) if within_alphabet else VALIDATION_WAYS
   return _one_shot(state, validation, embeddings, pair_scoring, key, ways, within_alphabet)
 

@@ -8,10 +8,12 @@ A pair is called "same" at ``threshold`` (the logit's 0 or ``loss.threshold`` on
 until a threshold tuned on validation pairs replaces it.
 """
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from siamese_jax import distances, models
 
@@ -54,6 +56,26 @@ def embed(apply_fn: Callable, params, images: jax.Array, tower: int = 0,
     return apply_fn({"params": params}, x, tower=tower, method="embed", **kwargs)
   return apply_fn({"params": params}, x, method="embed", **kwargs)
 
+
+
+_embed_batch = jax.jit(embed, static_argnames=("apply_fn", "tower", "views"))
+
+
+def embed_in_batches(apply_fn: Callable, params, images, batch_size: int = 1000, tower: int = 0,
+                     views: bool = True) -> np.ndarray:
+  """``embed`` of images [N, H, W, C] in batches of ``batch_size`` (the last one padded), as
+  host embeddings [N, D]: one compiled program per model and image shape, reused by every call
+  until ``jax.clear_caches`` (the end of a run) releases it."""
+  batch_size = max(1, min(batch_size, len(images)))
+  found = []
+  for first in range(0, len(images), batch_size):
+    batch = np.asarray(images[first:first + batch_size])
+    padding = batch_size - len(batch)
+    if padding:
+      batch = np.concatenate([batch, np.zeros((padding,) + batch.shape[1:], batch.dtype)])
+    found.append(np.asarray(_embed_batch(apply_fn, params, batch, tower=tower,
+                                         views=views))[:batch_size - padding])
+  return np.concatenate(found)
 
 def score_embeddings(apply_fn: Callable, params, emb_a: jax.Array, emb_b: jax.Array,
                      scoring: PairScoring) -> jax.Array:

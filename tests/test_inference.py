@@ -160,6 +160,20 @@ def test_embed_is_scoring_embed_in_compiled_buckets(model, digits):
   assert fresh._embed[0]._cache_size() == 6
 
 
+
+def test_embed_in_batches_pads_the_last_batch_and_compiles_once(digits):
+  """The runs' and the report's embedding of a whole split: the same rows as one ``embed`` call,
+  one compiled program for every count of images (the last batch padded)."""
+  fresh = make_model()
+  images = digits[0][:23, ..., None]
+  reference = np.asarray(scoring.embed(fresh.apply_fn, fresh.params, images))
+  before = scoring._embed_batch._cache_size()
+  for count in (23, 17, 10):
+    found = scoring.embed_in_batches(fresh.apply_fn, fresh.params, images[:count], batch_size=10)
+    assert found.shape == (count, 8)
+    np.testing.assert_allclose(found, reference[:count], atol=1e-6)
+  assert scoring._embed_batch._cache_size() == before + 1
+
 def test_score_and_verify_use_the_distance_and_the_threshold(model, digits):
   a, b = digits[0][:6], digits[0][6:12]
   expected = np.linalg.norm(reference_embed(model, a) - reference_embed(model, b), axis=1)

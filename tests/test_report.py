@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments import default, findings
+from siamese_jax import config_checks
 from tests.helpers import REPO_ROOT
 _spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "scripts" / "make_report.py")
 make_report = importlib.util.module_from_spec(_spec)
@@ -63,6 +64,11 @@ def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
   assert "Seeds run so far: contrastive 1 of 3" in sentence and "cosine_classifier 3" not in sentence
   unrun = sentence.split("Not yet run: ")[1]
   assert "no_elastic" in unrun and "koch_l1_bce" in unrun and "cosine_classifier" not in unrun
+  heads = {"distance": {"accuracy_fixed": [0.97]}, "abs_diff": {"accuracy_tuned": [0.95]}}
+  reproduced, sentence = make_report._with_unrun_arms(
+      _finding("heads"), heads, {"distance": ["a"], "abs_diff": ["b"]}, [0])
+  assert reproduced is None and sentence.startswith("no verdict")  # it compares concat, subtract
+  assert "Not yet run: concat, subtract" in sentence
   all_run = {arm.name: ["w"] * 3 for arm in finding.arms}
   assert make_report._with_unrun_arms(finding, stats, all_run, [0, 1, 2])[1] == (
       make_report.verdict(finding, stats)[1])
@@ -82,19 +88,46 @@ def test_unknown_finding_is_a_one_line_error(capsys):
   assert "unknown finding" in capsys.readouterr().err
 
 
+# The quick report's test trains one arm of each finding (two of abs, to compare them): every
+# section, verdict, extra evaluation (SVM, latent figures, retrieval, two sources, new classes,
+# one-shot) and model kind (MLP, EmbeddingNet, convnet4, separate towers; distance, logit and
+# classifier heads; contrastive, BCE, triplet, cross-entropy losses) runs; every other arm must
+# be named as not yet run or show the run of an identical quick config. Every arm's config is
+# validated below, without training.
+QUICK_TEST_ARMS = ("contrastive", "abs_diff", "with_abs", "without_abs", "input_dropout_0.2",
+                   "lr_0.01", "batch_128", "adam", "margin_1", "bce_abs", "triplet_mnist",
+                   "convnet_and_mlp", "mnist", "cosine_classifier")
+
+
+def test_every_arm_of_every_finding_is_a_valid_config_in_both_modes():
+  for finding in findings.FINDINGS:
+    for arm in finding.arms:
+      for mode in ("quick", "full"):
+        config = make_report.arm_config(finding, arm, 0, mode)
+        config_checks.validate(config)  # raises the one-line error a run would stop on
+        assert (config.train.epochs == 1) == (mode == "quick"), (finding.key, arm.name, mode)
+  assert all(any(arm.name in QUICK_TEST_ARMS for arm in finding.arms)
+             for finding in findings.FINDINGS)
+
+
 @pytest.mark.slow
 def test_quick_report_of_every_finding_writes_tables_verdicts_and_figures(tmp_path, tfds_dir):
-  """The whole report in quick mode: every arm of every finding, one seed (11.6 min on 2 cores)."""
+  """The whole report in quick mode, one arm of each finding trained (QUICK_TEST_ARMS)."""
   out, runs = tmp_path / "docs", tmp_path / "runs"
   common = ["--quick", "--seeds", "1", "--runs", str(runs), "--out", str(out),
-            "--tfds_data_dir", tfds_dir]
+            "--tfds_data_dir", tfds_dir, "--train_only", ",".join(QUICK_TEST_ARMS)]
   assert make_report.main(common) == 0
   text = (out / "results_quick.md").read_text()
   for finding in findings.FINDINGS:
     assert f"## {finding.title}" in text
     assert f"| {finding.title} | " in text  # its row in the verdict table
-    for arm in finding.arms:
-      assert f"| {arm.name} |" in text
+    section = text.split(f"## {finding.title}")[1].split("\n## ")[0]
+    not_run = (section.split("Not yet run: ")[1].split(" (make_report")[0].split(", ")
+               if "Not yet run: " in section else [])
+    for arm in finding.arms:  # a row, or named as not run (an arm whose quick config is another
+      shown = f"| {arm.name} |" in section  # trained arm's, e.g. heads/distance, has its run)
+      assert shown != (arm.name in not_run), (finding.key, arm.name)
+      assert shown or arm.name not in QUICK_TEST_ARMS, (finding.key, arm.name)
   assert "| with_abs |" in text and "| without_abs |" in text
   assert "SVM learned" in text and "SVM pixels" in text
   assert "20-way" in text and "| raw pixels |" in text
