@@ -8,7 +8,6 @@ A pair is called "same" at ``threshold`` (the logit's 0 or ``loss.threshold`` on
 until a threshold tuned on validation pairs replaces it.
 """
 
-import functools
 from typing import Callable, NamedTuple
 
 import jax
