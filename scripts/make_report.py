@@ -3,6 +3,7 @@
   .venv/bin/python scripts/make_report.py            # full report (see README for its duration)
   .venv/bin/python scripts/make_report.py --quick    # every arm, tiny runs: checks the pipeline
   .venv/bin/python scripts/make_report.py --only heads,abs --seeds 2
+  .venv/bin/python scripts/make_report.py --only omniglot --train_only no_affine,image_42
 
 Each arm x seed is one ``train_and_evaluate`` run into ``--runs/<mode>/<config hash>`` (arms with
 the same config share their runs; finished runs are reused, so an interrupted report resumes; a
@@ -10,8 +11,8 @@ finished run of the same config before a key was added at a default that keeps i
 reused too, see ``compatible_run``). ``--only`` reruns some findings and keeps the other findings'
 sections of the last report (from results.json, verdicts recomputed).
 The trained model is then restored from its workdir and measured with ``siamese_jax.evaluate``:
-pair verification on pairs of the test split, with the tuned threshold chosen on pairs of a
-disjoint validation half of that split (never on the test half), plus what a finding needs
+pair verification on pairs of the test split, with the tuned threshold chosen on pairs of the
+validation part held out of the training split (never on test data), plus what a finding needs
 (SVM on pair features, retrieval metrics, Omniglot one-shot episodes, latent-space pictures).
 Tables give mean ± std over seeds; each finding gets a verdict computed from its numbers.
 """
