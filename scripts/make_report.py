@@ -149,12 +149,14 @@ def train_once(config, workdir: pathlib.Path) -> pathlib.Path:
 PAIR_BATCH = 500  # evaluate.make_pair_scorer's batch: the same key draws the same pairs
 
 
-def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_weights=True):
+def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_weights=True,
+           embed_split=None):
   """(scores [M], same [M], higher_means_same) of the pairs evaluate.make_pair_scorer draws from
   ``dataset`` with ``key``. Where the split has fewer images than the M pairs hold (Omniglot's
   test alphabets: 2,120 images, 4,000 in the pairs, each with 25 test-time views), each image is
   embedded once and the pairs are scored from the embeddings: the same scores up to float
-  rounding, for about half the work."""
+  rounding, for about half the work. ``embed_split()``: the split's tower-0 embeddings where the
+  caller has them (default: computed here)."""
   data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
                               sharding.make_mesh(jax.devices()[:1]))
   batch_size = min(PAIR_BATCH, num_pairs)
@@ -169,7 +171,7 @@ def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_wei
   drawn = [jax.device_get(draw(jax.random.fold_in(key, i))) for i in range(num_batches)]
   idx_a, idx_b, same = (np.concatenate([d[name] for d in drawn])
                         for name in ("idx_a", "idx_b", "same"))
-  emb_a = _embed(state, dataset.images)
+  emb_a = embed_split() if embed_split else _embed(state, dataset.images)
   emb_b = emb_a if shared_weights else _embed(state, dataset.images, tower=1)
   scores = scoring.score_embeddings(state.apply_fn, state.params, emb_a[idx_a], emb_b[idx_b],
                                     pair_scoring)
@@ -216,10 +218,20 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
   pair_scoring = scoring.pair_scoring_from_config(config)
   key = jax.random.key(config.seed + 100)
   num_pairs = EVAL_PAIRS[mode]
+  train_set, test_set = datasets.train, datasets.test
+  embedded = {}
+
+  def test_embeddings(views: bool = True) -> np.ndarray:
+    """The test split's embeddings [N, D] (tower 0), once for pairs, one-shot and retrieval."""
+    if views not in embedded:
+      embedded[views] = _embed(state, test_set.images, views=views)
+    return embedded[views]
+
   (val_scores, val_same, higher), (test_scores, test_same, _) = [
       _pairs(state, part, jax.random.fold_in(key, i), pair_scoring, num_pairs,
-             config.train.pair_source, config.model.shared_weights)
-      for i, part in enumerate((datasets.validation, datasets.test))]
+             config.train.pair_source, config.model.shared_weights, embed_split)
+      for i, (part, embed_split) in enumerate(((datasets.validation, None),
+                                               (test_set, test_embeddings)))]
   result = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
                                       fixed_threshold=pair_scoring.threshold)
   summary = json.loads((workdir / "summary.json").read_text())
@@ -227,7 +239,6 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
   result.update(train_loss=final.get("train_loss"), train_accuracy=final.get("train_accuracy"),
                 examples_per_second=summary["examples_per_second"],
                 train_seconds=summary["train_seconds"])
-  train_set, test_set = datasets.train, datasets.test
   if finding.extra == "svm":
     train_features = _pair_features(state, train_set, jax.random.fold_in(key, 7), num_pairs)
     test_features = _pair_features(state, test_set, jax.random.fold_in(key, 8), num_pairs)
@@ -236,7 +247,7 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
     result["svm_raw_pixels"] = evaluate.svm_pair_accuracy(train_features[1], train_features[2],
                                                           test_features[1], test_features[2])
   if finding.extra in ("retrieval", "latent"):
-    embeddings = _embed(state, test_set.images)
+    embeddings = test_embeddings()
     if finding.extra == "retrieval":
       result.update(evaluate.retrieval_metrics(embeddings, test_set.labels))
     else:
@@ -254,7 +265,7 @@ def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
     # A model with test-time views is also measured without them (the same trained weights).
     for suffix, views in (("", True), ("_no_views", False))[:1 + bool(
         config.model.test_time_shift)]:
-      embeddings = _embed(state, test_set.images, views=views)
+      embeddings = test_embeddings(views)
       for n_way in (20, 5):
         result[f"oneshot_{n_way}way{suffix}"] = evaluate.one_shot_accuracy(
             jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way,
