@@ -460,8 +460,29 @@ def verdict(finding, stats) -> tuple[bool | None, str]:
         "at 105 x 105. On the same minimal splits Lake et al. 2015 (Science 350:1332, p. 1335) "
         "report a deep convnet at 24.0 % and 22.3 % error (small1, small2; 76.0 / 77.7 % "
         "correct) and BPL at 4.3 / 4.0 %, 20-way within their 10 evaluation alphabets (Lake "
-        "et al. 2019's table of the minimal split was not found to verify)")
+        "et al. 2019's table of the minimal split was not found to verify)"
+        + omniglot_ablation_sentence(finding, stats))
   return None, ""
+
+
+def omniglot_ablation_sentence(finding, stats, reference: str = "epochs_12") -> str:
+  """The arms after ``reference`` in ``finding`` (one part of the default taken out or added,
+  same length) in words: each one's 20-way one-shot difference from ``reference`` in points,
+  beside the seeds' spread, and its training minutes; "" when ``reference`` was not run."""
+  names = [arm.name for arm in finding.arms]
+  if reference not in stats or reference not in names:
+    return ""
+  ablated = [name for name in names[names.index(reference) + 1:] if name in stats]
+  if not ablated:
+    return ""
+  twenty = lambda arm: _mean(stats, arm, "oneshot_20way")
+  spread = lambda arm: _std(stats, arm, "oneshot_20way")
+  minutes = lambda arm: _mean(stats, arm, "train_minutes")
+  parts = [f"{name} {100 * (twenty(name) - twenty(reference)):+.1f} points "
+           f"(std {100 * spread(name):.1f}; {minutes(name):.0f} min)"
+           for name in sorted(ablated, key=twenty, reverse=True)]
+  return (f". At the same length, 20-way one-shot against {reference}'s {_pct(twenty(reference))} "
+          f"(std {100 * spread(reference):.1f}; {minutes(reference):.0f} min): " + ", ".join(parts))
 
 
 def table_sentence(finding, stats) -> str:

@@ -52,6 +52,21 @@ def test_omniglot_verdict_is_issue_16s_target_for_the_default_config():
   assert make_report.verdict(_finding("omniglot"), stats(0.75, 0.95))[0] is False
 
 
+def test_omniglot_verdict_gives_each_ablation_arm_against_the_default_at_its_length():
+  def arm(twenty, minutes):
+    return {"oneshot_20way": twenty, "oneshot_5way": [0.9] * len(twenty),
+            "train_minutes": [minutes] * len(twenty)}
+  stats = {"cosine_classifier": arm([0.8] * 3, 28), "epochs_12": arm([0.72, 0.73, 0.74], 6),
+           "no_elastic": arm([0.70] * 3, 7), "no_new_classes": arm([0.58, 0.57, 0.59], 1),
+           "contrastive": arm([0.4], 2), "raw pixels": arm([0.15], 0)}
+  sentence = make_report.verdict(_finding("omniglot"), stats)[1]
+  ablation = sentence.split("against epochs_12's 73.0 % (std 0.8; 6 min): ")[1]
+  assert ablation == ("no_elastic -3.0 points (std 0.0; 7 min), "
+                      "no_new_classes -15.0 points (std 0.8; 1 min)")  # best first; unrun left out
+  del stats["epochs_12"]
+  assert "At the same length" not in make_report.verdict(_finding("omniglot"), stats)[1]
+
+
 def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
   finding = _finding("omniglot")
   stats = {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
