@@ -674,6 +674,7 @@ def main(argv=None) -> int:
                     config.data.validation_by, config.data.rotation_classes,
                     config.data.mirror_classes, config.seed,
                     config.data.source_b, config.data.train_classes)
+        first_data_key = first_data_key if stats else data_key
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)
@@ -690,8 +691,8 @@ def main(argv=None) -> int:
               f"{result['accuracy_fixed']:.3f}, acc@tuned {result['accuracy_tuned']:.3f} "
               f"({time.time() - run_started:.0f} s; {(time.time() - started) / 60:.1f} min in all)",
               flush=True)
-    if finding.extra == "oneshot":
-      test_set = dataset_cache[data_key].test
+    if finding.extra == "oneshot":  # on the first run's images: arms may change the image size
+      test_set = dataset_cache[first_data_key].test
       pixels = raw_pixel_oneshot(test_set, mode)
       stats["raw pixels"] = {metric: [value] * len(seeds) for metric, value in pixels.items()}
     if finding.extra in ("latent", "retrieval"):
