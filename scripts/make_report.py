@@ -146,9 +146,6 @@ def train_once(config, workdir: pathlib.Path) -> pathlib.Path:
 # ------------------------------------------------------------------------- evaluation
 
 
-PAIR_BATCH = 500  # evaluate.make_pair_scorer's batch: the same key draws the same pairs
-
-
 def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_weights=True,
            embed_split=None):
   """(scores [M], same [M], higher_means_same) of the pairs evaluate.make_pair_scorer draws from
@@ -159,23 +156,19 @@ def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_wei
   caller has them (default: computed here)."""
   data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
                               sharding.make_mesh(jax.devices()[:1]))
-  batch_size = min(PAIR_BATCH, num_pairs)
-  num_batches = max(num_pairs // batch_size, 1)
-  if pair_source != "balanced" or len(dataset.images) >= 2 * batch_size * num_batches:
-    score = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, num_pairs, pair_source,
-                                      batch_size=PAIR_BATCH)
+  spec, num_batches = evaluate.pair_batches(num_pairs, pair_source)
+  if pair_source != "balanced" or len(dataset.images) >= 2 * spec.batch_size * num_batches:
+    score = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, num_pairs, pair_source)
     scores, same = jax.device_get(score(state.params, data, key))
     return scores, same, pair_scoring.higher_means_same
-  spec = batches.BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
-  draw = jax.jit(lambda k: batches.draw_indices(k, data.index, len(dataset.images), spec))
-  drawn = [jax.device_get(draw(jax.random.fold_in(key, i))) for i in range(num_batches)]
-  idx_a, idx_b, same = (np.concatenate([d[name] for d in drawn])
-                        for name in ("idx_a", "idx_b", "same"))
+  drawn = jax.device_get(evaluate.draw_pairs(key, data.index, len(dataset.images), num_pairs,
+                                             pair_source))
+  idx_a, idx_b, same = drawn["idx_a"], drawn["idx_b"], drawn["same"]
   emb_a = embed_split() if embed_split else _embed(state, dataset.images)
   emb_b = emb_a if shared_weights else _embed(state, dataset.images, tower=1)
   scores = scoring.score_embeddings(state.apply_fn, state.params, emb_a[idx_a], emb_b[idx_b],
                                     pair_scoring)
-  return np.asarray(scores), same > 0, pair_scoring.higher_means_same
+  return np.asarray(scores), same, pair_scoring.higher_means_same
 
 
 def _embed(state, images, tower: int = 0, views: bool = True) -> np.ndarray:
@@ -653,7 +646,7 @@ def main(argv=None) -> int:
   done, sections, figures, results, run_seconds = 0, [], {}, {}, {}
   dataset_cache = {}
   for finding in selected:
-    stats, workdirs = {}, {}
+    stats, workdirs, first_data_key = {}, {}, None
     for arm in finding.arms:
       for seed in seeds:
         config = arm_config(finding, arm, seed, mode)
@@ -674,7 +667,7 @@ def main(argv=None) -> int:
                     config.data.validation_by, config.data.rotation_classes,
                     config.data.mirror_classes, config.seed,
                     config.data.source_b, config.data.train_classes)
-        first_data_key = first_data_key if stats else data_key
+        first_data_key = first_data_key or data_key
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = experiment.load_datasets(config)

@@ -124,6 +124,29 @@ def pair_verification(test_scores, test_same, val_scores, val_same, higher_means
   }
 
 
+def pair_batches(num_pairs: int, pair_source: str = "balanced",
+                 batch_size: int = 500) -> tuple[batches.BatchSpec, int]:
+  """(the batch spec, how many batches) in which ``make_pair_scorer`` and ``draw_pairs`` draw
+  ``num_pairs`` pairs: batches of ``batch_size`` (at most ``num_pairs``), at least one."""
+  batch_size = min(batch_size, num_pairs)
+  spec = batches.BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
+  return spec, max(num_pairs // batch_size, 1)
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "num_pairs", "pair_source",
+                                             "batch_size"))
+def draw_pairs(key, index, num_examples: int, num_pairs: int, pair_source: str = "balanced",
+               batch_size: int = 500) -> dict:
+  """{idx_a, idx_b [M] int32, same [M] bool}: the pairs of ``make_pair_scorer`` with the same
+  key and sizes, as indices into the N = ``num_examples`` images ``index`` describes (to score
+  them from embeddings computed once per image)."""
+  spec, num_batches = pair_batches(num_pairs, pair_source, batch_size)
+  drawn = jax.lax.map(lambda i: batches.draw_indices(jax.random.fold_in(key, i), index,
+                                                     num_examples, spec), jnp.arange(num_batches))
+  return {"idx_a": drawn["idx_a"].reshape(-1), "idx_b": drawn["idx_b"].reshape(-1),
+          "same": drawn["same"].reshape(-1) > 0}
+
+
 def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_pairs: int,
                      pair_source: str = "balanced", batch_size: int = 500, views: bool = True):
   """``score(params, data, key) -> (scores [M], same [M] bool)``, one jitted call that draws M
@@ -131,9 +154,7 @@ def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_
   siamese_jax.scoring does (``views=False``: without test-time views, for per-epoch monitoring);
   M is ``num_pairs`` rounded down to whole batches (at least one). The same key gives the same
   pairs, so an evaluation set stays fixed across epochs."""
-  batch_size = min(batch_size, num_pairs)
-  spec = batches.BatchSpec(kind="pairs", batch_size=batch_size, pair_source=pair_source)
-  num_batches = max(num_pairs // batch_size, 1)
+  spec, num_batches = pair_batches(num_pairs, pair_source, batch_size)
 
   @jax.jit
   def score(params, data, key):

@@ -314,10 +314,11 @@ def test_pairs_scored_from_embeddings_are_the_pair_scorers_pairs_and_scores():
                                 labels=labels, num_classes=6)
   pair_scoring = scoring.pair_scoring_from_config(config)
   key = jax.random.key(3)
-  scores, same, _ = make_report._pairs(state, split, key, pair_scoring, 100, "balanced")
   data = sharding.device_data(split.images, labels, 6, sharding.make_mesh(jax.devices()[:1]))
-  expected_scores, expected_same = jax.device_get(evaluate.make_pair_scorer(
-      state.apply_fn, pair_scoring, 100, "balanced")(state.params, data, key))
-  np.testing.assert_array_equal(same, expected_same)
-  np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
-  assert 0 < same.mean() < 1
+  for num_pairs in (100, 1000):  # one batch of 100; two of 500
+    scores, same, _ = make_report._pairs(state, split, key, pair_scoring, num_pairs, "balanced")
+    expected_scores, expected_same = jax.device_get(evaluate.make_pair_scorer(
+        state.apply_fn, pair_scoring, num_pairs, "balanced")(state.params, data, key))
+    np.testing.assert_array_equal(same, expected_same)
+    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
+    assert len(same) == num_pairs and 0 < same.mean() < 1
