@@ -4,7 +4,7 @@
   python main.py --config experiments/triplet.py --workdir runs/triplet --config.train.epochs=3
   python main.py --config experiments/contrastive.py --config.data.name=fashion_mnist
 
-Every config key can be overridden as --config.<section>.<key>=value; experiments/default.py
+Every config key can be overridden as --config.<section>.<key>=value; siamese_jax/config_keys.py
 lists them all. Outputs go to --workdir: metrics.jsonl, summary.json, TensorBoard events,
 checkpoints/ (orbax: the last N and the best) and plots/. Rerunning into the same workdir
 resumes from its last checkpoint.
@@ -29,7 +29,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import default as default_config  # noqa: E402
+from siamese_jax import config_keys  # noqa: E402
 
 
 
@@ -37,8 +37,8 @@ def _config_help() -> str:
   """Every declared key with its default, meaning and (for names) the accepted choices."""
   from siamese_jax import config_checks  # the tables that resolve names
   choices = config_checks.choices()
-  lines = ["", "Config keys (experiments/default.py; override with --config.<key>=value):"]
-  for key in default_config.KEYS:
+  lines = ["", "Config keys (siamese_jax/config_keys.py; override with --config.<key>=value):"]
+  for key in config_keys.KEYS:
     value = key.default.get() if hasattr(key.default, "get") else key.default
     text = key.help + (f"; one of {', '.join(choices[key.path])}" if key.path in choices else "")
     lines.append(f"  {key.path:<28} {value!s:<16} {text}")
@@ -47,7 +47,7 @@ def _config_help() -> str:
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/contrastive.py. Override any key "
-    "with --config.<section>.<key>=value (see experiments/default.py for all keys).",
+    "with --config.<section>.<key>=value (see siamese_jax/config_keys.py for all keys).",
     lock_config=True)
 flags.DEFINE_string("workdir", None, "Output folder (default: runs/<config name>). Rerunning "
                     "into the same folder resumes from its last checkpoint.")

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from siamese_jax import models, train
+from siamese_jax import config_keys, models, train
 from siamese_jax.train import TrainState
 
 # The best checkpoint is the one with the highest ROC AUC on validation pairs (held out of the
@@ -195,10 +195,9 @@ def _read_run_config(workdir: pathlib.Path) -> tuple[ml_collections.ConfigDict, 
 
 
 def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDict:
-  """The declared defaults (experiments/default.py) updated with a saved config's values, so a
+  """The declared defaults (siamese_jax/config_keys.py) updated with a saved config's values, so a
   run saved before a key was declared reads back with that key's default."""
-  from experiments import default
-  config = default.get_config()
+  config = config_keys.get_config()
   flat = {}
 
   def flatten(prefix, node):
@@ -208,10 +207,10 @@ def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDic
       else:
         flat[f"{prefix}{key}"] = value
   flatten("", saved)
-  unknown = [path for path in flat if path not in default.declared_paths()]
+  unknown = [path for path in flat if path not in config_keys.declared_paths()]
   if unknown:
     raise CheckpointError(f"{where}: unknown config keys {', '.join(sorted(unknown))}; {PASS_A_RUN}")
-  return default.override(config, flat)
+  return config_keys.override(config, flat)
 
 
 def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) -> TrainState:

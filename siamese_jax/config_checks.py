@@ -6,7 +6,7 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import data, distances, losses, models, normalization, splits, train
+from siamese_jax import config_keys, data, distances, losses, models, normalization, splits, train
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
@@ -62,9 +62,8 @@ def _value(config, path: str):
 
 def _check_declared_values_set(config) -> None:
   """Every key declared with a value (not a None placeholder) must keep one."""
-  from experiments import default
   from ml_collections.config_dict import FieldReference
-  for key in default.KEYS:
+  for key in config_keys.KEYS:
     if key.default is None or isinstance(key.default, FieldReference):
       continue
     _require(_value(config, key.path) is not None,
@@ -230,8 +229,7 @@ def _check_augmentation(train_config) -> None:
 def unused_keys(config) -> list[str]:
   """One line for each model.* or loss.* key set away from its default that the chosen model or
   loss does not read (it would have no effect)."""
-  from experiments import default
-  defaults = default.get_config()
+  defaults = config_keys.get_config()
   model_reads = models.keys_read(config.model)
   loss_reads = {"name"} | set(train.LOSSES[config.loss.name].reads)
   found = []

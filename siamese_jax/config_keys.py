@@ -1,0 +1,210 @@
+"""Every config key the library reads, declared once, with its default and meaning.
+
+``KEYS`` is the one declaration: each key with its default and what it means. ``get_config()``
+builds the ConfigDict from it, ``python main.py --help`` prints it (with the names each choice
+accepts, read from the tables that resolve them), and an experiment config
+(``experiments/default.py`` and those that start from it) changes only what differs. The library
+reads this module, never ``experiments/``. Values derived from others are ``FieldReference``s: ``loss.threshold`` follows
+``loss.margin`` unless it is set itself.
+
+Variants (big_vision's ``get_config(arg)``): ``experiments/<name>.py:tiny`` is the same config cut
+down to a run of seconds (a few steps of 32 per epoch), used by tests, the report's quick mode and
+benchmarks.
+"""
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+from ml_collections.config_dict import FieldReference, placeholder
+
+
+@dataclasses.dataclass(frozen=True)
+class Key:
+  """One config key: dotted ``path``, its ``default`` and a one-line ``help``. A ``default`` of
+  ``placeholder(type)`` is None but typed, so ``--config.<path>=value`` still parses."""
+  path: str
+  default: Any
+  help: str
+
+
+KEYS = (
+    Key("seed", 0, "PRNG seed for init, sampling, dropout and the validation split."),
+    # data
+    Key("data.name", "mnist", "mnist, fashion_mnist, omniglot (offline routes), 'folder' (your "
+        "images in data.dir/<class>/<file>) or any tfds image dataset name (e.g. cifar10)"),
+    Key("data.dir", placeholder(str), "'folder': the images' root; else a folder with the "
+        "official files (IDX or Omniglot zips), None: search the known places"),
+    Key("data.tfds_data_dir", placeholder(str), "tfds data folder (None: $TFDS_DATA_DIR or "
+        "~/tensorflow_datasets)"),
+    Key("data.image_size", placeholder(int), "resize images to this size (None: keep theirs)"),
+    Key("data.channels", placeholder(int), "1 or 3: convert images (None: keep theirs)"),
+    Key("data.image_key", placeholder(str), "tfds: the image feature (None: the one Image)"),
+    Key("data.label_key", placeholder(str), "tfds: the label feature (None: the one ClassLabel)"),
+    Key("data.skip_bad_images", False, "'folder': leave out (and list) images that do not decode"),
+    Key("data.source_b", placeholder(str), "a second dataset with the same classes (e.g. "
+        "uci_digits, sklearn's 8 x 8 digits beside mnist): train.pair_source='two_source' pairs "
+        "an image of data.name with one of it; both resized to data.image_size"),
+    Key("data.train_classes", placeholder(tuple), "train and validate on these class ids only "
+        "(e.g. (0, 1, 2, 3, 4, 5, 6, 7)); the test split keeps every class, so the others are "
+        "classes never trained on; None: all"),
+    Key("data.split_by", "images", "'classes': test on whole classes never trained on (a tfds "
+        "dataset's two splits are pooled first; Omniglot's are already disjoint); 'images': the "
+        "dataset's own splits ('folder' without train/ and test/: test_fraction of each class)"),
+    Key("data.test_fraction", 0.2, "fraction of the classes (split_by='classes') or of each "
+        "class's images (a 'folder' without train/ and test/) held out as test"),
+    Key("data.train_split", "train", "split to train on (its validation part is held out)"),
+    Key("data.test_split", "test", "split to report on; nothing is chosen on it"),
+    Key("data.validation_fraction", 0.1, "fraction of the training split held out as "
+        "validation: it picks the best checkpoint and the tuned threshold"),
+    Key("data.rotation_classes", False, "add each training class turned by 90, 180 and 270 "
+        "degrees as three new classes (training part only, after the validation split; "
+        "characters, not digits or photos)"),
+    Key("data.mirror_classes", False, "add each training class mirrored left-right as a new "
+        "class (with data.rotation_classes, every turn too: 8 classes per character)"),
+    Key("data.device_budget_mb", placeholder(float), "training images above this many MiB are "
+        "streamed from host memory instead of held on the device (None: half the device's "
+        "memory, or a quarter of host RAM on CPU; see siamese_jax/streaming.py)"),
+    Key("data.validation_by", "auto", "hold out validation 'images' of every class, whole "
+        "'classes' or whole 'alphabets' (Omniglot: one-shot within an alphabet, as its test); auto: classes where the test split has classes never trained on (Omniglot)"),
+    # model
+    Key("model.encoder", "keras_mlp", "the shared tower"),
+    Key("model.head", "distance", "how the two embeddings of a pair become a score"),
+    Key("model.distance", "euclidean", "distance between embeddings (distance head, triplet, "
+        "and how classifier embeddings are compared)"),
+    Key("model.embedding_dim", placeholder(int), "encoder output size (None: the encoder's own)"),
+    Key("model.features", (128, 128, 128), "layer widths of the 'mlp' encoder (last = output)"),
+    Key("model.dropout_rates", (0.1, 0.1, 0.0), "dropout after each 'mlp' layer"),
+    Key("model.input_dropout", 0.0, "dropout on the input pixels (keras_mlp, mlp)"),
+    Key("model.activation", "relu", "activation of the 'mlp' encoder"),
+    Key("model.final_activation", False, "'mlp': apply the activation after the last layer too"),
+    Key("model.filters", 64, "convnet4 width (filters per block); resnet*: the first stage's, "
+        "doubled at every next stage"),
+    Key("model.filter_growth", 1, "convnet4: block i has model.filters * filter_growth**i "
+        "filters (2: 32, 64, 128, 256 from 32)"),
+    Key("model.test_time_shift", 0, "evaluation embeddings (one-shot, retrieval, pairs, "
+        "siamese_jax.inference) are the mean over the image shifted by up to this many pixels "
+        "each way ((2s+1)^2 views; 0: off); per-epoch validation pairs are scored without"),
+    Key("model.final_pool", True, "convnet4: max-pool after the last block (False keeps its "
+        "spatial map for the Dense layer: 3 x 3 at 28 x 28)"),
+    Key("model.norm_groups", 8, "GroupNorm groups of convnet4 and resnet* (divides model.filters)"),
+    Key("model.resnet_stage_sizes", (2, 2, 2, 2), "residual blocks per stage of 'resnet_small' "
+        "(resnet18 and resnet34 fix their own)"),
+    Key("model.input_normalization", "none", "'per_channel': subtract the training part's "
+        "per-channel mean and divide by its std, in the model (kept in its params)"),
+    Key("model.shared_weights", True, "False: two towers with separate weights"),
+    Key("model.encoder_b", placeholder(str), "shared_weights=False: the second tower's encoder, "
+        "another architecture for a second source (e.g. 'mlp' for 8 x 8 digits; it reads the "
+        "same model.* keys and must output the same size); None: a copy of model.encoder"),
+    Key("model.input_size_b", placeholder(int), "shared_weights=False: the second tower first "
+        "averages its images down to this size (8: the 8 x 8 digits kept at data.image_size 32 "
+        "beside MNIST, exactly); None: as they are"),
+    Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
+    # loss
+    Key("loss.name", "contrastive", "training objective"),
+    Key("loss.margin", 1.0, "contrastive and triplet margin; cosine_softmax: CosFace's cosine "
+        "margin of the true class (0: NormFace)"),
+    Key("loss.scale", 16.0, "cosine_softmax: the scale s of the logits s * cos (NormFace)"),
+    Key("loss.mining", "batch_hard", "triplet mining over a P x K batch"),
+    Key("loss.threshold", None, "distance below which a pair is called 'same' before tuning "
+        "(default: loss.margin / 2)"),
+    # optimizer
+    Key("optimizer.name", "rmsprop", "optax optimiser"),
+    Key("optimizer.learning_rate", 1e-3, "peak learning rate (> 0)"),
+    Key("optimizer.schedule", "constant", "learning-rate schedule"),
+    Key("optimizer.momentum", 0.9, "momentum of the 'momentum' optimiser"),
+    Key("optimizer.warmup_steps", 0, "linear warm-up steps of 'warmup_cosine'"),
+    # train
+    Key("train.epochs", 20, "epochs to train"),
+    Key("train.batch_size", 128, "pairs or examples per step (triplet: P x K below)"),
+    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size"),
+    Key("train.classes_per_batch", 8, "P of a P x K triplet batch"),
+    Key("train.samples_per_class", 4, "K of a P x K triplet batch"),
+    Key("train.steps_per_call", 100, "steps fused into one compiled call (progress is shown, "
+        "and a preempted run checkpoints, between calls)"),
+    Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
+        "CPU, where XLA runs conv gradients in loops on a slow path (jax-ml/jax#12868)"),
+    Key("train.pair_source", "balanced", "'two_source': the first image of every pair from "
+        "data.name, the second from data.source_b, same digit or not (two-tower experiments)"),
+    Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),
+    Key("train.augment_scale", 0.0, "with train.augment: each axis also scaled by a random "
+        "1 +- this (Koch et al.: 0.2)"),
+    Key("train.augment_shear", 0.0, "with train.augment: each axis also sheared by a random "
+        "+- this (Koch et al.: 0.3)"),
+    Key("train.augment_elastic", 0.0, "with train.augment: each pixel also moved by a smooth "
+        "random field of up to this many pixels (a 4 x 4 lattice of offsets, interpolated)"),
+    Key("train.augment_crop", placeholder(tuple), "random resized crops covering this range of "
+        "the image's area, e.g. (0.35, 1.0), resized back (colour images; None: off)"),
+    Key("train.augment_crop_ratio", (3 / 4, 4 / 3), "aspect-ratio range (w / h) of those crops"),
+    Key("train.augment_flip", False, "random left-right flips (not for digits or characters)"),
+    Key("train.resume", True, "continue from the workdir's last checkpoint if there is one"),
+    Key("train.overwrite", False, "allow a workdir that holds a run of another config"),
+    Key("train.checkpoints_to_keep", 3, "the last N checkpoints kept (the best one is kept too)"),
+    # eval
+    Key("eval.pairs", 2000, "validation and test pairs drawn (the same every epoch)"),
+    Key("eval.far", placeholder(float), "calibrate the verification threshold on validation "
+        "pairs for this false-accept rate (e.g. 0.001); None: for the best accuracy"),
+    Key("eval.plot_points", 2000, "test images embedded for the latent-space plots"),
+    # plots
+    Key("plots.latent", True, "per-epoch latent-space plots"),
+    Key("plots.animation", True, "their GIF"),
+)
+
+# The variant of a config for a run of seconds (tests, the report's quick mode, benchmarks).
+TINY = {"train.epochs": 2, "train.steps_per_epoch": 6, "train.steps_per_call": 3,
+        "train.batch_size": 32, "eval.pairs": 200, "eval.plot_points": 300}
+VARIANTS = {"tiny": TINY}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The defaults of every key (``arg``: a variant name, see VARIANTS)."""
+  config = ml_collections.ConfigDict()
+  for key in KEYS:
+    *sections, name = key.path.split(".")
+    node = config
+    for section in sections:
+      if section not in node:
+        node[section] = ml_collections.ConfigDict()
+      node = node[section]
+    # A fresh placeholder per config: a shared FieldReference would carry a value set on one
+    # config into every config made after it.
+    node[name] = (placeholder(key.default.get_type())
+                  if isinstance(key.default, FieldReference) else key.default)
+  config.loss.threshold = config.loss.get_ref("margin") * 0.5
+  return with_variant(config, arg)
+
+
+def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """``config`` changed as variant ``arg`` says (None: unchanged). Every experiment's
+  ``get_config(arg)`` ends with it, so ``experiments/<name>.py:tiny`` works for all."""
+  if arg is None or arg == "":
+    return config
+  if arg not in VARIANTS:
+    raise ValueError(f"unknown config variant {arg!r}; use one of {', '.join(VARIANTS)} "
+                     "(e.g. experiments/contrastive.py:tiny)")
+  return override(config, VARIANTS[arg])
+
+
+def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections.ConfigDict:
+  """Sets ``{"section.key": value}`` on ``config`` through its locked form, so a misspelt key
+  raises (a KeyError naming it) instead of adding a new key. Returns ``config``."""
+  was_locked = config.is_locked
+  config.lock()
+  try:
+    for path, value in changes.items():
+      *sections, name = path.split(".")
+      node = config
+      for section in sections:
+        node = node[section]
+      if name not in node:
+        raise KeyError(f"unknown config key {path!r}")
+      node[name] = value
+  finally:
+    if not was_locked:
+      config.unlock()
+  return config
+
+
+def declared_paths() -> tuple[str, ...]:
+  """Every declared key, dotted (``model.encoder``, ...)."""
+  return tuple(key.path for key in KEYS)
