@@ -36,12 +36,13 @@ sys.path.insert(0, "benchmarks")
 import jax
 import numpy as np
 from experiments import contrastive
-from siamese_jax import batches, experiment, models, sharding, train
+from siamese_jax import batches, models, sharding, train
+from siamese_jax.data import protocol
 from train_throughput import hlo_dot_conv_flops, matmul_peak
 epochs = int(sys.argv[1])
 config = contrastive.get_config()
 config.data.name = "fashion_mnist"
-datasets = experiment.load_datasets(config)
+datasets = protocol.load_datasets(config)
 spec = train.loss_spec_from_config(config)
 batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
 steps = len(datasets.train.labels) // batch_spec.examples

@@ -40,6 +40,7 @@ import optax  # noqa: E402
 from experiments import default, findings as findings_lib  # noqa: E402
 from siamese_jax import (batches, checkpoints, data, evaluate, experiment, models,  # noqa: E402
                          plots, scoring, sharding, splits, train)
+from siamese_jax.data import protocol  # noqa: E402
 
 # Training length per finding in the full report (on top of each arm's config).
 FULL = {
@@ -662,15 +663,11 @@ def main(argv=None) -> int:
             continue
         run_started = time.time()
         workdir = train_once(config, workdir)
-        data_key = (config.data.name, config.data.train_split, config.data.test_split,
-                    config.data.image_size, config.data.validation_fraction,
-                    config.data.validation_by, config.data.rotation_classes,
-                    config.data.mirror_classes, config.seed,
-                    config.data.source_b, config.data.train_classes)
+        data_key = (config.data.to_json(sort_keys=True), config.seed)  # what load_datasets reads
         first_data_key = first_data_key or data_key
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
-            dataset_cache[data_key] = experiment.load_datasets(config)
+            dataset_cache[data_key] = protocol.load_datasets(config)
         result = evaluate_run(finding, config, workdir, mode, dataset_cache[data_key])
         jax.clear_caches()  # this model's programs (their memory maps), as each run releases its own
         results[str(workdir)] = result

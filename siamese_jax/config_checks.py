@@ -7,6 +7,7 @@ import jax
 import numpy as np
 
 from siamese_jax import config_keys, data, distances, losses, models, normalization, splits, train
+from siamese_jax.data import protocol
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
@@ -80,16 +81,7 @@ def validate(config) -> None:
     _require(isinstance(config.data[key], str) and config.data[key] != "",
              f"data.{key}={config.data[key]!r} must be a name, e.g. "
              f"{ {'name': 'mnist', 'train_split': 'train', 'test_split': 'test'}[key]!r}")
-  if config.data.name in data.SPLITS:
-    for key in ("train_split", "test_split"):
-      _choice(config.data[key], data.SPLITS[config.data.name], f"data.{key}")
-  elif config.data.name == data.FOLDER:
-    _require(config.data.dir is not None, "data.name='folder' needs data.dir, the folder of "
-             "<class>/<image> files (e.g. --config.data.dir=~/photos)")
-  else:
-    _require(data.is_known(config.data.name, config.data.train_split),
-             f"data.name={config.data.name!r} is not known; use mnist, fashion_mnist, omniglot, "
-             "folder (with data.dir) or a tfds image dataset name such as cifar10")
+  _check_data_source(config.data)
   if config.data.channels is not None:
     _choice(config.data.channels, (1, 3), "data.channels")
   _require(isinstance(config.data.test_fraction, (int, float))
@@ -164,11 +156,25 @@ def validate(config) -> None:
   _positive(config.eval.plot_points, "eval.plot_points", int)
 
 
+def _check_data_source(data_config) -> None:
+  """The records data.name and data.source_b choose (siamese_jax.data.SOURCES): a source takes
+  data.name, knows both splits, and each record's own constraints hold, then the protocol's."""
+  records = data.chosen(data_config)
+  _require(bool(records), f"data.name={data_config.name!r} is not known; use "
+           f"{', '.join(data.names())} (with data.dir) or a tfds image dataset name such as "
+           "cifar10")
+  for key in ("train_split", "test_split"):
+    _require(records[0].knows_split(data_config[key]),
+             f"data.{key}={data_config[key]!r} is not known; choose one of "
+             f"{', '.join(records[0].splits or ())}")
+  for problem in [record.check(data_config) for record in records] + [
+      protocol.check(data_config)]:
+    _require(problem is None, problem)
+
+
 def _check_two_sources(config) -> None:
   """data.source_b and two-source pairs go together; a second tower's keys need two towers."""
   source_b, two_source = config.data.source_b, config.train.pair_source == "two_source"
-  _require(source_b is None or (isinstance(source_b, str) and source_b in data.NAMES),
-           f"data.source_b={source_b!r} must be None or one of {', '.join(data.NAMES)}")
   _require(two_source == (source_b is not None),
            "train.pair_source='two_source' and data.source_b go together: set both (e.g. "
            "data.source_b='uci_digits', data.image_size=32) or neither")
@@ -241,12 +247,30 @@ def unused_keys(config) -> list[str]:
       if key not in reads and config[section][key] != defaults[section][key]:
         found.append(f"{section}.{key}={config[section][key]!r} has no effect: {chosen} does "
                      f"not read it (it reads {', '.join(f'{section}.{k}' for k in sorted(reads))})")
-  return found
+  return found + _unused_data_keys(config, defaults)
+
+
+LOOP_READS = ("device_budget_mb",)  # data.* keys the training loop reads (streaming.py)
+
+
+def data_keys_read(data_config) -> set[str]:
+  """The data.* keys (without "data.") a run of ``data_config`` reads: its chosen records'
+  (siamese_jax.data.SOURCES), the data protocol's and the training loop's."""
+  return ({key for record in data.chosen(data_config) for key in record.reads}
+          | set(protocol.READS) | set(LOOP_READS))
+
+
+def _unused_data_keys(config, defaults) -> list[str]:
+  reads = data_keys_read(config.data)
+  source = " + ".join(record.name for record in data.chosen(config.data))
+  return [f"data.{key}={config.data[key]!r} has no effect: data.name={config.data.name!r} "
+          f"({source}) does not read it" for key in config.data
+          if key not in reads and config.data[key] != defaults.data[key]]
 
 
 def validate_against_data(config, datasets, batch_spec) -> None:
   """Checks that the batches and evaluation pairs the config asks for can be drawn from the
-  training, validation and test parts (an experiment.Datasets)."""
+  training, validation and test parts (a data.protocol.Datasets)."""
   train_set = datasets.train
   counts = np.bincount(train_set.labels, minlength=train_set.num_classes)
   size = len(train_set.labels)

@@ -66,7 +66,9 @@ KEYS = (
         "streamed from host memory instead of held on the device (None: half the device's "
         "memory, or a quarter of host RAM on CPU; see siamese_jax/streaming.py)"),
     Key("data.validation_by", "auto", "hold out validation 'images' of every class, whole "
-        "'classes' or whole 'alphabets' (Omniglot: one-shot within an alphabet, as its test); auto: classes where the test split has classes never trained on (Omniglot)"),
+        "'classes' or whole 'groups' of classes (Omniglot's alphabets, also spelt 'alphabets': "
+        "one-shot within a group, as its test); auto: classes where the test split has classes "
+        "never trained on (Omniglot)"),
     # model
     Key("model.encoder", "keras_mlp", "the shared tower"),
     Key("model.head", "distance", "how the two embeddings of a pair become a score"),

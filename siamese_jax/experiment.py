@@ -30,9 +30,10 @@ import numpy as np
 import tqdm
 from clu import metrics as clu_metrics  # (clu.metric_writers would import TensorFlow)
 
-from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models,
-                         normalization, plots, scoring, sharding, splits, streaming,
-                         summary_writer, train, workdir as workdir_lib)
+from siamese_jax import (batches, checkpoints, config_checks, evaluate, models, normalization,
+                         plots, scoring, sharding, splits, streaming, summary_writer, train,
+                         workdir as workdir_lib)
+from siamese_jax.data import protocol
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,16 +42,6 @@ class TrainingDiverged(RuntimeError):
 
 class Preempted(RuntimeError):
   """A SIGTERM arrived; the run was checkpointed and can be resumed by rerunning it."""
-
-
-class Datasets(NamedTuple):
-  """train (what the steps draw from), validation (held out of the train split: what is chosen
-  is chosen on it), test (the test split: reported only); ``split`` records how validation was
-  held out."""
-  train: data.LabelledImages
-  validation: data.LabelledImages
-  test: data.LabelledImages
-  split: dict
 
 
 def _say(message: str) -> None:
@@ -62,72 +53,6 @@ def _versions() -> dict:
   import optax
   return {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
           "optax": optax.__version__, "numpy": np.__version__}
-
-
-def _unseen(train_set, test_set) -> bool:
-  """Whether every test class is one never trained on (classes compared by name)."""
-  return (train_set.class_names is not None and test_set.class_names is not None
-          and not set(train_set.class_names) & set(test_set.class_names))
-
-
-def _split_by_classes(config, train_split, test_split):
-  """(train, test, record): the dataset's two splits pooled and whole classes held out as test
-  (data.test_fraction of them, drawn from the seed): the protocol of CUB-200, Cars196, SOP."""
-  pooled = splits.pool(train_split, test_split, f" + {config.data.test_split}")
-  kept, held = splits.split_by_classes(pooled.labels, config.data.test_fraction, config.seed)
-  names = pooled.class_names
-  record = {"by": "classes", "fraction": config.data.test_fraction, "seed": config.seed,
-            "test_classes": [names[c] for c in np.unique(pooled.labels[held])]}
-  note = f"; classes held out as test: {', '.join(record['test_classes'][:20])}"
-  return (splits.take(pooled, kept, "; trained classes"), splits.take(pooled, held, note), record)
-
-
-def load_datasets(config) -> Datasets:
-  """The three parts as the config asks (see Datasets)."""
-  kwargs = {"data_dir": config.data.tfds_data_dir, "image_size": config.data.image_size,
-            "source_dir": config.data.dir, "channels": config.data.channels, "seed": config.seed}
-  if config.data.name == data.FOLDER:
-    kwargs.update(skip_bad_images=config.data.skip_bad_images, split_by=config.data.split_by,
-                  test_fraction=config.data.test_fraction)
-  elif config.data.name not in data.NAMES:
-    kwargs.update(image_key=config.data.image_key, label_key=config.data.label_key)
-  full_train = data.load(config.data.name, config.data.train_split, **kwargs)
-  test_set = data.load(config.data.name, config.data.test_split, **kwargs)
-  test_split = {"split": config.data.test_split}
-  if config.data.source_b is not None:  # pairs across two datasets: data/two_sources.py
-    second = {"data_dir": config.data.tfds_data_dir, "image_size": config.data.image_size,
-              "channels": config.data.channels}
-    full_train, test_set = (data.two_sources.combine(
-        part, data.load(config.data.source_b, split, **second), config.data.name,
-        config.data.source_b) for part, split in ((full_train, config.data.train_split),
-                                                  (test_set, config.data.test_split)))
-  if config.data.train_classes is not None:  # the test split keeps classes never trained on
-    full_train = splits.take(full_train, np.flatnonzero(np.isin(
-        full_train.labels, config.data.train_classes)), f"; classes {config.data.train_classes}")
-  if test_set.alphabet_names is not None and config.data.train_split != config.data.test_split:
-    # Omniglot: evaluate on alphabets never trained on (small2 shares Greek, Latin with small1).
-    test_set = data.without_alphabets(test_set, full_train.alphabet_names)
-  elif config.data.split_by == "classes" and config.data.name != data.FOLDER:
-    full_train, test_set, test_split = _split_by_classes(config, full_train, test_set)
-  if config.data.validation_by != "auto":
-    by = config.data.validation_by
-  else:
-    by = "classes" if _unseen(full_train, test_set) else "images"
-  kept, held_out = splits.split(full_train.labels, config.data.validation_fraction, by,
-                                config.seed, groups=full_train.alphabets)
-  note = f"; {config.data.validation_fraction:g} of its {by} held out for validation (seed {config.seed})"
-  split = {"by": by, "fraction": config.data.validation_fraction, "seed": config.seed,
-           "validation_indices": held_out.tolist()}
-  if by in ("classes", "alphabets"):
-    names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
-    split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
-  train_part = splits.take(full_train, kept, note)
-  if config.data.rotation_classes or config.data.mirror_classes:  # after the split:
-    train_part = splits.with_rotated_classes(  # validation classes stay as drawn
-        train_part, turns=(1, 2, 3) if config.data.rotation_classes else (),
-        mirror=config.data.mirror_classes)
-  return Datasets(train_part, splits.take(full_train, held_out, " (validation part)"), test_set,
-                  {**split, "test": test_split})
 
 
 def _describe_devices() -> str:
@@ -216,7 +141,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   for warning in config_checks.unused_keys(config):
     print(f"warning: {warning}", flush=True)
   _say(_describe_devices())
-  datasets = load_datasets(config)
+  datasets = protocol.load_datasets(config)
   _say(f"data: {config.data.name} {config.data.train_split} {datasets.train.images.shape} "
        f"(+ {len(datasets.validation.labels)} validation) / {config.data.test_split} "
        f"{datasets.test.images.shape}; from {datasets.train.source}")
@@ -486,7 +411,7 @@ def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
 
 def _has_unseen_classes(datasets) -> bool:
   """Whether the test split holds classes never trained on (named, and none shared)."""
-  return _unseen(datasets.train, datasets.test)
+  return protocol.unseen(datasets.train, datasets.test)
 
 
 def _one_shot(state, dataset, embeddings, pair_scoring, key, ways, within_alphabet) -> dict:
@@ -559,9 +484,9 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
   validation = _pair_metrics(val_scores, val_same, pair_scoring)
   if _has_unseen_classes(datasets):
     test.update(_unseen_class_metrics(state, datasets.test, pair_scoring, eval_key))
-  if datasets.split["by"] in ("classes", "alphabets"):
+  if datasets.split["by"] != "images":
     validation["one_shot"] = _validation_one_shot(state, datasets.validation, pair_scoring,
-                                                  eval_key, datasets.split["by"] == "alphabets")
+                                                  eval_key, datasets.split["by"] in splits.GROUPS)
   plots_dir = workdir / "plots"
   outputs = {}
   for job in plot_jobs:

@@ -299,11 +299,12 @@ def recalibrate(model: Model, far: float | None) -> Model:
   (None: best accuracy), with FAR/FRR on test pairs. The pairs are the run's own: its data
   reloaded as its config says, the validation part held out of the training split by the same
   seed, pairs drawn with the evaluation key training used; nothing from the test split."""
-  from siamese_jax import experiment, sharding  # the training data pipeline, only here
+  from siamese_jax import sharding  # the training data pipeline, only here
+  from siamese_jax.data import protocol
   if far is not None and not 0 <= far < 1:
     raise InferenceError(f"far={far}: pass a false-accept rate in [0, 1), e.g. 0.001")
   config = model.config
-  datasets = experiment.load_datasets(config)
+  datasets = protocol.load_datasets(config)
   mesh = sharding.make_mesh()
   score = evaluate.make_pair_scorer(model.apply_fn, model.scoring, config.eval.pairs,
                                     config.train.pair_source)

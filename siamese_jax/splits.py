@@ -7,7 +7,9 @@ the best checkpoint and any tuned threshold are chosen on it, never on the test 
 
 import numpy as np
 
-BY = ("images", "classes", "alphabets")
+BY = ("images", "classes", "groups", "alphabets")  # "alphabets": Omniglot's word for "groups",
+# kept for the configs and saved runs that say it
+GROUPS = ("groups", "alphabets")  # the values of BY that hold out whole groups of classes
 
 
 def split_by_images(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,9 +42,10 @@ def split_by_classes(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def split_by_groups(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-  """(kept, held_out) sorted indices into groups [N] (e.g. each image's alphabet): every image of
-  ``round(fraction * G)`` of the G groups, at least 1 and at most G - 1, so that both sides keep
-  whole groups (one-shot episodes within an alphabet, as Omniglot's test)."""
+  """(kept, held_out) sorted indices into groups [N] (each image's group of classes, e.g. its
+  Omniglot alphabet): every image of ``round(fraction * G)`` of the G groups, at least 1 and at
+  most G - 1, so that both sides keep whole groups (one-shot episodes within a group, as
+  Omniglot's test within an alphabet)."""
   names = np.unique(groups)
   if len(names) < 2:
     raise ValueError(f"holding out whole groups needs at least 2, got {len(names)}")
@@ -53,29 +56,56 @@ def split_by_groups(groups: np.ndarray, fraction: float, seed: int) -> tuple[np.
 
 def split(labels: np.ndarray, fraction: float, by: str, seed: int,
           groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-  """``split_by_images``, ``split_by_classes`` or (by "alphabets") ``split_by_groups`` over
-  ``groups`` [N], as ``by`` says."""
+  """``split_by_images``, ``split_by_classes`` or (by "groups", or its alias "alphabets")
+  ``split_by_groups`` over ``groups`` [N], as ``by`` says."""
   if by not in BY:
     raise ValueError(f"split by {by!r} is not known; choose one of {', '.join(BY)}")
-  if by == "alphabets":
+  if by in GROUPS:
     if groups is None:
-      raise ValueError("data.validation_by='alphabets' needs a dataset with alphabets "
-                       "(Omniglot); use 'classes' or 'images'")
+      raise ValueError(f"data.validation_by={by!r} needs a dataset with groups of classes "
+                       "(Omniglot's alphabets); use 'classes' or 'images'")
     return split_by_groups(groups, fraction, seed)
   return (split_by_images if by == "images" else split_by_classes)(labels, fraction, seed)
 
 
 def take(dataset, idx: np.ndarray, note: str = ""):
   """The examples ``idx`` of a data.LabelledImages, labels renumbered 0..C'-1 in their old order
-  (so a subset of classes has no empty class), alphabets and class names following."""
+  (so a subset of classes has no empty class), groups and class names following."""
   classes, labels = np.unique(dataset.labels[idx], return_inverse=True)
   changes = {"images": dataset.images[idx], "labels": labels.astype(np.int32),
              "num_classes": len(classes), "source": dataset.source + note}
   if dataset.class_names is not None:
     changes["class_names"] = [dataset.class_names[c] for c in classes]
-  if dataset.alphabets is not None:
-    changes["alphabets"] = dataset.alphabets[idx]
+  if dataset.groups is not None:
+    changes["groups"] = dataset.groups[idx]
   return dataset._replace(**changes)
+
+
+def without_groups(dataset, group_names):
+  """``dataset`` (a data.LabelledImages with groups) without the images of the groups named in
+  ``group_names``: labels and groups renumbered 0..C'-1 and 0..G'-1 in their old order, class
+  names following. Tests on groups never trained on (Omniglot's small2 shares Greek and Latin with
+  small1)."""
+  from siamese_jax.idx import DataFileError
+  if dataset.groups is None:
+    raise ValueError("without_groups: this dataset has no groups of classes")
+  drop = set(group_names)
+  keep_groups = [i for i, n in enumerate(dataset.group_names) if n not in drop]
+  if not keep_groups:
+    raise DataFileError(f"every group of this split ({', '.join(dataset.group_names)}) is also "
+                        "in the training split; choose another test split")
+  keep = np.isin(dataset.groups, keep_groups)
+  classes, labels = np.unique(dataset.labels[keep], return_inverse=True)
+  _, groups = np.unique(dataset.groups[keep], return_inverse=True)
+  class_names = ([dataset.class_names[c] for c in classes] if dataset.class_names is not None
+                 else None)
+  dropped = sorted(drop & set(dataset.group_names))
+  return dataset._replace(
+      images=dataset.images[keep], labels=labels.astype(np.int32), num_classes=len(classes),
+      groups=groups.astype(np.int32),
+      group_names=[dataset.group_names[i] for i in keep_groups], class_names=class_names,
+      source=f"{dataset.source}; without the groups also in training ({', '.join(dropped)})"
+      if dropped else dataset.source)
 
 
 def _names(dataset) -> list[str]:
@@ -107,7 +137,7 @@ def with_rotated_classes(dataset, turns=(1, 2, 3), mirror: bool = False):
   is another character), and with ``mirror`` each of those copies mirrored left-right as yet
   another class (the 8 symmetries of the square with turns (1, 2, 3)): images
   [N * M, H, W, C] with M = (1 + len(turns)) * (2 if mirror else 1), copy i of class c labelled
-  ``c + i * C``. Alphabets follow their images. For the training part only: validation and test
+  ``c + i * C``. Groups follow their images. For the training part only: validation and test
   classes stay as drawn. Square images only."""
   height, width = dataset.images.shape[1:3]
   if height != width:
@@ -128,6 +158,6 @@ def with_rotated_classes(dataset, turns=(1, 2, 3), mirror: bool = False):
                        + " as new classes"}
   if dataset.class_names is not None:
     changes["class_names"] = [name + suffix for suffix in names for name in dataset.class_names]
-  if dataset.alphabets is not None:
-    changes["alphabets"] = np.concatenate([dataset.alphabets] * len(copies))
+  if dataset.groups is not None:
+    changes["groups"] = np.concatenate([dataset.groups] * len(copies))
   return dataset._replace(**changes)

@@ -14,8 +14,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from siamese_jax import data
-from siamese_jax.data import files
+from siamese_jax import data, splits
+from siamese_jax.data import files, official
 from siamese_jax.idx import DataFileError
 from tests.helpers import SHARED_DATA
 
@@ -89,7 +89,7 @@ def _assert_one_line_naming(error, path):
 
 
 def test_mnist_falls_back_to_the_embedded_sample(shared_tfds_dir, caplog, monkeypatch):
-  monkeypatch.setattr(data, "_NOTICES_GIVEN", set())
+  monkeypatch.setattr(official, "_NOTICES_GIVEN", set())
   with caplog.at_level(logging.WARNING):
     train = data.load("mnist", "train", data_dir=shared_tfds_dir, download=False)
     test = data.load("mnist", "test", data_dir=shared_tfds_dir, download=False)
@@ -162,11 +162,11 @@ def test_omniglot_small_splits(shared_tfds_dir, split, n, n_classes, alphabets):
   folder = _require(SHARED_DATA / "omniglot")
   full = data.load("omniglot", split, data_dir=shared_tfds_dir, source_dir=folder, download=False)
   assert full.images.shape == (n, 105, 105, 1) and set(np.unique(full.images)) == {0, 255}
-  assert full.num_classes == n_classes and full.alphabet_names == alphabets
+  assert full.num_classes == n_classes and full.group_names == alphabets  # groups: alphabets
   np.testing.assert_array_equal(np.bincount(full.labels), np.full(n_classes, 20))
   # A character belongs to one alphabet, and its name says which.
   for c in range(n_classes):
-    (alphabet,) = np.unique(full.alphabets[full.labels == c])
+    (alphabet,) = np.unique(full.groups[full.labels == c])
     assert full.class_names[c].startswith(alphabets[alphabet] + "/character")
   small = data.load("omniglot", split, data_dir=shared_tfds_dir, image_size=28, download=False)
   assert small.images.shape == (n, 28, 28, 1) and small.images.dtype == np.uint8
@@ -178,16 +178,16 @@ def test_omniglot_unseen_alphabets_of_small2(shared_tfds_dir):
   _require(SHARED_DATA / "omniglot")
   small1 = data.load("omniglot", "small1", data_dir=shared_tfds_dir, image_size=28, download=False)
   small2 = data.load("omniglot", "small2", data_dir=shared_tfds_dir, image_size=28, download=False)
-  unseen = data.without_alphabets(small2, small1.alphabet_names)
-  assert unseen.alphabet_names == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
-  assert not set(unseen.alphabet_names) & set(small1.alphabet_names)
+  unseen = splits.without_groups(small2, small1.group_names)
+  assert unseen.group_names == ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+  assert not set(unseen.group_names) & set(small1.group_names)
   assert unseen.num_classes == len(np.unique(unseen.labels)) == unseen.labels.max() + 1
   assert len(unseen.labels) == 20 * unseen.num_classes == len(unseen.images)
   for c in range(unseen.num_classes):  # class names and alphabets still agree after renumbering
-    (alphabet,) = np.unique(unseen.alphabets[unseen.labels == c])
-    assert unseen.class_names[c].startswith(unseen.alphabet_names[alphabet] + "/")
+    (alphabet,) = np.unique(unseen.groups[unseen.labels == c])
+    assert unseen.class_names[c].startswith(unseen.group_names[alphabet] + "/")
   with pytest.raises(data.DataFileError, match="also in the training split"):
-    data.without_alphabets(small1, small1.alphabet_names)
+    splits.without_groups(small1, small1.group_names)
 
 
 def test_batched_reader_matches_tfds_as_dataset(shared_tfds_dir):
@@ -350,7 +350,7 @@ def test_failed_preparation_keeps_other_configs(tmp_path):
 def test_fresh_offline_prepare_prints_no_tfds_notices(tmp_path, capfd, caplog, monkeypatch):
   """What main.py does on a fresh offline machine (train then test of the embedded sample): no
   "Variant folder ... has no dataset_info.json", no "Downloading and preparing dataset" (issue 18)."""
-  monkeypatch.setattr(data, "_NOTICES_GIVEN", set())
+  monkeypatch.setattr(official, "_NOTICES_GIVEN", set())
   with caplog.at_level(logging.INFO):
     data.load("mnist", "train", data_dir=tmp_path / "tfds", download=False)
     data.load("mnist", "test", data_dir=tmp_path / "tfds", download=False)

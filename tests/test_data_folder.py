@@ -229,9 +229,9 @@ def test_train_and_test_carved_from_one_folder(tmp_path, digits, split_by):
 
 
 def test_split_by_names_match_the_splits_module():
-  # a folder's test part is held out by images or classes; "alphabets" (Omniglot's validation
-  # part) needs alphabets, which a folder of classes does not have
-  assert data.SPLIT_BY == tuple(by for by in splits.BY if by != "alphabets")
+  # a folder's test part is held out by images or classes; "groups" (and its alias "alphabets",
+  # Omniglot's validation part) need groups of classes, which a folder of classes does not have
+  assert folders.SPLIT_BY == tuple(by for by in splits.BY if by not in splits.GROUPS)
 
 
 # --------------------------------------------------------------------------------- bad folders

@@ -190,9 +190,10 @@ def test_unknown_split_of_a_prepared_dataset(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("kwargs,expected", [
-    (dict(name="mnist", image_key="image"), "image_key='image' applies to tfds datasets only"),
+    (dict(name="mnist", image_key="image"), "image_key='image' is not read by mnist"),
+    (dict(name="uci_digits", skip_bad_images=True), "skip_bad_images=True is not read by uci"),
     (dict(name="cifar10", channels=2), "channels=2"),
-    (dict(name="folder"), "needs source_dir"),
+    (dict(name="folder"), "'folder' needs data.dir"),
     (dict(name="folder", source_dir=".", split_by="pixels"), "split_by='pixels'"),
     (dict(name="folder", source_dir=".", test_fraction=1.0), "test_fraction=1.0"),
 ])

@@ -11,8 +11,8 @@ def _dataset():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (6, 4, 4, 1)).astype(np.uint8)
   return data.LabelledImages(images=images, labels=np.array([0, 0, 1, 1, 2, 2], np.int32),
-                             num_classes=3, source="synthetic", alphabets=np.array([0, 0, 0, 0, 1, 1]),
-                             alphabet_names=["a", "b"], class_names=["a/c1", "a/c2", "b/c1"])
+                             num_classes=3, source="synthetic", groups=np.array([0, 0, 0, 0, 1, 1]),
+                             group_names=["a", "b"], class_names=["a/c1", "a/c2", "b/c1"])
 
 
 def test_rotated_classes_are_new_classes_of_turned_images():
@@ -23,7 +23,7 @@ def test_rotated_classes_are_new_classes_of_turned_images():
     block = slice(6 * k, 6 * (k + 1))
     np.testing.assert_array_equal(rotated.images[block], np.rot90(original.images, k, axes=(1, 2)))
     np.testing.assert_array_equal(rotated.labels[block], original.labels + 3 * k)
-    np.testing.assert_array_equal(rotated.alphabets[block], original.alphabets)
+    np.testing.assert_array_equal(rotated.groups[block], original.groups)
   assert rotated.class_names[3:6] == ["a/c1/rotated90", "a/c2/rotated90", "b/c1/rotated90"]
   assert len(rotated.class_names) == 12 and len(set(rotated.class_names)) == 12
   assert set(np.unique(rotated.labels)) == set(range(12))

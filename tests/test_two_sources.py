@@ -10,7 +10,7 @@ import pytest
 from experiments import default
 from siamese_jax import (batches, config_checks, data, evaluate, experiment, models, samplers,
                          sharding, train)
-from siamese_jax.data import two_sources, uci_digits
+from siamese_jax.data import protocol, two_sources, uci_digits
 from tests.helpers import tiny_config
 
 
@@ -148,7 +148,7 @@ def test_two_source_datasets_hold_validation_out_per_source(tfds_dir):
   config = tiny_config("contrastive", tfds_dir, **{
       "data.source_b": "uci_digits", "train.pair_source": "two_source", "data.image_size": 32})
   config_checks.validate(config)
-  datasets = experiment.load_datasets(config)
+  datasets = protocol.load_datasets(config)
   for part in datasets:
     if isinstance(part, data.LabelledImages):
       assert part.num_classes == 20 and part.images.shape[1:] == (32, 32, 1)
@@ -159,7 +159,7 @@ def test_two_source_datasets_hold_validation_out_per_source(tfds_dir):
 
 def test_train_classes_keep_the_other_classes_for_test(tfds_dir):
   config = tiny_config("contrastive", tfds_dir, **{"data.train_classes": tuple(range(8))})
-  datasets = experiment.load_datasets(config)
+  datasets = protocol.load_datasets(config)
   assert set(datasets.train.labels) == set(range(8)) == set(datasets.validation.labels)
   assert datasets.train.num_classes == 8 and set(datasets.test.labels) == set(range(10))
 

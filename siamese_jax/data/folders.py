@@ -46,6 +46,7 @@ import PIL.Image
 from siamese_jax import splits
 from siamese_jax.data import pixels
 from siamese_jax.data.labelled import LabelledImages
+from siamese_jax.data.source import DataSource, named, tfds_folder
 from siamese_jax.idx import DataFileError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".webp", ".gif", ".tif",
@@ -350,3 +351,33 @@ def load(source_dir, split: str, *, data_dir: pathlib.Path, image_size=None, cha
   note = (f"; its {split} part by split(test_fraction={test_fraction}, by={split_by!r}, "
           f"seed={seed})")
   return splits.take(whole, train if split == "train" else test, note)
+
+
+NAME = "folder"
+SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY without groups: how a folder without
+# train/ is split
+
+
+def check(data) -> str | None:
+  """What a folder needs before it is read: data.dir, and a split_by it can follow."""
+  if data.dir is None:
+    return ("data.name='folder' needs data.dir, the folder of <class>/<image> files (e.g. "
+            "--config.data.dir=~/photos)")
+  if data.split_by not in SPLIT_BY:
+    return (f"data.split_by={data.split_by!r} cannot split a folder of classes; use one of "
+            f"{', '.join(SPLIT_BY)}")
+  return None
+
+
+def _load(data, split: str, seed: int = 0, download: bool | None = None) -> LabelledImages:
+  del download  # a folder is already here
+  dataset = load(data.dir, split, data_dir=tfds_folder(data), image_size=data.image_size,
+                 channels=data.channels, skip_bad_images=data.skip_bad_images,
+                 split_by=data.split_by, test_fraction=data.test_fraction, seed=seed)
+  logging.info("siamese_jax.data.load(%r, %r): %s", NAME, split, dataset.source)
+  return dataset
+
+
+FOLDER = DataSource(NAME, named(NAME), ("dir", "tfds_data_dir", "image_size", "channels",
+                                        "skip_bad_images", "split_by", "test_fraction"),
+                    _load, check=check)

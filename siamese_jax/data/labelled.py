@@ -15,7 +15,8 @@ class LabelledImages(NamedTuple):
     split, in the order of their global tfds label; tfds datasets and image folders likewise keep
     only the classes present in the split, in ClassLabel (or sorted folder-name) order.
   source: one human line saying where the data came from.
-  alphabets: Omniglot only, [N] int32 index into ``alphabet_names`` (sorted, this split's only).
+  groups: [N] int32 index into ``group_names`` where the source groups its classes (every image
+    of a class in one group: Omniglot's alphabets, sorted, this split's only), else None.
   class_names: names of the labels (Omniglot: "<alphabet>/characterNN"; folders: the class
     folder's path, e.g. "cat" or "Greek/character01"), or None for MNIST digits.
   """
@@ -23,6 +24,16 @@ class LabelledImages(NamedTuple):
   labels: np.ndarray
   num_classes: int
   source: str
-  alphabets: np.ndarray | None = None
-  alphabet_names: list[str] | None = None
+  groups: np.ndarray | None = None
+  group_names: list[str] | None = None
   class_names: list[str] | None = None
+
+  @property
+  def alphabets(self) -> np.ndarray | None:
+    """The old name of ``groups`` (Omniglot's alphabets), read-only, for callers not yet moved."""
+    return self.groups
+
+  @property
+  def alphabet_names(self) -> list[str] | None:
+    """The old name of ``group_names``, read-only."""
+    return self.group_names

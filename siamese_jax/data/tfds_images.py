@@ -19,11 +19,10 @@ import os
 import pathlib
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from siamese_jax.data import builders, files, pixels
+from siamese_jax.data import files, pixels
 from siamese_jax.data.labelled import LabelledImages
+from siamese_jax.data.source import DataSource, tfds_folder
 from siamese_jax.idx import DataFileError
 
 _BATCH = 1024
@@ -34,8 +33,9 @@ def _first_line(error: Exception) -> str:
   return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
-def builder(name: str, data_dir: pathlib.Path) -> tfds.core.DatasetBuilder:
+def builder(name: str, data_dir: pathlib.Path):
   """tfds's builder ``name`` ("cifar10", "emnist/balanced", "mnist:3.0.1") over ``data_dir``."""
+  import tensorflow_datasets as tfds  # (this module's imports stay light: see SOURCE)
   try:
     return tfds.builder(name, data_dir=os.fspath(data_dir))
   except (ValueError, AssertionError) as e:  # DatasetNotFoundError, unknown config or version
@@ -46,6 +46,7 @@ def builder(name: str, data_dir: pathlib.Path) -> tfds.core.DatasetBuilder:
 
 def is_tfds_name(name: str) -> bool:
   """Whether ``name`` ("cifar10", "emnist/balanced", "cifar10:3.0.2") names a tfds builder."""
+  import tensorflow_datasets as tfds
   return name.split(":")[0].split("/")[0] in tfds.list_builders()
 
 
@@ -60,6 +61,7 @@ def image_and_label_keys(name: str, features, supervised_keys=None, image_key: s
   image_key / label_key: chosen by the caller (checked); otherwise the supervised_keys pair, the
   only feature of its kind, or the one named "image" / "label", in that order.
   """
+  import tensorflow_datasets as tfds
   kinds = {"image_key": (image_key, tfds.features.Image, "image"),
            "label_key": (label_key, tfds.features.ClassLabel, "label")}
   keys = []
@@ -112,6 +114,7 @@ def ensure_prepared(builder_, name: str, data_dir: pathlib.Path, source_dir, dow
     raise DataFileError(f"{name}: not prepared in {data_dir} and {why}; run once where tfds can "
                         f"download it into that data_dir (or `tfds build {name} --data_dir "
                         f"{data_dir}`), or copy a prepared {data_dir}/{name.split(':')[0]} here")
+  from siamese_jax.data import builders  # imports tensorflow
   manual = None if source_dir is None else pathlib.Path(source_dir).expanduser()
   logging.info("siamese_jax.data: preparing tfds %s in %s", name, data_dir)
   try:
@@ -140,6 +143,8 @@ def read(builder_, split: str, image_key: str, label_key: str, image_size: int |
   Images of one fixed size are read in batches; datasets of varying sizes (cars196) need
   ``image_size`` unless every image of the split turns out to be the same size.
   """
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
   height, width, depth = builder_.info.features[image_key].shape
   ds = builder_.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(lambda ex: (ex[image_key], ex[label_key]), num_parallel_calls=tf.data.AUTOTUNE)
@@ -193,3 +198,20 @@ def load(name: str, split: str, *, data_dir: pathlib.Path, image_size=None, sour
   logging.info("siamese_jax.data.load(%r, %r): %s", name, split, source)
   return LabelledImages(images, labels.astype(np.int32).reshape(-1), len(present), source,
                         class_names=class_names)
+
+
+def _accepts(data) -> bool:
+  return isinstance(data.name, str) and data.name != "" and is_tfds_name(data.name)
+
+
+def _load(data, split: str, seed: int = 0, download: bool | None = None) -> LabelledImages:
+  del seed  # tfds's splits are the dataset's own
+  return load(data.name, split, data_dir=tfds_folder(data), image_size=data.image_size,
+              source_dir=data.dir, download=download, channels=data.channels,
+              image_key=data.image_key, label_key=data.label_key)
+
+
+# Any tfds image dataset by name. Deciding that a name is one imports tensorflow_datasets, so this
+# record comes last in SOURCES: the offline names never pay for it.
+SOURCE = DataSource("<tfds name>", _accepts, ("dir", "tfds_data_dir", "image_size", "channels",
+                                              "image_key", "label_key"), _load)

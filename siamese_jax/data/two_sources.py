@@ -6,11 +6,16 @@ the first source keeps label c, class c of the second becomes C + c, so a two-so
 shared classes has 2 C classes; a same pair is (c, C + c). Everything that holds out images by
 class (the validation split) then holds them out per source and class, and two-source pairs
 always take their first member from the first source and their second from the second.
+
+``PAIRING`` is the record (in ``siamese_jax.data.SOURCES``) that ``data.source_b`` chooses: it wraps
+the source ``data.name`` chooses, loading the same split of ``data.source_b`` (one of the sources
+with fixed splits, read with data.tfds_data_dir, data.image_size and data.channels) beside it.
 """
 
 import numpy as np
 
 from siamese_jax.data.labelled import LabelledImages
+from siamese_jax.data.source import DataSource, with_values
 
 
 def _names(dataset: LabelledImages) -> list[str]:
@@ -48,3 +53,35 @@ def source_of(labels, num_classes: int) -> np.ndarray:
 def shared_class(labels, num_classes: int) -> np.ndarray:
   """The class shared by both sources, in [0, C), of labels [N] of a combined set of 2 C."""
   return np.asarray(labels) % (num_classes // 2)
+
+
+def _accepts(data) -> bool:
+  return data.source_b is not None
+
+
+def _second(data):
+  """The data config of the second source: data.source_b with the first's image settings."""
+  return with_values(data, name=data.source_b, source_b=None, dir=None)
+
+
+def _second_names() -> list[str]:
+  from siamese_jax import data as data_lib  # the table, which lists this record
+  return [source.name for source in data_lib.SOURCES
+          if source.splits is not None and not source.wraps]
+
+
+def _check(data) -> str | None:
+  names = _second_names()
+  if data.source_b not in names:
+    return f"data.source_b={data.source_b!r} must be None or one of {', '.join(names)}"
+  return None
+
+
+def _load(data, split: str, seed: int = 0, download: bool | None = None, inner=None
+          ) -> LabelledImages:
+  from siamese_jax import data as data_lib
+  second = data_lib.load_split(_second(data), split, seed=seed, download=download)
+  return combine(inner, second, data.name, data.source_b)
+
+
+PAIRING = DataSource("two_source", _accepts, ("source_b",), _load, check=_check, wraps=True)

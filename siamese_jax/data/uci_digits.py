@@ -14,6 +14,7 @@ import numpy as np
 from siamese_jax import splits
 from siamese_jax.data import pixels
 from siamese_jax.data.labelled import LabelledImages
+from siamese_jax.data.source import DataSource, named
 
 SPLITS = ("train", "test")
 TEST_FRACTION = 0.2
@@ -41,3 +42,12 @@ def load(split: str, image_size: int | None = None, channels: int | None = None)
             f"(seed {SPLIT_SEED})" + (f", resized to {image_size} x {image_size}" if image_size
                                       else ""))
   return LabelledImages(pixels.to_channels(images, channels), labels, 10, source)
+
+
+def _load(data, split: str, seed: int = 0, download: bool | None = None) -> LabelledImages:
+  del seed, download  # fixed splits, inside scikit-learn: no files, no tfds
+  return load(split, data.image_size, data.channels)
+
+
+UCI_DIGITS = DataSource("uci_digits", named("uci_digits"), ("image_size", "channels"), _load,
+                        splits=SPLITS)
