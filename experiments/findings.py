@@ -37,7 +37,7 @@ BCE = (("model.head", "abs_diff"), ("loss.name", "bce"))
 OMNIGLOT_PAIRS = (
     ("data.rotation_classes", False), ("model.filters", 32), ("model.input_normalization", "none"),
     ("model.head", "distance"), ("model.distance", "euclidean"), ("loss.name", "contrastive"),
-    ("loss.margin", 1.0), ("loss.threshold", 0.5), ("optimizer.schedule", "constant"),
+    ("loss.margin", 1.0), ("eval.threshold", 0.5), ("optimizer.schedule", "constant"),
     ("train.augment", False), ("data.mirror_classes", False), ("model.final_pool", True),
     ("model.test_time_shift", 0), ("model.filter_growth", 1), ("train.augment_elastic", 0.0))
 # The report's pair arms: that model, trained as long as the default was then (the tests reuse
@@ -161,7 +161,7 @@ FINDINGS = (
             (Arm("koch_l1_bce", base="omniglot", overrides=OMNIGLOT_PAIR_ARM + BCE),
              Arm("contrastive", base="omniglot", overrides=OMNIGLOT_PAIR_ARM),
              Arm("triplet", base="omniglot", overrides=OMNIGLOT_PAIR_ARM + (
-                 ("loss.name", "triplet"), ("loss.margin", 0.5), ("loss.threshold", 0.25),
+                 ("loss.name", "triplet"), ("loss.margin", 0.5), ("eval.threshold", 0.25),
                  ("train.classes_per_batch", 16), ("train.samples_per_class", 4))),
              Arm("koch_l1_bce_affine", base="omniglot",
                  overrides=OMNIGLOT_PAIR_ARM + BCE + (("train.augment", True),)),

@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from experiments import default, findings as findings_lib  # noqa: E402
-from siamese_jax import (batches, checkpoints, data, evaluate, experiment, models,  # noqa: E402
-                         plots, scoring, sharding, splits, train)
+from siamese_jax import (batches, checkpoints, config_keys, data, evaluate, experiment,  # noqa: E402
+                         losses, models, plots, scoring, sharding, splits, train)
 from siamese_jax.data import protocol  # noqa: E402
 
 # Training length per finding in the full report (on top of each arm's config).
@@ -106,10 +106,10 @@ def compatible_run(config, runs_dir: pathlib.Path) -> pathlib.Path | None:
   wanted = _flat(json.loads(config.to_json_best_effort()))
   defaults = _flat(json.loads(default.get_config().to_json_best_effort()))
   reads = ({f"model.{k}" for k in models.keys_read(config.model)}
-           | {f"loss.{k}" for k in ("name",) + train.LOSSES[config.loss.name].reads})
+           | {f"loss.{k}" for k in ("name",) + losses.OBJECTIVES[config.loss.name].reads})
   unread = {k for k in wanted if k.split(".")[0] in ("model", "loss") and k not in reads}
   for saved_path in sorted(runs_dir.glob("*/config.json")):
-    saved = _flat(json.loads(saved_path.read_text()))
+    saved = _flat(config_keys.upgrade(json.loads(saved_path.read_text())))
     if set(saved) - set(wanted) or not _finished(saved_path.parent, config.train.epochs):
       continue
     derived = {"model.num_classes"} if wanted.get("model.num_classes") is None else set()
@@ -562,7 +562,7 @@ def write_markdown(path, mode, seeds, sections, started, figures, run_seconds,
            f"({jax.default_backend()}, {len(jax.devices())} device(s), {os.cpu_count()} CPU "
            f"cores, jax {jax.__version__}); {len(seeds)} seeds per arm, mean ± std.", "",
            "Pair accuracies are on balanced pairs of the test split; *acc @ fixed* uses the "
-           "untuned threshold (loss.threshold = margin / 2 on the distance, logit 0 for BCE "
+           "untuned threshold (eval.threshold = margin / 2 on the distance, logit 0 for BCE "
            "heads), *acc @ tuned* the threshold that was best on pairs of the validation part "
            "held out of the training split (never on test data). Percentages are mean ± std "
            "over seeds." + earlier]

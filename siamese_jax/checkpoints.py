@@ -196,7 +196,8 @@ def _read_run_config(workdir: pathlib.Path) -> tuple[ml_collections.ConfigDict, 
 
 def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDict:
   """The declared defaults (siamese_jax/config_keys.py) updated with a saved config's values, so a
-  run saved before a key was declared reads back with that key's default."""
+  run saved before a key was declared reads back with that key's default (and one saved under a
+  key's earlier name, ``config_keys.RENAMED``, under its present one)."""
   config = config_keys.get_config()
   flat = {}
 
@@ -206,7 +207,7 @@ def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDic
         flatten(f"{prefix}{key}.", value)
       else:
         flat[f"{prefix}{key}"] = value
-  flatten("", saved)
+  flatten("", config_keys.upgrade(saved))
   unknown = [path for path in flat if path not in config_keys.declared_paths()]
   if unknown:
     raise CheckpointError(f"{where}: unknown config keys {', '.join(sorted(unknown))}; {PASS_A_RUN}")

@@ -45,8 +45,7 @@ def choices() -> dict[str, tuple]:
       "model.distance": tuple(distances.PAIR_DISTANCES),
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
-      "loss.name": tuple(train.LOSSES),
-      "loss.mining": tuple(losses.MINED_TRIPLET_LOSSES),
+      **losses.choices(),
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),
       "train.unroll": train.UNROLL_SETTINGS,
@@ -109,42 +108,20 @@ def validate(config) -> None:
   _positive(config.model.filters, "model.filters", int)
   _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
-  if config.loss.name == "cosine_softmax":  # a CosFace margin of 0 is NormFace
-    _require(isinstance(config.loss.margin, (int, float)) and 0 <= config.loss.margin < 2,
-             f"loss.margin={config.loss.margin!r} must be in [0, 2) for cosine_softmax, e.g. 0.1")
-  else:
-    _positive(config.loss.margin, "loss.margin")
-  _require(isinstance(config.loss.threshold, (int, float)) and np.isfinite(config.loss.threshold),
-           f"loss.threshold={config.loss.threshold!r} must be a number")
-  batch_kind = train.LOSSES[config.loss.name].batch_kind
-  if config.loss.name == "contrastive":
-    _require(config.model.head == "distance",
-             f"loss.name='contrastive' needs model.head='distance' (got {config.model.head!r}); "
-             "use loss.name='bce' for the logit heads")
-  if config.loss.name == "bce":
-    _require(config.model.head in models.LOGIT_HEADS,
-             f"loss.name='bce' needs a logit head: model.head one of {', '.join(models.LOGIT_HEADS)}")
-  if config.loss.name == "cross_entropy":
-    _require(config.model.head == "classifier",
-             "loss.name='cross_entropy' needs model.head='classifier'")
-  if config.loss.name == "cosine_softmax":
-    _require(config.model.head == "cosine_classifier",
-             "loss.name='cosine_softmax' needs model.head='cosine_classifier'")
-    _positive(config.loss.scale, "loss.scale")
-  if config.loss.name == "triplet":
-    _require(config.model.head == "distance",
-             "loss.name='triplet' trains the encoder alone: set model.head='distance'")
+  _check_objective(config)
+  _require(isinstance(config.eval.threshold, (int, float)) and np.isfinite(config.eval.threshold),
+           f"eval.threshold={config.eval.threshold!r} must be a number (unless set, it is "
+           "loss.margin / 2)")
+  batch_kind = losses.OBJECTIVES[config.loss.name].batch_kind
   _positive(config.optimizer.learning_rate, "optimizer.learning_rate")
   for key in ("epochs", "batch_size", "classes_per_batch", "samples_per_class", "steps_per_call",
               "checkpoints_to_keep"):
     _positive(config.train[key], f"train.{key}", int)
   if config.train.steps_per_epoch is not None:
     _positive(config.train.steps_per_epoch, "train.steps_per_epoch", int)
-  _require(config.loss.name != "triplet" or config.train.samples_per_class >= 2,
-           "train.samples_per_class must be at least 2 for triplet mining (an anchor needs a "
-           "positive)")
+  pair_losses = [name for name, record in losses.OBJECTIVES.items() if record.batch_kind == "pairs"]
   _require(config.train.pair_source == "balanced" or batch_kind == "pairs",
-           "train.pair_source='two_source' needs a pair loss (contrastive or bce)")
+           f"train.pair_source='two_source' needs a pair loss ({' or '.join(pair_losses)})")
   _check_two_sources(config)
   _check_augmentation(config.train)
   if config.data.device_budget_mb is not None:
@@ -170,6 +147,22 @@ def _check_data_source(data_config) -> None:
   for problem in [record.check(data_config) for record in records] + [
       protocol.check(data_config)]:
     _require(problem is None, problem)
+
+
+def _check_objective(config) -> None:
+  """The chosen loss's record (siamese_jax.losses): a head it trains, then the checks it
+  declares, in order."""
+  record, head = losses.OBJECTIVES[config.loss.name], config.model.head
+  wanted = (f"model.head={record.heads[0]!r}" if len(record.heads) == 1
+            else f"model.head one of {', '.join(record.heads)}")
+  fitting = [name for name, other in losses.OBJECTIVES.items() if head in other.heads]
+  _require(head in record.heads,
+           f"loss.name={record.name!r} needs {wanted} (got {head!r})"
+           + (f"; for model.head={head!r} use loss.name={' or '.join(map(repr, fitting))}"
+              if fitting else ""))
+  for check in record.checks:
+    value = _value(config, check.path)
+    _require(check.ok(value), f"{check.path}={value!r} {check.must}")
 
 
 def _check_two_sources(config) -> None:
@@ -237,7 +230,7 @@ def unused_keys(config) -> list[str]:
   loss does not read (it would have no effect)."""
   defaults = config_keys.get_config()
   model_reads = models.keys_read(config.model)
-  loss_reads = {"name"} | set(train.LOSSES[config.loss.name].reads)
+  loss_reads = {"name"} | set(losses.OBJECTIVES[config.loss.name].reads)
   found = []
   for section, reads, chosen in (
       ("model", model_reads, f"model.encoder={config.model.encoder!r} with "

@@ -4,8 +4,9 @@
 builds the ConfigDict from it, ``python main.py --help`` prints it (with the names each choice
 accepts, read from the tables that resolve them), and an experiment config
 (``experiments/default.py`` and those that start from it) changes only what differs. The library
-reads this module, never ``experiments/``. Values derived from others are ``FieldReference``s: ``loss.threshold`` follows
-``loss.margin`` unless it is set itself.
+reads this module, never ``experiments/``. Values derived from others are ``FieldReference``s:
+``eval.threshold`` follows ``loss.margin`` unless it is set itself. ``RENAMED`` maps keys of
+earlier versions to their present names, so the config.json of an older run still reads.
 
 Variants (big_vision's ``get_config(arg)``): ``experiments/<name>.py:tiny`` is the same config cut
 down to a run of seconds (a few steps of 32 per epoch), used by tests, the report's quick mode and
@@ -108,8 +109,6 @@ KEYS = (
         "margin of the true class (0: NormFace)"),
     Key("loss.scale", 16.0, "cosine_softmax: the scale s of the logits s * cos (NormFace)"),
     Key("loss.mining", "batch_hard", "triplet mining over a P x K batch"),
-    Key("loss.threshold", None, "distance below which a pair is called 'same' before tuning "
-        "(default: loss.margin / 2)"),
     # optimizer
     Key("optimizer.name", "rmsprop", "optax optimiser"),
     Key("optimizer.learning_rate", 1e-3, "peak learning rate (> 0)"),
@@ -144,6 +143,8 @@ KEYS = (
     Key("train.checkpoints_to_keep", 3, "the last N checkpoints kept (the best one is kept too)"),
     # eval
     Key("eval.pairs", 2000, "validation and test pairs drawn (the same every epoch)"),
+    Key("eval.threshold", None, "distance below which a pair is called 'same' before the "
+        "threshold is tuned on validation pairs (default: loss.margin / 2; logit heads: 0)"),
     Key("eval.far", placeholder(float), "calibrate the verification threshold on validation "
         "pairs for this false-accept rate (e.g. 0.001); None: for the best accuracy"),
     Key("eval.plot_points", 2000, "test images embedded for the latent-space plots"),
@@ -172,7 +173,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # config into every config made after it.
     node[name] = (placeholder(key.default.get_type())
                   if isinstance(key.default, FieldReference) else key.default)
-  config.loss.threshold = config.loss.get_ref("margin") * 0.5
+  config.eval.threshold = config.loss.get_ref("margin") * 0.5
   return with_variant(config, arg)
 
 
@@ -205,6 +206,24 @@ def override(config: ml_collections.ConfigDict, changes: dict) -> ml_collections
     if not was_locked:
       config.unlock()
   return config
+
+
+# An earlier version's key -> its name now (``upgrade`` applies it to a saved config).
+RENAMED = {"loss.threshold": "eval.threshold"}
+
+
+def upgrade(saved: dict) -> dict:
+  """A saved config (config.json's nested dict) with the keys of ``RENAMED`` under their present
+  names (a value already under the new name wins). ``saved`` itself is not changed."""
+  upgraded = {section: dict(value) if isinstance(value, dict) else value
+              for section, value in saved.items()}
+  for old, new in RENAMED.items():
+    (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+    if old_name not in upgraded.get(old_section, {}):
+      continue
+    value = upgraded[old_section].pop(old_name)
+    upgraded.setdefault(new_section, {}).setdefault(new_name, value)
+  return upgraded
 
 
 def declared_paths() -> tuple[str, ...]:

@@ -159,7 +159,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
-  state = train.create_train_state(init_key, model, image_shape, tx)
+  state = train.create_train_state(init_key, model, image_shape, tx, loss_spec,
+                                   datasets.train.num_classes)
   state = sharding.put_replicated(state, mesh)
 
   manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep,

@@ -17,7 +17,7 @@ BATCH, so the model compiles once per bucket size, never per call.
 Scores follow siamese_jax.scoring: a distance (lower = same) for distance heads and embedding
 models, the head's logit (higher = same) for logit heads. ``model.threshold`` is the one chosen
 at the end of training on validation pairs for this checkpoint (calibration.json), or the
-untuned one (loss.threshold, logit 0) where the run has none, as ``model.threshold_note`` says.
+untuned one (eval.threshold, logit 0) where the run has none, as ``model.threshold_note`` says.
 """
 
 import dataclasses
@@ -262,7 +262,7 @@ def read_calibration(workdir, step: int) -> tuple[dict | None, str]:
   path = pathlib.Path(workdir) / CALIBRATION_FILE
   if not path.is_file():
     return None, (f"untuned: {path} not found (a run that did not finish, or from before "
-                  "calibration), so loss.threshold / logit 0")
+                  "calibration), so eval.threshold / logit 0")
   try:
     found = json.loads(path.read_text())["checkpoints"]
   except (OSError, ValueError, KeyError, TypeError) as error:

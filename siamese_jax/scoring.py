@@ -4,7 +4,7 @@ A model with a logit head (``models.LOGIT_HEADS``: ``abs_diff``, ``concat``, ``s
 pair by its head's output, a logit: higher means "same". Every other model (the distance head,
 triplet-trained encoders, classifiers) scores a pair by ``model.distance`` between the two
 embeddings: lower means "same". The rule depends on the model's head only, never on the loss.
-A pair is called "same" at ``threshold`` (the logit's 0 or ``loss.threshold`` on the distance)
+A pair is called "same" at ``threshold`` (the logit's 0 or ``eval.threshold`` on the distance)
 until a threshold tuned on validation pairs replaces it.
 """
 
@@ -30,9 +30,9 @@ class PairScoring(NamedTuple):
 
 
 def pair_scoring_from_config(config) -> PairScoring:
-  """The scoring of ``config``'s model: a logit head's 0, else loss.threshold on the distance."""
+  """The scoring of ``config``'s model: a logit head's 0, else eval.threshold on the distance."""
   head = config.model.head
-  threshold = 0.0 if head in models.LOGIT_HEADS else float(config.loss.threshold)
+  threshold = 0.0 if head in models.LOGIT_HEADS else float(config.eval.threshold)
   return PairScoring(head, config.model.distance, threshold)
 
 

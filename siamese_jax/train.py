@@ -10,7 +10,7 @@ than the device, ``make_train_call_streamed`` runs the same steps on batches gat
 """
 
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -24,50 +24,50 @@ from siamese_jax import batches, losses, models, random_bits, scoring, sharding
 TrainState = train_state.TrainState
 
 
-class Objective(NamedTuple):
-  """A loss.name: the batches it trains on (a batches.KINDS entry) and the loss.* keys it
-  reads (the threshold: for the pair accuracy reported while it trains)."""
-  batch_kind: str
-  reads: tuple[str, ...]
-
-
-LOSSES: dict[str, Objective] = {
-    "contrastive": Objective("pairs", ("margin", "threshold")),
-    "bce": Objective("pairs", ()),
-    "triplet": Objective("pk", ("margin", "mining", "threshold")),
-    "cross_entropy": Objective("uniform", ("threshold",)),
-    "cosine_softmax": Objective("uniform", ("margin", "scale", "threshold")),
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """What the step optimises; hashable so it can be closed over by jitted functions.
 
-  ``scoring`` is how a pair is scored and called "same" (siamese_jax.scoring), for the pair
-  accuracy that training reports.
+  ``name``: a ``losses.OBJECTIVES`` key. ``settings``: the values of the ``loss.*`` keys its
+  objective reads, as sorted (key, value) pairs (read them as ``spec[key]``). ``scoring``: how a
+  pair is scored and called "same" (siamese_jax.scoring), for the pair accuracy training reports.
   """
   name: str
-  margin: float
-  mining: str
+  settings: tuple[tuple[str, Any], ...]
   scoring: scoring.PairScoring
-  scale: float = 16.0
+
+  def __getitem__(self, key: str):
+    return dict(self.settings)[key]
+
+  @property
+  def objective(self) -> losses.Objective:
+    return losses.OBJECTIVES[self.name]
 
   @property
   def batch_kind(self) -> str:
     """"pairs", "pk" or "uniform" (see siamese_jax.batches)."""
-    return LOSSES[self.name].batch_kind
+    return self.objective.batch_kind
 
   @property
   def distance(self) -> str:
     return self.scoring.distance
 
 
+def _hashable(value):
+  return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def make_loss_spec(name: str, pair_scoring: scoring.PairScoring, **settings) -> LossSpec:
+  """A LossSpec of objective ``name`` with ``settings`` (``loss.*`` key -> value)."""
+  return LossSpec(name, tuple(sorted((k, _hashable(v)) for k, v in settings.items())),
+                  pair_scoring)
+
+
 def loss_spec_from_config(config) -> LossSpec:
-  """config.loss (name, margin, mining, scale) and the model's pair scoring as a LossSpec."""
-  return LossSpec(name=config.loss.name, margin=float(config.loss.margin),
-                  mining=config.loss.mining, scoring=scoring.pair_scoring_from_config(config),
-                  scale=float(config.loss.scale))
+  """config.loss (the keys its objective reads) and the model's pair scoring as a LossSpec."""
+  objective = losses.OBJECTIVES[config.loss.name]
+  return make_loss_spec(config.loss.name, scoring.pair_scoring_from_config(config),
+                        **{key: config.loss[key] for key in objective.reads})
 
 
 # ------------------------------------------------------------------------- optimiser
@@ -106,53 +106,35 @@ def make_optimizer(optimizer_config, total_steps: int) -> optax.GradientTransfor
   return build(make_schedule(optimizer_config, total_steps), optimizer_config)
 
 
-def create_train_state(key, model: nn.Module, image_shape, tx) -> TrainState:
-  """Initialises the model's params for images of ``image_shape`` (H, W, C)."""
+def create_train_state(key, model: nn.Module, image_shape, tx, spec: LossSpec | None = None,
+                       num_classes: int | None = None) -> TrainState:
+  """Initialises the model's params for images of ``image_shape`` (H, W, C), and beside them
+  (under ``losses.objective.LOSS_PARAMS``) the parameters that ``spec``'s objective learns, if it
+  declares any (their shapes may use ``num_classes``, the training classes)."""
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   towers = (dummy,) if isinstance(model, models.Classifier) else (dummy, dummy)
   # One compiled program: op by op, init compiles each of its ~40 operations on its own.
   variables = jax.jit(lambda key: model.init({"params": key}, *towers, train=False))(key)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx)
+  params = variables["params"]
+  if spec is not None and spec.objective.params:
+    embedding = jax.eval_shape(lambda: model.apply(variables, dummy, method="embed"))
+    dims = losses.objective.ParamDims(num_classes, embedding.shape[-1])
+    params = {**params, losses.objective.LOSS_PARAMS: losses.objective.init_params(
+        spec.objective, spec, jax.random.fold_in(key, 1), dims)}
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
 
 
 # ------------------------------------------------------------------------------ loss
 
 def compute_loss(params, apply_fn: Callable, batch: dict, key, spec: LossSpec, train: bool = True):
-  """Loss and metrics of one batch: returns (loss [], metrics dict of scalars).
+  """Loss and metrics of one batch: returns (loss [], metrics dict of scalars), as the objective
+  ``spec.name`` computes them (``losses.OBJECTIVES``).
 
   Pair batches: x_a, x_b [B, H, W, C], same [B], mask [B]. Labelled batches: x [B, H, W, C],
-  label [B], mask [B]. A pair batch's accuracy calls a pair "same" as siamese_jax.scoring does.
+  label [B], mask [B]. ``params``: the state's tree (an objective's learned parameters under
+  ``losses.objective.LOSS_PARAMS``).
   """
-  rngs = {"dropout": key} if train else {}
-  mask = batch.get("mask")
-  to_float = scoring.to_float_images
-  if spec.batch_kind == "pairs":
-    output, _, _ = apply_fn({"params": params}, to_float(batch["x_a"]), to_float(batch["x_b"]),
-                            train=train, rngs=rngs)
-    same = batch["same"].astype(jnp.float32)
-    if spec.name == "contrastive":
-      loss = losses.batch_contrastive_loss(output, same, spec.margin, mask)
-    else:
-      loss = losses.batch_pair_bce_loss(output, same, mask)
-    predicted_same = scoring.predict_same(output, spec.scoring.higher_means_same,
-                                          spec.scoring.threshold)
-    accuracy = losses.masked_mean((predicted_same == (same > 0)).astype(jnp.float32), mask)
-    return loss, {"loss": loss, "accuracy": accuracy}
-  if spec.name in ("cross_entropy", "cosine_softmax"):
-    logits, _ = apply_fn({"params": params}, to_float(batch["x"]), train=train, rngs=rngs)
-    if spec.name == "cross_entropy":
-      loss = losses.batch_softmax_cross_entropy_loss(logits, batch["label"], mask)
-    else:  # logits are cosines here: argmax is the same
-      loss = losses.batch_cosine_margin_softmax_loss(logits, batch["label"], spec.scale,
-                                                     spec.margin, mask)
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return loss, {"loss": loss, "accuracy": losses.masked_mean(correct, mask)}
-  embeddings = apply_fn({"params": params}, to_float(batch["x"]), train=train, rngs=rngs,
-                        method="embed")
-  mined_loss = losses.MINED_TRIPLET_LOSSES[spec.mining]
-  loss, fraction_active = mined_loss(embeddings, batch["label"], spec.margin, spec.distance,
-                                     mask)
-  return loss, {"loss": loss, "fraction_active": fraction_active}
+  return losses.OBJECTIVES[spec.name].compute(params, apply_fn, batch, key, spec, train)
 
 
 def train_step(state: TrainState, batch: dict, key, spec: LossSpec):

@@ -8,7 +8,7 @@ import shutil
 
 import jax
 
-from siamese_jax import config_checks
+from siamese_jax import config_checks, config_keys
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -59,7 +59,7 @@ def prepare(config, workdir: pathlib.Path) -> bool:
   saved = workdir / CONFIG_FILE
   current = json.loads(config.to_json_best_effort())
   if saved.exists():
-    previous = json.loads(saved.read_text())
+    previous = config_keys.upgrade(json.loads(saved.read_text()))
     differs = {k for k in set(previous) | set(current) if k not in RESUMABLE_SECTIONS
                and previous.get(k) != current.get(k)}
     if differs and not config.train.overwrite:

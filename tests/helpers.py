@@ -5,6 +5,9 @@ import os
 import pathlib
 import sys
 
+import jax
+import jax.numpy as jnp
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -30,3 +33,9 @@ def tiny_config(experiment: str, tfds_dir: str, **overrides):
   from experiments import default
   config = importlib.import_module(f"experiments.{experiment}").get_config("tiny")
   return default.override(config, {"data.tfds_data_dir": tfds_dir, **overrides})
+
+
+def all_finite(tree) -> bool:
+  """Whether every leaf of ``tree`` is finite (bfloat16 leaves compared as float32)."""
+  return all(bool(jnp.all(jnp.isfinite(leaf.astype(jnp.float32))))
+             for leaf in jax.tree_util.tree_leaves(tree))

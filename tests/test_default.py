@@ -1,4 +1,7 @@
-"""experiments/default.py: a value set on one config never reaches another."""
+"""experiments/default.py: a value set on one config never reaches another; a run saved under
+a key's earlier name still reads."""
+
+import json
 
 from experiments import cars196, default
 
@@ -24,3 +27,25 @@ def test_omniglot_full_is_the_default_omniglot_on_the_standard_split():
       "data.train_split": "small1", "data.test_split": "small2"})
   want = omniglot.get_config("tiny")
   assert small.to_dict() == want.to_dict()
+
+
+def _saved_before_the_rename(config) -> dict:
+  """``config`` as an earlier version wrote config.json: the threshold under loss."""
+  saved = json.loads(config.to_json_best_effort())
+  saved["loss"]["threshold"] = saved["eval"].pop("threshold")
+  return saved
+
+
+def test_a_run_saved_with_loss_threshold_still_loads_and_resumes(tmp_path):
+  """config.json of a run from before eval.threshold held it as loss.threshold."""
+  from siamese_jax import checkpoints, config_keys, workdir
+  config = default.override(default.get_config(), {"eval.threshold": 0.3, "train.epochs": 1})
+  saved = _saved_before_the_rename(config)
+  assert config_keys.upgrade(saved) == json.loads(config.to_json_best_effort())
+  assert "threshold" in saved["loss"]  # upgrade copies
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  loaded, _ = checkpoints._read_run_config(tmp_path)
+  assert loaded.eval.threshold == 0.3 and "threshold" not in loaded.loss
+  (tmp_path / "checkpoints").mkdir()
+  assert workdir.prepare(config, tmp_path)  # the same run: resumed, not refused
+  assert json.loads((tmp_path / "config.json").read_text())["eval"]["threshold"] == 0.3

@@ -371,7 +371,7 @@ def test_load_reads_the_checkpoint_and_its_calibration(tmp_path, digits):
   assert inference.load(workdir, "latest").step == inference.load(workdir, 1).step
   (workdir / "calibration.json").unlink()
   untuned = inference.load(workdir)
-  assert untuned.threshold == config.loss.threshold and untuned.calibration is None
+  assert untuned.threshold == config.eval.threshold and untuned.calibration is None
   assert "untuned" in untuned.threshold_note and "calibration.json not found" in \
       untuned.threshold_note
 
@@ -430,7 +430,7 @@ def test_each_checkpoint_has_its_own_calibrated_threshold(contrastive_run):
   first = inference.load(contrastive_run, 1)
   if str(first.step) not in saved["checkpoints"]:  # epoch 1 neither latest nor best
     assert first.calibration is None and "untuned" in first.threshold_note
-    assert first.threshold == first.config.loss.threshold
+    assert first.threshold == first.config.eval.threshold
 
 
 @pytest.mark.slow

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from experiments import default
-from siamese_jax import batches, evaluate, idx, models, scoring, sharding, train
-from tests.helpers import REPO_ROOT, repo_env
+from siamese_jax import batches, evaluate, idx, losses, models, scoring, sharding, train
+from tests.helpers import REPO_ROOT, all_finite, repo_env
 
 
 def model_config(**overrides):
@@ -36,7 +36,9 @@ def optimizer_config(**overrides):
 def loss_spec(name="contrastive", margin=1.0, mining="batch_hard", head="distance",
               distance="euclidean", threshold=0.5):
   pair_scoring = scoring.PairScoring(head, distance, 0.0 if head in models.LOGIT_HEADS else threshold)
-  return train.LossSpec(name=name, margin=margin, mining=mining, scoring=pair_scoring)
+  settings = {"margin": margin, "mining": mining, "scale": 16.0}
+  return train.make_loss_spec(name, pair_scoring, **{key: settings[key]
+                                                      for key in losses.OBJECTIVES[name].reads})
 
 
 def make_state(config, image_shape=(6, 6, 1), optimizer="adam", lr=1e-2, steps=10):
@@ -49,11 +51,6 @@ def cached_state(**model_overrides):
   """make_state(model_config(**model_overrides)), built once: the hypothesis tests below draw
   many examples for the same model."""
   return make_state(model_config(**model_overrides))
-
-
-def all_finite(tree):
-  return all(bool(jnp.all(jnp.isfinite(leaf.astype(jnp.float32))))
-             for leaf in jax.tree_util.tree_leaves(tree))
 
 
 PAIR_CASES = [("contrastive", "distance", "euclidean"), ("contrastive", "distance", "cosine"),
@@ -135,12 +132,12 @@ def test_fused_epoch_equals_loop_of_jit_steps():
       make_state(model_config()), data, key)
   state = make_state(model_config())
   step = train.make_train_step(spec, mesh)
-  losses = []
+  step_losses = []
   for i in range(4):
     batch_key, dropout_key = jax.random.split(jax.random.fold_in(key, i))
     state, metrics = step(state, batches.sample_batch(batch_key, data, batch_spec), dropout_key)
-    losses.append(float(metrics["loss"]))
-  np.testing.assert_allclose(fused_metrics["loss"], losses, rtol=1e-5)
+    step_losses.append(float(metrics["loss"]))
+  np.testing.assert_allclose(fused_metrics["loss"], step_losses, rtol=1e-5)
   for a, b in zip(jax.tree_util.tree_leaves(fused.params), jax.tree_util.tree_leaves(state.params)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,33 @@
+"""The training objectives, one module each, and ``OBJECTIVES``: every ``loss.name`` with its
+record (``objective.Objective``), which the train step, the config checks and ``--help`` read.
+
+Each module holds its per-example losses (what the property tests check), their vmapped batch
+means over a padding ``mask`` [B] (1 = real example), and its record. ``base`` holds what they
+share; where optax already has a loss (binary and softmax cross-entropy), they call it. To add a
+loss, write one module with its functions and ``OBJECTIVE``, and list it below.
+"""
+
+from siamese_jax.losses import bce, contrastive, cosine_softmax, cross_entropy, triplet
+from siamese_jax.losses.objective import Objective
+
+OBJECTIVES: dict[str, Objective] = {objective.name: objective for objective in (
+    contrastive.OBJECTIVE, bce.OBJECTIVE, triplet.OBJECTIVE, cross_entropy.OBJECTIVE,
+    cosine_softmax.OBJECTIVE)}
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+  """Every ``loss.*`` key whose value is a name, with the names it accepts: ``loss.name`` and the
+  keys the objectives declare with ``objective.one_of``."""
+  found = {"loss.name": tuple(OBJECTIVES)}
+  for record in OBJECTIVES.values():
+    found.update({check.path: check.choices for check in record.checks if check.choices})
+  return found
+
+
+def readers() -> dict[str, tuple[str, ...]]:
+  """Every ``loss.*`` key some objective reads, with the ``loss.name``s that read it (--help)."""
+  found: dict[str, tuple[str, ...]] = {}
+  for record in OBJECTIVES.values():
+    for key in record.reads:
+      found[f"loss.{key}"] = found.get(f"loss.{key}", ()) + (record.name,)
+  return found

@@ -1,0 +1,106 @@
+"""The record of one training objective (a ``loss.name``), and the pieces it declares.
+
+An ``Objective`` says everything the rest of the library needs to know about a loss: the batches
+it trains on, the model heads it works with, the ``loss.*`` keys it reads, the parameters it
+learns beside the model's, how a batch becomes (loss, metrics), and the constraints on the config
+that ``config_checks.validate`` walks. The train step, the config checks and ``--help`` all read
+these records (``siamese_jax.losses.OBJECTIVES``), so a new loss is one module holding its
+functions and its record.
+"""
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+
+# The key under which an objective's learned parameters sit in the train state's params, beside
+# the model's own (flax's apply reads the model's and ignores this one).
+LOSS_PARAMS = "loss"
+
+
+class ParamDims(NamedTuple):
+  """What a learned loss parameter's shape may depend on: the training classes and the size of
+  the model's embeddings."""
+  num_classes: int
+  embedding_dim: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnedParam:
+  """A parameter an objective learns with the model (e.g. proxies [num_classes, D]).
+
+  ``shape(spec, dims) -> tuple`` from the LossSpec (its settings) and ``ParamDims``;
+  ``init(key, shape, dtype) -> array`` as ``jax.nn.initializers``'.
+  """
+  name: str
+  shape: Callable[[Any, ParamDims], tuple[int, ...]]
+  init: Callable = jax.nn.initializers.normal(1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+  """A declared constraint on one config key (dotted ``path``, any section): ``ok(value)`` is
+  False for a value that cannot work (never raises), and the error reads
+  ``"{path}={value!r} {must}"``. ``choices``: the names the key accepts, if it is a name (listed
+  by ``--help``)."""
+  path: str
+  ok: Callable[[Any], bool]
+  must: str
+  choices: tuple[str, ...] | None = None
+
+
+def _is_number(value) -> bool:
+  return (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and bool(np.isfinite(value)))
+
+
+def positive(path: str) -> Check:
+  """``path`` must be a finite number > 0."""
+  return Check(path, lambda v: _is_number(v) and v > 0, "must be a positive number")
+
+
+def within(path: str, low: float, high: float, example: str) -> Check:
+  """``path`` must be a number in [low, high)."""
+  return Check(path, lambda v: _is_number(v) and low <= v < high,
+               f"must be in [{low:g}, {high:g}), e.g. {example}")
+
+
+def at_least(path: str, minimum: int, why: str) -> Check:
+  """``path`` must be a number >= minimum; ``why`` completes the message."""
+  return Check(path, lambda v: _is_number(v) and v >= minimum,
+               f"must be at least {minimum} {why}")
+
+
+def one_of(path: str, names) -> Check:
+  """``path`` must be one of ``names``."""
+  names = tuple(names)
+  return Check(path, lambda v: v in names, f"is not known; choose one of {', '.join(names)}",
+               choices=names)
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """One ``loss.name``.
+
+  name: the ``loss.name`` value. batch_kind: a ``siamese_jax.batches.KINDS`` entry ("pairs",
+  "pk", "uniform"). heads: the ``model.head`` values it trains. reads: the ``loss.*`` keys it
+  reads (their values reach ``compute`` as ``spec[key]``). params: the ``LearnedParam``s it
+  learns beside the model. compute: ``(params, apply_fn, batch, key, spec, train) -> (loss [],
+  metrics dict of scalars)`` where ``params`` is the train state's whole tree (the objective's
+  own under ``LOSS_PARAMS``) and ``spec`` a ``train.LossSpec``. checks: the ``Check``s a config
+  with this loss must pass.
+  """
+  name: str
+  batch_kind: str
+  heads: tuple[str, ...]
+  reads: tuple[str, ...]
+  compute: Callable
+  params: tuple[LearnedParam, ...] = ()
+  checks: tuple[Check, ...] = ()
+
+
+def init_params(objective: Objective, spec, key, dims: ParamDims) -> dict:
+  """{name: initial value} of ``objective``'s learned parameters (float32), one key each."""
+  return {param.name: param.init(jax.random.fold_in(key, i), param.shape(spec, dims))
+          for i, param in enumerate(objective.params)}
