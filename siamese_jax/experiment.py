@@ -5,9 +5,10 @@ loops over compiled calls of ``train.make_train_epoch``. Between calls (never in
 progress; after each epoch it scores the fixed validation pairs, writes metrics (metrics.jsonl and
 TensorBoard through ``siamese_jax.summary_writer``, which needs no TensorFlow), starts an
 asynchronous checkpoint ranked by the validation ROC AUC, and keeps the test embeddings of the
-latent-space plot. At the end it scores the test pairs (the test split only reports: the tuned
-threshold comes from the validation pairs) and writes ``summary.json``, while a worker thread draws
-every epoch's latent plot in one projection (``plots.latent_frames``) and their GIF.
+latent-space plot. At the end ``siamese_jax.evaluators`` measure the final state (the test split
+only reports: thresholds are tuned on the validation pairs) into ``summary.json`` and
+``calibration.json``, while a worker thread draws every epoch's latent plot in one projection
+(``run_plots``) and their GIF.
 
 A SIGTERM (spot VM, TPU preemption, ``kill``) checkpoints at the next call boundary and raises
 ``Preempted``; rerunning the command resumes and ends bit-identical to an uninterrupted run.
@@ -304,13 +305,6 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   return summary
 
 
-def _steady_examples_per_second(history) -> float | None:
-  """Mean training examples/s over the epochs after the first: the first epoch's call also
-  compiles the program (or loads it from the compilation cache)."""
-  rates = [h["examples_per_second"] for h in history]
-  return float(np.mean(rates[1:] if len(rates) > 1 else rates)) if rates else None
-
-
 def _summarise(config, workdir, state, datasets, final, history, manager,
                plot_jobs=()) -> dict | None:
   """The summary of the final state (``final``: its evaluation context): every evaluator of a
@@ -320,13 +314,12 @@ def _summarise(config, workdir, state, datasets, final, history, manager,
   if not workdir_lib.is_primary():
     return None
   figures = evaluators.summary_figures(final)
-  test = figures["test"]
   outputs = run_plots.collect(config, workdir / "plots", plot_jobs)
   best_step = manager.best_step()
   best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)
   summary = {
       "final": history[-1] if history else {},
-      "test": {**test, "pairs": int(len(final.pairs("test")[0])),
+      "test": {**figures["test"], "pairs": int(len(final.pairs("test")[0])),
                "note": "final state; threshold_tuned chosen on the validation pairs"},
       "validation": {**figures["validation"], "pairs": int(len(final.pairs("validation")[0]))},
       "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
@@ -343,11 +336,11 @@ def _summarise(config, workdir, state, datasets, final, history, manager,
                         "val_*": "validation pairs, fixed every epoch",
                         "test": "test split pairs, final state"},
       "epochs": len(history), "steps": int(state.step),
-      "examples_per_second": _steady_examples_per_second(history),
+      "examples_per_second": metric_averages.steady_examples_per_second(history),
       "seed": config.seed, "config": json.loads(config.to_json_best_effort()),
       "devices": _describe_devices(), "versions": _versions(), "plots": outputs,
   }
-  pair_scoring = final.pair_scoring
+  pair_scoring, test = final.pair_scoring, figures["test"]
   threshold_words = ("logit > 0" if pair_scoring.higher_means_same else
                      f"threshold {pair_scoring.threshold:g} on the {pair_scoring.distance} distance")
   _say(f"test pair accuracy {test['accuracy_fixed']:.4f} ({threshold_words}), "

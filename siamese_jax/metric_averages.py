@@ -1,6 +1,6 @@
 """The training metrics of an epoch as clu averages: merged call by call, and written into a
-mid-epoch checkpoint as JSON (exact: float32 totals survive JSON) to be merged on after a resume.
-(clu.metric_writers would import TensorFlow; clu.metrics does not.)"""
+mid-epoch checkpoint as JSON (exact: float32 totals survive JSON) to be merged on after a resume
+(clu.metric_writers would import TensorFlow; clu.metrics does not); and the run's steady rate."""
 
 import dataclasses
 import functools
@@ -38,3 +38,10 @@ def from_json(saved: dict) -> clu_metrics.Collection:
   return collection.replace(**{name: clu_metrics.Average(total=np.float32(total),
                                                          count=np.int32(count))
                                for name, (total, count) in saved.items()})
+
+
+def steady_examples_per_second(history) -> float | None:
+  """Mean training examples/s over the epochs after the first: the first epoch's call also
+  compiles the program (or loads it from the compilation cache)."""
+  rates = [h["examples_per_second"] for h in history]
+  return float(np.mean(rates[1:] if len(rates) > 1 else rates)) if rates else None
