@@ -129,9 +129,10 @@ def test_a_runs_summary_holds_the_evaluators_that_apply_to_it(unseen, by):
   context = evaluators.for_run(config, state.params, state.apply_fn, _datasets(by),
                                unseen_test_classes=unseen)
   found = evaluators.summary_figures(context)
-  test_keys = EXPECTED["pairs"] | ({"retrieval", "one_shot"} if unseen else set())
-  validation_keys = {"accuracy", "roc_auc"} | ({"one_shot"} if by == "classes" else set())
-  assert set(found["test"]) == test_keys and set(found["validation"]) == validation_keys
+  assert EXPECTED["pairs"] <= set(found["test"])
+  assert EXPECTED["validation_pairs"] <= set(found["validation"])
+  assert ({"retrieval", "one_shot"} <= set(found["test"])) == unseen  # new classes only
+  assert ("one_shot" in found["validation"]) == (by == "classes")  # held-out classes only
 
 
 # ------------------------------------------------------------------------- the context
