@@ -124,6 +124,7 @@ def load_datasets(config) -> Datasets:
   return Datasets(train_part, splits.take(full_train, held_out, " (validation part)"), test_set,
                   {**split, "test": test_split})
 
+
 def _describe_devices() -> str:
   devices = jax.devices()
   kinds = sorted({d.device_kind for d in devices})
