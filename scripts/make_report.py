@@ -10,7 +10,7 @@ the same config share their runs; finished runs are reused, so an interrupted re
 finished run of the same config before a key was added at a default that keeps it the same is
 reused too, see ``compatible_run``). ``--only`` reruns some findings and keeps the other findings'
 sections of the last report (from results.json, verdicts recomputed).
-The trained model is then restored from its workdir and measured with ``siamese_jax.evaluate``:
+The trained model is then restored from its workdir and measured with ``siamese_jax.evaluators``:
 pair verification on pairs of the test split, with the tuned threshold chosen on pairs of the
 validation part held out of the training split (never on test data), plus what a finding needs
 (SVM on pair features, retrieval metrics, Omniglot one-shot episodes, latent-space pictures).
@@ -35,11 +35,10 @@ sys.path.insert(0, str(REPO_ROOT))
 import jax  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from experiments import default, findings as findings_lib  # noqa: E402
-from siamese_jax import (batches, checkpoints, config_keys, data, evaluate, experiment,  # noqa: E402
-                         losses, models, plots, scoring, sharding, splits, train)
+from siamese_jax import (checkpoints, config_keys, evaluate, evaluators,  # noqa: E402
+                         experiment, losses, models, plots)
 from siamese_jax.data import protocol  # noqa: E402
 
 # Training length per finding in the full report (on top of each arm's config).
@@ -57,6 +56,9 @@ QUICK = {"train.epochs": 1}  # on top of each config's "tiny" variant (experimen
 EVAL_PAIRS = {"full": 2000, "quick": 200}
 META = "_meta"  # results.json: {"runs": {finding: {workdir: wall s}}, "figures": {finding: [...]}}
 EPISODES = {"full": 400, "quick": 20}
+# finding.extra -> the evaluator (siamese_jax.evaluators) that measures what the finding needs
+EXTRA_EVALUATORS = {"svm": "svm", "retrieval": "retrieval", "latent": "elongation",
+                    "two_sources": "cross_retrieval", "new_classes": "new_classes"}
 
 
 # ---------------------------------------------------------------------------- running
@@ -147,182 +149,33 @@ def train_once(config, workdir: pathlib.Path) -> pathlib.Path:
 # ------------------------------------------------------------------------- evaluation
 
 
-def _pairs(state, dataset, key, pair_scoring, num_pairs, pair_source, shared_weights=True,
-           embed_split=None):
-  """(scores [M], same [M], higher_means_same) of the pairs evaluate.make_pair_scorer draws from
-  ``dataset`` with ``key``. Where the split has fewer images than the M pairs hold (Omniglot's
-  test alphabets: 2,120 images, 4,000 in the pairs, each with 25 test-time views), each image is
-  embedded once and the pairs are scored from the embeddings: the same scores up to float
-  rounding, for about half the work. ``embed_split()``: the split's tower-0 embeddings where the
-  caller has them (default: computed here)."""
-  data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
-                              sharding.make_mesh(jax.devices()[:1]))
-  spec, num_batches = evaluate.pair_batches(num_pairs, pair_source)
-  if pair_source != "balanced" or len(dataset.images) >= 2 * spec.batch_size * num_batches:
-    score = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, num_pairs, pair_source)
-    scores, same = jax.device_get(score(state.params, data, key))
-    return scores, same, pair_scoring.higher_means_same
-  drawn = jax.device_get(evaluate.draw_pairs(key, data.index, len(dataset.images), num_pairs,
-                                             pair_source))
-  idx_a, idx_b, same = drawn["idx_a"], drawn["idx_b"], drawn["same"]
-  emb_a = embed_split() if embed_split else _embed(state, dataset.images)
-  emb_b = emb_a if shared_weights else _embed(state, dataset.images, tower=1)
-  scores = scoring.score_embeddings(state.apply_fn, state.params, emb_a[idx_a], emb_b[idx_b],
-                                    pair_scoring)
-  return np.asarray(scores), same, pair_scoring.higher_means_same
-
-
-def _embed(state, images, tower: int = 0, views: bool = True) -> np.ndarray:
-  return scoring.embed_in_batches(state.apply_fn, state.params, images, tower=tower, views=views)
-
-
-def _pair_features(state, dataset, key, num_pairs):
-  """(|f(a) - f(b)| [M, D], raw |a - b| [M, H W C], same [M]) for balanced pairs."""
-  data = sharding.device_data(dataset.images, dataset.labels, dataset.num_classes,
-                              sharding.make_mesh(jax.devices()[:1]))
-  batch = batches.sample_batch(key, data, batches.BatchSpec(kind="pairs", batch_size=num_pairs))
-  emb_a, emb_b = _embed(state, batch["x_a"]), _embed(state, batch["x_b"])
-  raw_a = np.asarray(batch["x_a"], np.float32).reshape(num_pairs, -1) / 255.0
-  raw_b = np.asarray(batch["x_b"], np.float32).reshape(num_pairs, -1) / 255.0
-  return np.abs(emb_a - emb_b), np.abs(raw_a - raw_b), np.asarray(batch["same"]) > 0
-
-
-def _similarity_fn(state, config):
-  """Higher = more alike, for one-shot episodes, as siamese_jax.scoring scores a pair."""
-  pair_scoring = scoring.pair_scoring_from_config(config)
-  sign = 1.0 if pair_scoring.higher_means_same else -1.0
-  return lambda a, b: sign * scoring.score_embeddings(state.apply_fn, state.params, a, b,
-                                                      pair_scoring)
-
-
-def cluster_elongation(points, labels) -> float:
-  """Mean over classes of sqrt(largest / smallest covariance eigenvalue) of 2-D points [N, 2]:
-  1 for round clusters, large for spindly ones (seed 002's Adam vs SGD picture, as a number)."""
-  ratios = []
-  for c in np.unique(labels):
-    eig = np.linalg.eigvalsh(np.cov(points[labels == c].T))
-    ratios.append(np.sqrt(eig[-1] / max(eig[0], 1e-12)))
-  return float(np.mean(ratios))
-
-
 def evaluate_run(finding, config, workdir, mode, datasets) -> dict:
   """Test-pair verification (threshold tuned on pairs of the run's validation part, held out of
-  its training split) and what the finding needs beyond it, of the run's last checkpoint."""
+  its training split) and what the finding needs beyond it (siamese_jax.evaluators), of the
+  run's last checkpoint."""
   _, state = checkpoints.load_trained(str(workdir))
-  pair_scoring = scoring.pair_scoring_from_config(config)
-  key = jax.random.key(config.seed + 100)
-  num_pairs = EVAL_PAIRS[mode]
-  train_set, test_set = datasets.train, datasets.test
-  embedded = {}
-
-  def test_embeddings(views: bool = True) -> np.ndarray:
-    """The test split's embeddings [N, D] (tower 0), once for pairs, one-shot and retrieval."""
-    if views not in embedded:
-      embedded[views] = _embed(state, test_set.images, views=views)
-    return embedded[views]
-
-  (val_scores, val_same, higher), (test_scores, test_same, _) = [
-      _pairs(state, part, jax.random.fold_in(key, i), pair_scoring, num_pairs,
-             config.train.pair_source, config.model.shared_weights, embed_split)
-      for i, (part, embed_split) in enumerate(((datasets.validation, None),
-                                               (test_set, test_embeddings)))]
-  result = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
-                                      fixed_threshold=pair_scoring.threshold)
+  context = evaluators.for_report(config, state.params, state.apply_fn, datasets,
+                                  EVAL_PAIRS[mode], EPISODES[mode])
+  result = evaluators.run("pairs", context)
   summary = json.loads((workdir / "summary.json").read_text())
   final = summary["final"]
   result.update(train_loss=final.get("train_loss"), train_accuracy=final.get("train_accuracy"),
                 examples_per_second=summary["examples_per_second"],
                 train_seconds=summary["train_seconds"])
-  if finding.extra == "svm":
-    train_features = _pair_features(state, train_set, jax.random.fold_in(key, 7), num_pairs)
-    test_features = _pair_features(state, test_set, jax.random.fold_in(key, 8), num_pairs)
-    result["svm_learned"] = evaluate.svm_pair_accuracy(train_features[0], train_features[2],
-                                                       test_features[0], test_features[2])
-    result["svm_raw_pixels"] = evaluate.svm_pair_accuracy(train_features[1], train_features[2],
-                                                          test_features[1], test_features[2])
-  if finding.extra in ("retrieval", "latent"):
-    embeddings = test_embeddings()
-    if finding.extra == "retrieval":
-      result.update(evaluate.retrieval_metrics(embeddings, test_set.labels))
-    else:
-      result["elongation"] = cluster_elongation(plots.project_2d(embeddings)[0], test_set.labels)
-  if finding.extra == "two_sources":
-    result.update(cross_source_retrieval(state, test_set, config.model.distance))
-  if finding.extra == "new_classes":
-    result.update(new_class_figures(state, config, datasets, key, mode,
-                                    (val_scores, val_same, higher)))
-  if config.model.head == "abs_diff" and finding.key == "table":
-    result.update(bce_head_figures(config, test_scores, test_set.images.shape[1:]))
+  if finding.extra in EXTRA_EVALUATORS:
+    found = evaluators.run(EXTRA_EVALUATORS[finding.extra], context)
+    result.update(found.get("retrieval", found))  # retrieval's figures under their own names
+  if finding.key == "table" and evaluators.EVALUATORS["bce_head"].applies(context):
+    result.update(evaluators.run("bce_head", context))
   if finding.extra == "oneshot":
     result["train_minutes"] = summary["train_seconds"] / 60
-    similarity = _similarity_fn(state, config)
     # A model with test-time views is also measured without them (the same trained weights).
     for suffix, views in (("", True), ("_no_views", False))[:1 + bool(
         config.model.test_time_shift)]:
-      embeddings = test_embeddings(views)
+      ways = evaluators.run("one_shot", context.replace(views=views))["one_shot"]
       for n_way in (20, 5):
-        result[f"oneshot_{n_way}way{suffix}"] = evaluate.one_shot_accuracy(
-            jax.random.fold_in(key, n_way), embeddings, test_set.labels, n_way,
-            episodes=EPISODES[mode], similarity=similarity,
-            alphabet_of_class=_alphabet_of_class(test_set), within_alphabet=True)
+        result[f"oneshot_{n_way}way{suffix}"] = ways[f"{n_way}_way"]
   return result
-
-
-def cross_source_retrieval(state, test_set, distance: str) -> dict:
-  """Each second-source test image (tower 1) as a query among the first source's (tower 0):
-  seed 002's use, a query of one kind finding examples of its class of the other kind."""
-  source = data.two_sources.source_of(test_set.labels, test_set.num_classes)
-  digit = data.two_sources.shared_class(test_set.labels, test_set.num_classes)
-  queries = _embed(state, test_set.images[source == 1], tower=1)
-  references = _embed(state, test_set.images[source == 0], tower=0)
-  found = evaluate.cross_retrieval_metrics(queries, digit[source == 1], references,
-                                           digit[source == 0], distance=distance)
-  return {"cross_precision_at_1": found["precision_at_1"],
-          "cross_map_at_r": found["mean_average_precision_at_r"]}
-
-
-def new_class_figures(state, config, datasets, key, mode, validation_pairs) -> dict:
-  """Pair verification (threshold tuned on the validation pairs of the trained classes) and
-  one-shot accuracy on the test images of the trained classes ("seen_*") and of the classes
-  never trained on ("new_*"), and 10-way one-shot over every test class."""
-  test_set, pair_scoring = datasets.test, scoring.pair_scoring_from_config(config)
-  similarity = _similarity_fn(state, config)
-  val_scores, val_same, higher = validation_pairs
-  seen = np.isin(test_set.labels, np.asarray(config.data.train_classes))
-  result = {}
-  for i, (name, members) in enumerate((("seen", seen), ("new", ~seen))):
-    part = splits.take(test_set, np.flatnonzero(members))
-    scores, same, _ = _pairs(state, part, jax.random.fold_in(key, 20 + i), pair_scoring,
-                             EVAL_PAIRS[mode], "balanced", config.model.shared_weights)
-    found = evaluate.pair_verification(scores, same, val_scores, val_same, higher,
-                                       fixed_threshold=pair_scoring.threshold)
-    result[f"{name}_accuracy"], result[f"{name}_roc_auc"] = (found["accuracy_tuned"],
-                                                             found["roc_auc"])
-    result[f"{name}_2way"] = evaluate.one_shot_accuracy(
-        jax.random.fold_in(key, 30 + i), _embed(state, part.images), part.labels, 2,
-        episodes=EPISODES[mode], similarity=similarity)
-  result["all_10way"] = evaluate.one_shot_accuracy(
-      jax.random.fold_in(key, 40), _embed(state, test_set.images), test_set.labels,
-      test_set.num_classes, episodes=EPISODES[mode], similarity=similarity)
-  return result
-
-
-def bce_head_figures(config, test_scores, image_shape) -> dict:
-  """What a pair-BCE run's head did: whether every weight of its Dense(1) on |f(a) - f(b)| was
-  > 0 at initialisation (then a larger distance starts out meaning "same"), the spread of its
-  test logits [M] and the fraction beyond |5| (a saturated sigmoid: p < 0.7 % or > 99.3 %)."""
-  init_key = jax.random.split(jax.random.key(config.seed), 3)[0]  # as train_and_evaluate draws
-  initial = train.create_train_state(init_key, models.build_model(config.model),
-                                     list(image_shape), optax.identity()).params
-  logits = np.asarray(test_scores, np.float64)
-  return {"head_init_positive": float(np.all(np.asarray(initial["head"]["Dense_0"]["kernel"]) > 0)),
-          "logit_std": float(np.std(logits)), "logit_saturated": float(np.mean(np.abs(logits) > 5))}
-
-
-def _alphabet_of_class(dataset):
-  alphabet_of_class = np.zeros(dataset.num_classes, np.int32)
-  alphabet_of_class[dataset.labels] = dataset.alphabets
-  return alphabet_of_class
 
 
 def raw_pixel_oneshot(test_set, mode) -> dict:
@@ -330,7 +183,8 @@ def raw_pixel_oneshot(test_set, mode) -> dict:
   pixels = test_set.images.reshape(len(test_set.images), -1).astype(np.float32) / 255.0
   return {f"oneshot_{n}way": evaluate.one_shot_accuracy(
       jax.random.key(n), pixels, test_set.labels, n, episodes=EPISODES[mode],
-      alphabet_of_class=_alphabet_of_class(test_set), within_alphabet=True) for n in (20, 5)}
+      alphabet_of_class=evaluators.one_shot.group_of_class(test_set), within_alphabet=True)
+      for n in (20, 5)}
 
 
 # ---------------------------------------------------------------------------- verdicts

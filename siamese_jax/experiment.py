@@ -5,34 +5,28 @@ loops over compiled calls of ``train.make_train_epoch``. Between calls (never in
 progress; after each epoch it scores the fixed validation pairs, writes metrics (metrics.jsonl and
 TensorBoard through ``siamese_jax.summary_writer``, which needs no TensorFlow), starts an
 asynchronous checkpoint ranked by the validation ROC AUC, and keeps the test embeddings of the
-latent-space plot. At the end it scores the test pairs (the test split only reports: the tuned
-threshold comes from the validation pairs) and writes ``summary.json``, while a worker thread draws
-every epoch's latent plot in one projection (``plots.latent_frames``) and their GIF.
+latent-space plot. At the end ``siamese_jax.evaluators`` measure the final state (the test split
+only reports: thresholds are tuned on the validation pairs) into ``summary.json`` and
+``calibration.json``, while a worker thread draws every epoch's latent plot in one projection
+(``run_plots``) and their GIF.
 
 A SIGTERM (spot VM, TPU preemption, ``kill``) checkpoints at the next call boundary and raises
 ``Preempted``; rerunning the command resumes and ends bit-identical to an uninterrupted run.
 """
 
 import concurrent.futures
-import contextlib
-import dataclasses
-import functools
 import json
 import pathlib
 import platform
-import signal
-import threading
 import time
-from typing import NamedTuple
 
 import jax
 import numpy as np
 import tqdm
-from clu import metrics as clu_metrics  # (clu.metric_writers would import TensorFlow)
 
-from siamese_jax import (batches, checkpoints, config_checks, evaluate, models, normalization,
-                         plots, scoring, sharding, splits, streaming, summary_writer, train,
-                         workdir as workdir_lib)
+from siamese_jax import (batches, call_schedule, checkpoints, config_checks, evaluators,
+                         metric_averages, models, normalization, preemption, run_keys, run_plots,
+                         sharding, streaming, summary_writer, train, workdir as workdir_lib)
 from siamese_jax.data import protocol
 
 
@@ -62,74 +56,6 @@ def _describe_devices() -> str:
           f"{jax.process_count()} process(es)")
 
 
-class Schedule(NamedTuple):
-  """How the run's steps are cut: ``calls_per_epoch`` calls of ``steps_per_call`` steps."""
-  steps_per_call: int
-  calls_per_epoch: int
-  epochs: int
-
-  @property
-  def steps_per_epoch(self) -> int:
-    return self.steps_per_call * self.calls_per_epoch
-
-  @property
-  def total_steps(self) -> int:
-    return self.steps_per_epoch * self.epochs
-
-
-def make_schedule(config, train_size: int, examples_per_step: int) -> Schedule:
-  """train.steps_per_epoch (None: train_size // examples per step), rounded up to whole calls."""
-  steps = config.train.steps_per_epoch or max(train_size // examples_per_step, 1)
-  per_call = min(config.train.steps_per_call, steps)
-  return Schedule(per_call, -(-steps // per_call), config.train.epochs)
-
-
-@contextlib.contextmanager
-def sigterm_requests_stop():
-  """Yields an Event set by SIGTERM while the block runs (the old handler back afterwards); off
-  the main thread, where signals cannot be caught, the Event is never set."""
-  requested = threading.Event()
-  if threading.current_thread() is not threading.main_thread():
-    yield requested
-    return
-  previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
-  try:
-    yield requested
-  finally:
-    signal.signal(signal.SIGTERM, previous)
-
-
-def _average(metrics: dict) -> clu_metrics.Collection:
-  """A clu Collection averaging each named metric of a call ({name: [steps]})."""
-  return _averaging_collection(tuple(sorted(metrics))).single_from_model_output(**metrics)
-
-
-@functools.cache
-def _averaging_collection(names: tuple[str, ...]):
-  """The Collection class averaging ``names``, made once (making one builds a dataclass)."""
-  return clu_metrics.Collection.create(
-      **{name: clu_metrics.Average.from_output(name) for name in names})
-
-
-def _averages_to_json(collection) -> dict:
-  """{name: [total, count]} of an averaging Collection (exact: float32 totals survive JSON)."""
-  return {name: [float(average.total), int(average.count)]
-          for name, average in _named_averages(collection).items()}
-
-
-def _named_averages(collection) -> dict:
-  return {field.name: getattr(collection, field.name) for field in dataclasses.fields(collection)
-          if isinstance(getattr(collection, field.name), clu_metrics.Average)}
-
-
-def _averages_from_json(saved: dict) -> clu_metrics.Collection:
-  """The Collection that ``_averages_to_json`` wrote."""
-  collection = _average({name: np.zeros(0, np.float32) for name in saved})
-  return collection.replace(**{name: clu_metrics.Average(total=np.float32(total),
-                                                         count=np.int32(count))
-                               for name, (total, count) in saved.items()})
-
-
 def train_and_evaluate(config, workdir: str) -> dict | None:
   """Trains ``config`` into ``workdir`` and returns the summary (also in summary.json).
 
@@ -154,8 +80,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   _say("config:\n" + str(config))
 
   mesh = sharding.make_mesh()
-  schedule = make_schedule(config, len(datasets.train.labels), batch_spec.examples)
-  init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
+  schedule = call_schedule.make_schedule(config, len(datasets.train.labels), batch_spec.examples)
+  init_key, train_key, _ = run_keys.run_keys(config.seed)
   model = models.build_model(config.model)
   tx = train.make_optimizer(config.optimizer, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
@@ -177,40 +103,33 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 
   # ---- input side (issue 14; siamese_jax.normalization, siamese_jax.streaming) -------------
   # The training part's per-channel stats into the params (model.input_normalization; the same
-  # values again on resume). Validation and test on every device; the training part too while it
-  # fits data.device_budget_mb (train.make_train_epoch), else streamed from host memory by a
+  # values again on resume). The training part on every device while it fits
+  # data.device_budget_mb (train.make_train_epoch), else streamed from host memory by a
   # prefetching StreamedTrainCall that trains on the same batches.
   state = sharding.put_replicated(state.replace(params=normalization.adapt(
       state.params, config.model.input_normalization, datasets.train.images)), mesh)
-  device_sets = {name: sharding.device_data(part.images, part.labels, part.num_classes, mesh)
-                 for name, part in (("validation", datasets.validation), ("test", datasets.test))}
   train_input = streaming.make_train_input(
       datasets.train, loss_spec, batch_spec, schedule, mesh,
       train.unroll_steps(config.train.unroll, config.model.encoder), train_key,
       start=(progress["epoch"], progress["next_call"]), budget_mb=config.data.device_budget_mb)
-  device_sets["train"], run_call = train_input.data, train_input.run_call
+  train_data, run_call = train_input.data, train_input.run_call
   _say(train_input.description)
   # ---- end of the input side ----------------------------------------------------------------
-  pair_scoring = scoring.pair_scoring_from_config(config)
-  score_pairs = evaluate.make_pair_scorer(state.apply_fn, pair_scoring, config.eval.pairs,
-                                          config.train.pair_source)
-  monitor_pairs = score_pairs if not config.model.test_time_shift else evaluate.make_pair_scorer(
-      state.apply_fn, pair_scoring, config.eval.pairs, config.train.pair_source, views=False)
+  # Validation and test go on every device at their first scoring (siamese_jax.evaluators).
+  evaluation = evaluators.for_run(config, state.params, state.apply_fn, datasets, mesh=mesh,
+                                  unseen_test_classes=protocol.unseen(datasets.train, datasets.test))
   writer = summary_writer.SummaryWriter(workdir if workdir_lib.is_primary() else None)
   report_progress = summary_writer.ReportProgress(writer)  # steps/s to TensorBoard at epoch ends
-  plot_set = (datasets.test.images[:config.eval.plot_points],
-              datasets.test.labels[:config.eval.plot_points])
-  latent = _saved_latent_embeddings(workdir, progress["epoch"]) if config.plots.latent else {}
-  embed = jax.jit(lambda params, x: scoring.embed(state.apply_fn, params, x, views=False))
+  latent = run_plots.LatentFrames(config, workdir, datasets.test, state.apply_fn, progress["epoch"])
   history, train_seconds = progress["history"], progress["train_seconds"]
 
   bar = tqdm.tqdm(total=schedule.total_steps, initial=int(state.step), unit="step",
                   dynamic_ncols=True, desc="train", disable=not workdir_lib.is_primary())
-  with sigterm_requests_stop() as stop_requested:
+  with preemption.sigterm_requests_stop() as stop_requested:
     for epoch in range(progress["epoch"], config.train.epochs):
       epoch_key = jax.random.fold_in(train_key, epoch)
       first_call = progress["next_call"] if epoch == progress["epoch"] else 0
-      averages = (_averages_from_json(progress["partial"])
+      averages = (metric_averages.from_json(progress["partial"])
                   if first_call and progress["partial"] else None)
       epoch_start, pending = time.time(), None
 
@@ -225,14 +144,14 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
               f"{epoch + 1}); the last good checkpoint is kept in {workdir / 'checkpoints'}; "
               "lower --config.optimizer.learning_rate and rerun with "
               "--config.train.overwrite=True")
-        call_average = _average(metrics)
+        call_average = metric_averages.average(metrics)
         bar.set_postfix(epoch=f"{epoch + 1}/{config.train.epochs}",
                         loss=f"{float(np.mean(metrics['loss'])):.4f}")
         bar.update(schedule.steps_per_call)
         return call_average if averages is None else averages.merge(call_average)
 
       for call in range(first_call, schedule.calls_per_epoch):
-        state, metrics = run_call(state, device_sets["train"], jax.random.fold_in(epoch_key, call))
+        state, metrics = run_call(state, train_data, jax.random.fold_in(epoch_key, call))
         if pending is not None:
           averages = take_metrics(*pending, averages)
         pending = (call, metrics)
@@ -241,7 +160,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
           train_seconds += time.time() - epoch_start
           checkpoints.save(manager, state, None, {
               "epoch": epoch, "next_call": call + 1, "history": history, "image_shape": image_shape,
-              "train_seconds": train_seconds, "partial": _averages_to_json(averages)})
+              "train_seconds": train_seconds, "partial": metric_averages.to_json(averages)})
           manager.wait_until_finished()
           bar.close()
           raise Preempted(f"stopped by SIGTERM at step {int(state.step)} (epoch {epoch + 1}) and "
@@ -252,24 +171,20 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
       epoch_seconds = time.time() - epoch_start
       train_seconds += epoch_seconds
       report_progress(int(state.step))
-      val_scores, val_same = jax.device_get(  # without test-time views, which cost (2s+1)^2
-          monitor_pairs(state.params, device_sets["validation"], eval_key))
+      validation = evaluators.run(  # without test-time views, which cost (2s+1)^2
+          "validation_pairs", evaluation.replace(params=state.params, views=False))
       calls_run = schedule.calls_per_epoch - first_call
       record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
                 "examples_per_second": (calls_run * schedule.steps_per_call
                                         * batch_spec.examples / epoch_seconds),
                 **{f"train_{k}": float(v) for k, v in averages.compute().items()},
-                **{f"val_{k}": v for k, v in _pair_metrics(val_scores, val_same,
-                                                           pair_scoring).items()}}
+                **{f"val_{k}": v for k, v in validation.items()}}
       history.append(record)
       if workdir_lib.is_primary():
         workdir_lib.append_metrics(workdir, record)
       writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "epoch"})
       writer.flush()
-      if config.plots.latent:  # drawn at the end, all epochs in one projection
-        latent[epoch + 1] = np.asarray(embed(state.params, plot_set[0]))
-        if workdir_lib.is_primary():  # for a resumed run's frames
-          _save_latent_embeddings(workdir, epoch + 1, latent[epoch + 1])
+      latent.record(epoch + 1, state.params)  # drawn at the end, all epochs in one projection
       checkpoints.save(manager, state, {checkpoints.BEST_METRIC: record[checkpoints.BEST_METRIC]},
                        {"epoch": epoch + 1, "next_call": 0, "history": history,
                         "image_shape": image_shape, "train_seconds": train_seconds,
@@ -285,23 +200,26 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   writer.close()
   # The plots are drawn on one worker thread while this one scores, calibrates and summarises.
   plotter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
-  plot_jobs = [_start_latent_frames(plotter, config, workdir, datasets.test, plot_set[1], latent)]
+  plot_jobs = [latent.start_drawing(plotter)]
   manager.wait_until_finished()  # the last checkpoint written before it is read
-  # The final state's validation and test pairs, scored once for calibration and summary.
-  final_pairs = {part: jax.device_get(score_pairs(state.params, device_sets[part], eval_key))
-                 for part in ("validation", "test")}
+  # The final state's validation and test pairs, scored once for calibration, plots and summary.
+  final = evaluation.replace(params=state.params)
+  final.pairs("validation")  # on every process: one program over all devices
+  test_pairs = final.pairs("test")
   if workdir_lib.is_primary():
-    plot_jobs.append(plotter.submit(_final_plots, workdir / "plots", history, final_pairs["test"],
-                                    pair_scoring))
+    plot_jobs.append(plotter.submit(run_plots.final_plots, workdir / "plots", history, test_pairs,
+                                    final.pair_scoring))
   plotter.shutdown(wait=False)
-  calibration = _calibrate(config, state, manager, device_sets, score_pairs, eval_key,
-                           pair_scoring, final_pairs)
-  summary = _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring,
-                       history, manager, [job for job in plot_jobs if job is not None])
+  contexts = {int(state.step): final}  # calibration.json: the latest and the best checkpoint's
+  best = manager.best_step()
+  if best is not None and best not in contexts:
+    contexts[best] = final.replace(params=checkpoints.restore(manager, state, best)[0].params)
+  calibration = evaluators.calibration.file_contents(contexts, int(state.step), best)
+  summary = _summarise(config, workdir, state, datasets, final, history, manager,
+                       [job for job in plot_jobs if job is not None])
   if summary is not None:
-    workdir_lib.write_json(workdir / CALIBRATION_FILE, calibration)
+    workdir_lib.write_json(workdir / workdir_lib.CALIBRATION_FILE, calibration)
     summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
-  if summary is not None:
     summary.update(train_seconds=train_seconds, wall_seconds=time.time() - started)
     workdir_lib.write_json(workdir / workdir_lib.SUMMARY_FILE, summary)
   # Release this run's compiled programs. XLA:CPU maps their code into memory regions that JAX's
@@ -313,196 +231,23 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   return summary
 
 
-CALIBRATION_FILE = "calibration.json"
-# Every epoch's plot embeddings (~1 MB an epoch by default), kept so that a resumed or extended
-# run draws all its epochs in one projection again.
-LATENT_EMBEDDINGS_DIR = ".latent_embeddings"
-
-
-def _save_latent_embeddings(workdir, epoch: int, embeddings: np.ndarray) -> None:
-  folder = workdir / LATENT_EMBEDDINGS_DIR
-  folder.mkdir(exist_ok=True)
-  np.save(folder / f"epoch{epoch:03d}.npy", embeddings)
-
-
-def _saved_latent_embeddings(workdir, epochs: int) -> dict:
-  """{epoch: embeddings} saved by the epochs 1..``epochs`` a resumed run already trained."""
-  found = {}
-  for epoch in range(1, epochs + 1):
-    path = workdir / LATENT_EMBEDDINGS_DIR / f"epoch{epoch:03d}.npy"
-    if path.is_file():
-      found[epoch] = np.load(path)
-  return found
-
-
-def _start_latent_frames(pool, config, workdir, test_set, labels, latent: dict):
-  """A Future (of ``pool``) drawing every epoch's latent plot (plots/latent_epochNNN.png) and, if
-  asked, their GIF; None where there is nothing to draw. Its result: {"animation": path} (or {})."""
-  if not (config.plots.latent and latent and workdir_lib.is_primary()):
-    return None
-  epochs = sorted(latent)
-  plots_dir = workdir / "plots"
-
-  def draw():
-    drawn = plots.latent_frames(
-        [latent[e] for e in epochs], labels,
-        [plots_dir / f"latent_epoch{e:03d}.png" for e in epochs],
-        [f"{config.data.name} test, epoch {e}" for e in epochs],
-        class_names=_short_class_names(test_set),
-        gif_path=plots_dir / "latent.gif" if config.plots.animation else None)
-    return {} if drawn["animation"] is None else {"animation": drawn["animation"]}
-
-  return pool.submit(draw)
-
-
-def _final_plots(plots_dir, history, test_pairs, pair_scoring) -> dict:
-  """{"curves", "distances", "roc": path} of the run's curves and its final test pairs."""
-  test_scores, test_same = test_pairs
-  higher = pair_scoring.higher_means_same
-  outputs = {}
-  if history:
-    outputs["curves"] = plots.training_curves(history, str(plots_dir / "curves.png"))
-  outputs["distances"] = plots.distance_histograms(
-      -test_scores if higher else test_scores, test_same, str(plots_dir / "distances.png"),
-      threshold=None if higher else pair_scoring.threshold)
-  outputs["roc"], _ = plots.roc_curve(test_scores, test_same, str(plots_dir / "roc.png"),
-                                      higher_means_same=higher)
-  return outputs
-
-
-def _calibrate(config, state, manager, device_sets, score_pairs, eval_key, pair_scoring,
-               final_pairs: dict) -> dict:
-  """The verification threshold of the latest and of the best checkpoint, chosen on the
-  validation pairs for eval.far (None: best accuracy), each with its FAR/FRR on the validation
-  and on the test pairs: what ``calibration.json`` holds for inference. ``final_pairs``: the
-  latest state's {"validation", "test": (scores, same)}, already scored."""
-  higher = pair_scoring.higher_means_same
-  steps = {int(state.step): state.params}
-  best = manager.best_step()
-  if best is not None and best not in steps:
-    steps[best] = checkpoints.restore(manager, state, best)[0].params
-  found = {}
-  for step, params in steps.items():
-    if step == int(state.step):
-      (val_scores, val_same), (test_scores, test_same) = (final_pairs["validation"],
-                                                          final_pairs["test"])
-    else:
-      val_scores, val_same = jax.device_get(score_pairs(params, device_sets["validation"],
-                                                        eval_key))
-      test_scores, test_same = jax.device_get(score_pairs(params, device_sets["test"], eval_key))
-    chosen = evaluate.calibrate(val_scores, val_same, higher, config.eval.far)
-    chosen["test"] = {**evaluate.error_rates(test_scores, test_same, chosen["threshold"], higher),
-                      "accuracy": evaluate.accuracy_at_threshold(test_scores, test_same,
-                                                                 chosen["threshold"], higher)}
-    found[str(step)] = chosen
-  return {"checkpoints": found, "latest_step": int(state.step), "best_step": best,
-          "scoring": {"head": pair_scoring.head, "distance": pair_scoring.distance,
-                      "higher_means_same": higher},
-          "pairs": {"validation": "held out of the training split", "test": "test split"}}
-
-
-def _pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
-  """accuracy (at the untuned threshold) and roc_auc of scored pairs [M]."""
-  from sklearn import metrics as sk_metrics
-  similarity = scores if pair_scoring.higher_means_same else -scores
-  return {"accuracy": evaluate.accuracy_at_threshold(scores, same, pair_scoring.threshold,
-                                                     pair_scoring.higher_means_same),
-          "roc_auc": float(sk_metrics.roc_auc_score(same, similarity))}
-
-
-def _has_unseen_classes(datasets) -> bool:
-  """Whether the test split holds classes never trained on (named, and none shared)."""
-  return protocol.unseen(datasets.train, datasets.test)
-
-
-def _one_shot(state, dataset, embeddings, pair_scoring, key, ways, within_alphabet) -> dict:
-  """{"<n>_way": accuracy} of 400 N-way one-shot episodes over ``dataset``'s classes (within an
-  alphabet if asked and the data has alphabets); a way with too few classes is left out."""
-  sign = 1.0 if pair_scoring.higher_means_same else -1.0
-  similarity = lambda a, b: sign * scoring.score_embeddings(state.apply_fn, state.params, a, b,
-                                                            pair_scoring)
-  alphabet_of_class = None
-  if within_alphabet and dataset.alphabets is not None:
-    alphabet_of_class = np.zeros(dataset.num_classes, np.int32)
-    alphabet_of_class[dataset.labels] = dataset.alphabets
-  found = {}
-  for n_way in ways:
-    try:
-      found[f"{n_way}_way"] = evaluate.one_shot_accuracy(
-          jax.random.fold_in(key, n_way), embeddings, dataset.labels, n_way, episodes=400,
-          similarity=similarity, alphabet_of_class=alphabet_of_class,
-          within_alphabet=alphabet_of_class is not None)
-    except ValueError:  # too few classes (in an alphabet) for n_way
-      continue
-  return found
-
-
-def _unseen_class_metrics(state, test_set, pair_scoring, key) -> dict:
-  """Retrieval (P@1, R-precision, MAP@R, k-NN) over the test embeddings and N-way one-shot
-  accuracy (within an alphabet where the data has alphabets), for test classes never trained on."""
-  embeddings = scoring.embed_in_batches(state.apply_fn, state.params, test_set.images)
-  return {"retrieval": evaluate.retrieval_metrics(embeddings, test_set.labels,
-                                                  distance=pair_scoring.distance),
-          "one_shot": _one_shot(state, test_set, embeddings, pair_scoring, key, (5, 20), True)}
-
-
-VALIDATION_WAYS = (5, 10)  # the validation part holds ~10 % of the classes, across alphabets
-
-
-def _validation_one_shot(state, validation, pair_scoring, key, within_alphabet: bool) -> dict:
-  """One-shot accuracy over the validation classes, the figure to tune on: {"5_way", "10_way"}
-  across alphabets (held out by classes), or {"5_way", "20_way"} within each held-out alphabet
-  (held out by alphabets, the shape of Omniglot's test)."""
-  embeddings = scoring.embed_in_batches(state.apply_fn, state.params, validation.images)
-  ways = (5, 20) if within_alphabet else VALIDATION_WAYS
-  return _one_shot(state, validation, embeddings, pair_scoring, key, ways, within_alphabet)
-
-
-def _steady_examples_per_second(history) -> float | None:
-  """Mean training examples/s over the epochs after the first: the first epoch's call also
-  compiles the program (or loads it from the compilation cache)."""
-  rates = [h["examples_per_second"] for h in history]
-  return float(np.mean(rates[1:] if len(rates) > 1 else rates)) if rates else None
-
-
-def _short_class_names(dataset):
-  if dataset.class_names is None or len(dataset.class_names) > 10:
-    return None
-  return list(dataset.class_names)
-
-
-def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_scoring, history,
-               manager, plot_jobs=()) -> dict | None:
-  """Test-pair verification of the final state (threshold tuned on validation pairs), the
-  plots of the whole run, and the summary; None on processes other than 0. ``plot_jobs``: the
-  Futures of the plots being drawn ({name: path} each; waited for here)."""
-  (val_scores, val_same), (test_scores, test_same) = final_pairs["validation"], final_pairs["test"]
+def _summarise(config, workdir, state, datasets, final, history, manager,
+               plot_jobs=()) -> dict | None:
+  """The summary of the final state (``final``: its evaluation context): every evaluator of a
+  run's summary (test pairs with the threshold tuned on validation pairs, ...) and the plots of
+  the whole run; None on processes other than 0. ``plot_jobs``: the Futures of the plots being
+  drawn ({name: path} each; waited for here)."""
   if not workdir_lib.is_primary():
     return None
-  higher = pair_scoring.higher_means_same
-  test = evaluate.pair_verification(test_scores, test_same, val_scores, val_same, higher,
-                                    fixed_threshold=pair_scoring.threshold)
-  validation = _pair_metrics(val_scores, val_same, pair_scoring)
-  if _has_unseen_classes(datasets):
-    test.update(_unseen_class_metrics(state, datasets.test, pair_scoring, eval_key))
-  if datasets.split["by"] != "images":
-    validation["one_shot"] = _validation_one_shot(state, datasets.validation, pair_scoring,
-                                                  eval_key, datasets.split["by"] in splits.GROUPS)
-  plots_dir = workdir / "plots"
-  outputs = {}
-  for job in plot_jobs:
-    outputs.update(job.result())
-  if "animation" not in outputs and config.plots.latent and config.plots.animation:
-    frames = sorted(str(p) for p in plots_dir.glob("latent_epoch*.png"))  # a finished run rerun
-    if frames:
-      outputs["animation"] = plots.latent_animation(frames, str(plots_dir / "latent.gif"))
+  figures = evaluators.summary_figures(final)
+  outputs = run_plots.collect(config, workdir / "plots", plot_jobs)
   best_step = manager.best_step()
   best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)
   summary = {
       "final": history[-1] if history else {},
-      "test": {**test, "pairs": int(len(test_scores)),
+      "test": {**figures["test"], "pairs": int(len(final.pairs("test")[0])),
                "note": "final state; threshold_tuned chosen on the validation pairs"},
-      "validation": {**validation, "pairs": int(len(val_scores))},
+      "validation": {**figures["validation"], "pairs": int(len(final.pairs("validation")[0]))},
       "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
                "value": next((h[checkpoints.BEST_METRIC] for h in history
                               if h["step"] == best_step), None)},
@@ -517,11 +262,12 @@ def _summarise(config, workdir, state, datasets, final_pairs, eval_key, pair_sco
                         "val_*": "validation pairs, fixed every epoch",
                         "test": "test split pairs, final state"},
       "epochs": len(history), "steps": int(state.step),
-      "examples_per_second": _steady_examples_per_second(history),
+      "examples_per_second": metric_averages.steady_examples_per_second(history),
       "seed": config.seed, "config": json.loads(config.to_json_best_effort()),
       "devices": _describe_devices(), "versions": _versions(), "plots": outputs,
   }
-  threshold_words = ("logit > 0" if higher else
+  pair_scoring, test = final.pair_scoring, figures["test"]
+  threshold_words = ("logit > 0" if pair_scoring.higher_means_same else
                      f"threshold {pair_scoring.threshold:g} on the {pair_scoring.distance} distance")
   _say(f"test pair accuracy {test['accuracy_fixed']:.4f} ({threshold_words}), "
        f"{test['accuracy_tuned']:.4f} at the threshold tuned on validation pairs "

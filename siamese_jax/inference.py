@@ -35,12 +35,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from siamese_jax import checkpoints, evaluate, scoring
+from siamese_jax import checkpoints, evaluate, scoring, workdir as workdir_lib
 from siamese_jax.data import folders, pixels
 
 BATCH = 256  # the largest compiled batch; more images go through in chunks of it
 INDEX_FORMAT = "siamese_jax.index/1"
-CALIBRATION_FILE = "calibration.json"
 _BLOCK_FLOATS = 1 << 27  # [query rows, gallery] scores per search block: 512 MB of float32
 
 
@@ -259,7 +258,7 @@ def _checkpoint_arg(checkpoint) -> int | str:
 
 def read_calibration(workdir, step: int) -> tuple[dict | None, str]:
   """(calibration.json's entry for ``step`` or None, the threshold's origin in words)."""
-  path = pathlib.Path(workdir) / CALIBRATION_FILE
+  path = pathlib.Path(workdir) / workdir_lib.CALIBRATION_FILE
   if not path.is_file():
     return None, (f"untuned: {path} not found (a run that did not finish, or from before "
                   "calibration), so eval.threshold / logit 0")
@@ -287,7 +286,7 @@ def load(workdir, checkpoint: int | str = "best") -> Model:
     logging.warning("%s: %s", workdir, note)
   elif calibration.get("higher_means_same") not in (None, scoring.pair_scoring_from_config(
       config).higher_means_same):
-    raise InferenceError(f"{pathlib.Path(workdir) / CALIBRATION_FILE}: its score direction "
+    raise InferenceError(f"{pathlib.Path(workdir) / workdir_lib.CALIBRATION_FILE}: its score direction "
                          "disagrees with the model's head; retrain or delete the file")
   return Model(config, state.params, state.apply_fn, info["image_shape"], calibration, note,
                workdir=str(pathlib.Path(workdir).expanduser().resolve()), epoch=info["epoch"],
@@ -299,27 +298,14 @@ def recalibrate(model: Model, far: float | None) -> Model:
   (None: best accuracy), with FAR/FRR on test pairs. The pairs are the run's own: its data
   reloaded as its config says, the validation part held out of the training split by the same
   seed, pairs drawn with the evaluation key training used; nothing from the test split."""
-  from siamese_jax import sharding  # the training data pipeline, only here
-  from siamese_jax.data import protocol
+  from siamese_jax import evaluators  # the training data pipeline, only here
   if far is not None and not 0 <= far < 1:
     raise InferenceError(f"far={far}: pass a false-accept rate in [0, 1), e.g. 0.001")
+  from siamese_jax.data import protocol
   config = model.config
   datasets = protocol.load_datasets(config)
-  mesh = sharding.make_mesh()
-  score = evaluate.make_pair_scorer(model.apply_fn, model.scoring, config.eval.pairs,
-                                    config.train.pair_source)
-  eval_key = jax.random.split(jax.random.key(config.seed), 3)[2]  # as train_and_evaluate draws
-  scored = {}
-  for name in ("validation", "test"):
-    part = getattr(datasets, name)
-    device_set = sharding.device_data(part.images, part.labels, part.num_classes, mesh)
-    scored[name] = jax.device_get(score(model.params, device_set, eval_key))
-  higher = model.higher_means_same
-  chosen = evaluate.calibrate(*scored["validation"], higher, far)
-  test_scores, test_same = scored["test"]
-  chosen["test"] = {**evaluate.error_rates(test_scores, test_same, chosen["threshold"], higher),
-                    "accuracy": evaluate.accuracy_at_threshold(test_scores, test_same,
-                                                               chosen["threshold"], higher)}
+  context = evaluators.for_run(config, model.params, model.apply_fn, datasets).replace(far=far)
+  chosen = evaluators.run("calibration", context)
   return Model(config, model.params, model.apply_fn, model.image_shape, chosen,
                f"recalibrated for {chosen['target']} on the run's validation pairs",
                model.workdir, model.epoch, model.step)

@@ -12,6 +12,7 @@ from siamese_jax import config_checks, config_keys
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+CALIBRATION_FILE = "calibration.json"  # the verification thresholds inference uses
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption (epochs, resume, overwrite, ...).
 RESUMABLE_SECTIONS = ("train",)

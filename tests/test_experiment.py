@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from siamese_jax import experiment
+from siamese_jax import experiment, run_plots
 from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow  # trains
@@ -24,9 +24,9 @@ def test_extended_run_redraws_every_epoch_in_one_view(tmp_path, tfds_dir):
   assert summary["epochs"] == 3
   frames = sorted(p.name for p in (workdir / "plots").glob("latent_epoch*.png"))
   assert frames == ["latent_epoch001.png", "latent_epoch002.png", "latent_epoch003.png"]
-  kept = sorted(p.name for p in (workdir / experiment.LATENT_EMBEDDINGS_DIR).iterdir())
+  kept = sorted(p.name for p in (workdir / run_plots.LATENT_EMBEDDINGS_DIR).iterdir())
   assert kept == ["epoch001.npy", "epoch002.npy", "epoch003.npy"]
-  assert np.load(workdir / experiment.LATENT_EMBEDDINGS_DIR / "epoch001.npy").shape[0] == 64
+  assert np.load(workdir / run_plots.LATENT_EMBEDDINGS_DIR / "epoch001.npy").shape[0] == 64
   # Epoch 1 is drawn again in the projection of the new last epoch, so its frame changes.
   assert (workdir / "plots" / "latent_epoch001.png").read_bytes() != first
   with Image.open(workdir / "plots" / "latent.gif") as gif:

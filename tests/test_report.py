@@ -3,7 +3,6 @@
 import importlib.util
 import json
 
-import numpy as np
 import pytest
 
 from experiments import default, findings
@@ -87,15 +86,6 @@ def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
   all_run = {arm.name: ["w"] * 3 for arm in finding.arms}
   assert make_report._with_unrun_arms(finding, stats, all_run, [0, 1, 2])[1] == (
       make_report.verdict(finding, stats)[1])
-
-
-def test_cluster_elongation_tells_round_from_spindly():
-  rng = np.random.default_rng(0)
-  labels = np.repeat([0, 1], 500)
-  round_points = rng.normal(size=(1000, 2))
-  spindly = round_points * np.array([5.0, 0.5])
-  assert make_report.cluster_elongation(round_points, labels) == pytest.approx(1.0, abs=0.15)
-  assert make_report.cluster_elongation(spindly, labels) == pytest.approx(10.0, rel=0.15)
 
 
 def test_unknown_finding_is_a_one_line_error(capsys):
@@ -297,28 +287,3 @@ def test_omniglot_arms_train_their_own_length_in_the_full_report():
   assert make_report.arm_config(heads, heads.arms[0], 0, "full").train.epochs == (
       make_report.FULL_DEFAULT["train.epochs"])
   assert make_report.FULL_DEFAULT == {"train.epochs": 10} and make_report.FULL["omniglot"] == {}
-
-
-def test_pairs_scored_from_embeddings_are_the_pair_scorers_pairs_and_scores():
-  """The report scores a small split's pairs from each image's embedding: the same pairs (same
-  key) and the same scores as evaluate.make_pair_scorer, which embeds every pair's images."""
-  import types
-  import jax
-  from siamese_jax import evaluate, scoring, sharding
-  from tests.test_inference import initial_state, small_config
-  config = small_config()
-  state = initial_state(config)
-  rng = np.random.default_rng(0)
-  labels = np.repeat(np.arange(6), 10)
-  split = types.SimpleNamespace(images=rng.integers(0, 255, (60, 28, 28, 1), np.uint8),
-                                labels=labels, num_classes=6)
-  pair_scoring = scoring.pair_scoring_from_config(config)
-  key = jax.random.key(3)
-  data = sharding.device_data(split.images, labels, 6, sharding.make_mesh(jax.devices()[:1]))
-  for num_pairs in (100, 1000):  # one batch of 100; two of 500
-    scores, same, _ = make_report._pairs(state, split, key, pair_scoring, num_pairs, "balanced")
-    expected_scores, expected_same = jax.device_get(evaluate.make_pair_scorer(
-        state.apply_fn, pair_scoring, num_pairs, "balanced")(state.params, data, key))
-    np.testing.assert_array_equal(same, expected_same)
-    np.testing.assert_allclose(scores, expected_scores, rtol=1e-5, atol=1e-6)
-    assert len(same) == num_pairs and 0 < same.mean() < 1

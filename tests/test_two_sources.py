@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from experiments import default
-from siamese_jax import (batches, config_checks, data, evaluate, experiment, models, samplers,
+from siamese_jax import (batches, config_checks, data, evaluate, models, samplers,
                          sharding, train)
 from siamese_jax.data import protocol, two_sources, uci_digits
 from tests.helpers import tiny_config

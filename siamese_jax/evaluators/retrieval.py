@@ -1,0 +1,16 @@
+"""``retrieval``: leave-one-out retrieval over the test embeddings (P@1, R-precision, MAP@R,
+k-NN accuracy; ``evaluate.retrieval_metrics``) on the model's distance. In a run's summary where
+the test classes were never trained on."""
+
+from siamese_jax import evaluate
+from siamese_jax.evaluators.context import Context, Evaluator
+
+
+def run(context: Context) -> dict:
+  return {"retrieval": evaluate.retrieval_metrics(context.embeddings("test"),
+                                                  context.datasets.test.labels,
+                                                  distance=context.pair_scoring.distance)}
+
+
+EVALUATOR = Evaluator("retrieval", run, summary="test",
+                      applies=lambda context: context.unseen_test_classes)
