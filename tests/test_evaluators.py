@@ -14,24 +14,24 @@ from siamese_jax.data import LabelledImages
 from tests.helpers import REPO_ROOT
 from tests.test_inference import initial_state, small_config
 
-CLASSES = 12  # the test part: two alphabets of six classes, five images each
+CLASSES = 12  # the test part: two groups of six classes, five images each
 
 
-def _part(classes: int, per_class: int, seed: int, alphabets: bool = False) -> LabelledImages:
+def _part(classes: int, per_class: int, seed: int, groups: bool = False) -> LabelledImages:
   rng = np.random.default_rng(seed)
   labels = np.repeat(np.arange(classes), per_class).astype(np.int32)
   # Each class a brightness band, so the untrained model still tells some classes apart.
   images = np.clip(labels[:, None, None, None] * 20 + rng.integers(0, 30, (len(labels), 28, 28, 1)),
                    0, 255).astype(np.uint8)
   return LabelledImages(images, labels, classes, f"synthetic {seed}",
-                        alphabets=(labels // (classes // 2)).astype(np.int32) if alphabets else None,
-                        alphabet_names=["a", "b"] if alphabets else None,
+                        groups=(labels // (classes // 2)).astype(np.int32) if groups else None,
+                        group_names=["a", "b"] if groups else None,
                         class_names=[f"class{seed}_{c}" for c in range(classes)])
 
 
 def _datasets(by: str = "classes"):
   return types.SimpleNamespace(train=_part(6, 10, 1), validation=_part(6, 6, 2),
-                               test=_part(CLASSES, 5, 3, alphabets=True), split={"by": by})
+                               test=_part(CLASSES, 5, 3, groups=True), split={"by": by})
 
 
 def _config(head: str = "distance", **data):
