@@ -44,6 +44,7 @@ def choices() -> dict[str, tuple]:
       "model.distance": tuple(distances.PAIR_DISTANCES),
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
+      "model.freeze": models.FREEZE,
       "loss.name": tuple(train.LOSSES),
       "loss.mining": tuple(losses.MINED_TRIPLET_LOSSES),
       "optimizer.name": tuple(train.OPTIMIZERS),
@@ -117,6 +118,7 @@ def validate(config) -> None:
   _positive(config.model.filters, "model.filters", int)
   _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
+  _check_initial_weights(config)
   if config.loss.name == "cosine_softmax":  # a CosFace margin of 0 is NormFace
     _require(isinstance(config.loss.margin, (int, float)) and 0 <= config.loss.margin < 2,
              f"loss.margin={config.loss.margin!r} must be in [0, 2) for cosine_softmax, e.g. 0.1")
@@ -202,6 +204,15 @@ def _check_resnet_and_norm(model_config) -> None:
            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes),
            f"model.resnet_stage_sizes={sizes!r} must be a non-empty tuple of positive ints, e.g. "
            "(2, 2, 2, 2)")
+
+
+def _check_initial_weights(config) -> None:
+  """model.pretrained names something there; optimizer.backbone_lr_scale is a positive number."""
+  path = config.model.pretrained
+  _require(path is None or (isinstance(path, str) and pathlib.Path(path).expanduser().exists()),
+           f"model.pretrained={path!r}: no such file or folder; pass an .npz of "
+           "siamese_jax.weights.save_params or a run's --workdir, or None for a random start")
+  _positive(config.optimizer.backbone_lr_scale, "optimizer.backbone_lr_scale")
 
 
 def _range_pair(value, key: str, upper: float | None, example: str) -> None:

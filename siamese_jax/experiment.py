@@ -33,6 +33,7 @@ from clu import metrics as clu_metrics  # (clu.metric_writers would import Tenso
 from siamese_jax import (batches, checkpoints, config_checks, data, evaluate, models,
                          normalization, plots, scoring, sharding, splits, streaming,
                          summary_writer, train, workdir as workdir_lib)
+from siamese_jax import weights  # model.pretrained
 
 
 class TrainingDiverged(RuntimeError):
@@ -232,9 +233,10 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   schedule = make_schedule(config, len(datasets.train.labels), batch_spec.examples)
   init_key, train_key, eval_key = jax.random.split(jax.random.key(config.seed), 3)
   model = models.build_model(config.model)
-  tx = train.make_optimizer(config.optimizer, schedule.total_steps)
+  tx = train.optimizer_from_config(config, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
-  state = train.create_train_state(init_key, model, image_shape, tx)
+  state = train.create_train_state(init_key, model, image_shape, tx,
+                                   weights.initializer(config.model))
   state = sharding.put_replicated(state, mesh)
 
   manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep,
