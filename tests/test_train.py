@@ -235,7 +235,8 @@ def test_the_backbone_learns_at_the_scaled_rate_and_the_head_at_the_full_one():
   initial, plain, _ = labelled_run(optimizer="sgd", steps=1, learning_rate=100.0)
   _, scaled, _ = labelled_run(optimizer="sgd", backbone_lr_scale=0.25, steps=1,
                               learning_rate=100.0)
-  moved = lambda params, path: params[path[0]][path[1]]["kernel"] - initial[path[0]][path[1]]["kernel"]
+  moved = lambda params, path: (params[path[0]][path[1]]["kernel"]
+                                - initial[path[0]][path[1]]["kernel"])
   for path in (("encoder", "Dense_0"), ("encoder", "Dense_1")):
     np.testing.assert_allclose(moved(scaled, path), 0.25 * moved(plain, path), rtol=1e-4,
                                atol=1e-6)
@@ -267,7 +268,8 @@ def test_param_labels_mark_each_encoders_embedding_layer_as_the_head():
     params = jax.eval_shape(lambda: models.build_model(config).init(
         jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 28, 28, 1)), train=False))
     labels = models.param_labels(config, params["params"])
-    assert labels["encoder"]["input_mean"] == "frozen" and labels["head"]["Dense_0"]["bias"] == "head"
+    assert labels["encoder"]["input_mean"] == "frozen"
+    assert labels["head"]["Dense_0"]["bias"] == "head"
     inner = labels["encoder"]["encoder"]
     assert {name for name in inner if set(jax.tree.leaves(inner[name])) == {"head"}} == {head_layer}
     assert set(jax.tree.leaves({k: v for k, v in inner.items() if k != head_layer})) == {"frozen"}

@@ -72,6 +72,25 @@ def test_both_towers_of_separate_weights_start_from_the_file(tmp_path):
   assert_same(loaded["encoder_b"], saved["encoder"])
 
 
+def test_an_encoder_may_bring_its_own_loader(tmp_path, monkeypatch):
+  """models.Component.load_weights (e.g. safetensors of another library) replaces the generic
+  loader; it sees the encoder's own params, inside the input normalisation."""
+  seen = []
+
+  def load_zeros(path, encoder_params):
+    seen.append((path, set(encoder_params)))
+    return jax.tree.map(np.zeros_like, encoder_params)
+
+  monkeypatch.setitem(models.ENCODERS, "mlp",
+                      models.ENCODERS["mlp"]._replace(load_weights=load_zeros))
+  (tmp_path / "weights.bin").write_bytes(b"")
+  config = small_config(input_normalization="per_channel", pretrained=str(tmp_path / "weights.bin"))
+  loaded = initial_params(config, pretrained=True)
+  assert seen == [(str(tmp_path / "weights.bin"), {"Dense_0", "Dense_1"})]
+  assert all(not np.any(leaf) for leaf in jax.tree.leaves(loaded["encoder"]["encoder"]))
+  assert np.all(loaded["encoder"]["input_std"] == 1)
+
+
 def save_run(workdir, config, params):
   """A run folder (config.json and one end-of-epoch checkpoint of ``params``), untrained."""
   workdir.mkdir()
@@ -166,7 +185,8 @@ def test_a_frozen_run_from_a_params_file_trains_resumes_and_reloads(tmp_path, tf
                "plots.latent": False}
   source = helpers.tiny_config("contrastive", tfds_dir, **overrides)
   model = models.build_model(source.model)
-  saved = train.create_train_state(jax.random.key(5), model, (28, 28, 1), train.optimizer_from_config(source, 1)).params
+  saved = train.create_train_state(jax.random.key(5), model, (28, 28, 1),
+                                   train.optimizer_from_config(source, 1)).params
   weights.save_params(tmp_path / "p.npz", saved)
   overrides.update({"model.pretrained": str(tmp_path / "p.npz"), "model.freeze": "backbone",
                     "train.epochs": 1})
