@@ -289,7 +289,7 @@ def load_trained(workdir, epoch: int | str | None = None
     state = _abstract_state(config, summary, read_progress(manager, step), config_path)
     # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
     check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
-                       f"{checkpoint_dir}", fix)
+                      f"{checkpoint_dir}", fix)
     state, _ = restore(manager, state, step, fix=fix)
   finally:
     manager.close()

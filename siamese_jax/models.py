@@ -446,7 +446,7 @@ FREEZE = ("none", "backbone")
 PARAM_LABELS = ("head", "backbone", "frozen")
 
 
-def tower_names(model_config) -> dict[str, str]:
+def _tower_encoders(model_config) -> dict[str, str]:
   """{params key of a tower: its encoder's name}: "encoder", and "encoder_b" of separate towers."""
   return {"encoder": model_config.encoder,
           "encoder_b": model_config.encoder_b or model_config.encoder}
@@ -481,7 +481,7 @@ def param_labels(model_config, params) -> dict:
   from the data, never trained)."""
   _choice(dict.fromkeys(FREEZE), model_config.freeze, "freeze")
   body = "frozen" if model_config.freeze == "backbone" else "backbone"
-  towers = tower_names(model_config)
+  towers = _tower_encoders(model_config)
   return {name: (_tower_labels(subtree, _choice(ENCODERS, towers[name], "encoder").head_layers,
                                body)
                  if name in towers else jax.tree.map(lambda _: "head", subtree))
