@@ -1,6 +1,7 @@
 """Does splitting a CPU into several XLA devices speed up the Omniglot train step?
 
     .venv/bin/python benchmarks/cpu_devices.py [--devices 1 2] [--repeats 3] [--calls 4]
+    .venv/bin/python benchmarks/cpu_devices.py --smoke     # tiny sizes, one process: does it run
 
 XLA:CPU runs one device's small convolutions on about one core: a run of
 ``experiments/omniglot.py`` on 2 cores keeps ~1 busy, and two runs side by side each go
@@ -10,6 +11,8 @@ device's half of the batch on its own thread. Each setting runs in its own proce
 read once, when jax starts), alternating over ``--repeats``; every process times ``--calls``
 calls of the default config's train call (8 unrolled steps of 64 on 976 classes of random
 28 x 28 images, as small1 with its rotated and mirrored classes) after a first, compiling call.
+``--smoke``: one process of 1 device, one call of 2 steps of 16 on 16 classes, width 8, no
+augmentation.
 """
 
 import argparse
@@ -23,7 +26,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def child(calls: int) -> dict:
+def child(calls: int, smoke: bool = False) -> dict:
   sys.path.insert(0, str(ROOT))
   import jax
   import numpy as np
@@ -33,6 +36,10 @@ def child(calls: int) -> dict:
 
   config = omniglot.get_config()
   classes = 976
+  if smoke:
+    classes = 16
+    config.model.update(filters=8, embedding_dim=16)
+    config.train.update(batch_size=16, augment=False, steps_per_call=2)
   config.model.num_classes = classes
   rng = np.random.default_rng(0)
   images = rng.integers(0, 255, (classes * 16, 28, 28, 1), dtype=np.uint8)
@@ -65,18 +72,22 @@ def main():
   parser.add_argument("--devices", type=int, nargs="+", default=[1, 2])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--calls", type=int, default=4, help="timed calls of 8 steps")
+  parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: that it runs")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.child:
-    print(json.dumps(child(args.calls)))
+    print(json.dumps(child(args.calls, args.smoke)))
     return
+  if args.smoke:
+    args.devices, args.repeats, args.calls = [1], 1, 1
   print(f"{os.cpu_count()} cores; default Omniglot train call, {args.calls} calls timed")
   for repeat in range(args.repeats):
     for devices in args.devices:
       env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                  JAX_PLATFORMS="cpu", SIAMESE_JAX_CACHE_DIR="off")
-      out = subprocess.run([sys.executable, __file__, "--child", "--calls", str(args.calls)],
-                           env=env, capture_output=True, text=True, check=True)
+      out = subprocess.run([sys.executable, __file__, "--child", "--calls", str(args.calls)]
+                           + ["--smoke"] * args.smoke, env=env, capture_output=True, text=True,
+                           check=True)
       print(f"repeat {repeat}: {out.stdout.strip().splitlines()[-1]}", flush=True)
 
 

@@ -1,6 +1,7 @@
 """Input pipeline vs train step, for one Fashion-MNIST epoch (60,000 images, 128 pairs a step).
 
     .venv/bin/python benchmarks/data_pipeline.py [--data_dir DIR] [--standin] [--repeats 3]
+    .venv/bin/python benchmarks/data_pipeline.py --smoke    # 4 steps on the MNIST sample: runs?
 
 What it measures, in seconds (wall clock; the device work is waited for):
   load:      importing tensorflow + tfds; ``data.load("fashion_mnist", "train")`` into a fresh tfds
@@ -20,6 +21,8 @@ What it measures, in seconds (wall clock; the device work is waited for):
   ``--standin`` (or if that module is missing) a stand-in jitted MLP step written here.
 Host memory: the peak RSS is printed; no pair array is built on the host (one epoch's pairs
 would be 468 x 128 x 2 x 784 B = 94 MB), only indices on device.
+``--smoke``: the embedded MNIST sample read without TensorFlow (no load times), 4-step "epochs",
+one repeat.
 """
 
 import argparse
@@ -28,6 +31,7 @@ import resource
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,7 +75,7 @@ def load_times(data_dir):
                  "cached load": cached}
 
 
-def sampling_epoch(images, index, gather=True):
+def sampling_epoch(images, index, steps, gather=True):
   """Only the input side of an epoch: indices, then (if ``gather``) the uint8 pair images, all
   their pixels summed so that XLA can neither skip nor shrink the gather."""
   def body(total, i):
@@ -81,10 +85,17 @@ def sampling_epoch(images, index, gather=True):
       x_a, x_b = samplers.gather_images(images, a), samplers.gather_images(images, b)
       total += jnp.sum(x_a, dtype=jnp.int32) + jnp.sum(x_b, dtype=jnp.int32)
     return total + jnp.sum(a) + jnp.sum(b) + jnp.sum(same, dtype=jnp.int32), None
-  return jax.lax.scan(body, jnp.int32(0), jnp.arange(STEPS))[0]
+  return jax.lax.scan(body, jnp.int32(0), jnp.arange(steps))[0]
 
 
-def project_step():
+def smoke_set():
+  """(the embedded MNIST sample as a training set, no load times): read without TensorFlow."""
+  from train_throughput import load_data
+  images, labels, _, source = load_data("mnist_sample")
+  return types.SimpleNamespace(images=images, labels=labels, source=source), {}
+
+
+def project_step(steps):
   """(state, step(state, batch, key), epoch(state, data, key), to_device) of siamese_jax.train."""
   from experiments import contrastive
   from siamese_jax import batches, models, sharding, train
@@ -92,16 +103,16 @@ def project_step():
   spec = train.loss_spec_from_config(config)
   mesh = sharding.make_mesh(jax.devices()[:1])
   model = models.build_model(config.model)
-  tx = train.make_optimizer(config.optimizer, STEPS)
+  tx = train.make_optimizer(config.optimizer, steps)
   state = train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx)
   batch_spec = batches.BatchSpec(kind="pairs", batch_size=BATCH)
   step = jax.jit(functools.partial(train.train_step, spec=spec))
-  epoch = train.make_train_epoch(spec, batch_spec, STEPS, mesh)
+  epoch = train.make_train_epoch(spec, batch_spec, steps, mesh)
   to_device = lambda images, labels: sharding.device_data(images, labels, 10, mesh)
   return state, step, epoch, to_device
 
 
-def standin_step():
+def standin_step(steps):
   """The same for a stand-in (no epoch): Dense 128 x3 twin MLP, contrastive loss, RMSprop."""
   import optax
   sizes = [784, 128, 128, 128]
@@ -137,10 +148,16 @@ def main():
   parser.add_argument("--data_dir", help="tfds data_dir (default: a fresh temporary one)")
   parser.add_argument("--standin", action="store_true", help="time a stand-in MLP step")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--smoke", action="store_true",
+                      help="4 steps on the embedded MNIST sample, no load times: that it runs")
   args = parser.parse_args()
+  steps, pk_calls = (4, 3) if args.smoke else (STEPS, 100)
+  if args.smoke:
+    args.repeats = 1
 
-  train_set, load = load_times(args.data_dir)
-  print(f"devices: {jax.devices()}; Fashion-MNIST train {train_set.images.shape} "
+  train_set, load = smoke_set() if args.smoke else load_times(args.data_dir)
+  print(f"devices: {jax.devices()}; {'MNIST sample' if args.smoke else 'Fashion-MNIST train'} "
+        f"{train_set.images.shape} "
         f"{train_set.images.dtype}")
   print(f"source: {train_set.source}")
   for name, seconds in load.items():
@@ -149,10 +166,10 @@ def main():
   try:
     if args.standin:
       raise ImportError
-    state, step, epoch, to_device = project_step()
+    state, step, epoch, to_device = project_step(steps)
     which = "siamese_jax.train (experiments/contrastive.py)"
   except ImportError:
-    state, step, epoch, to_device = standin_step()
+    state, step, epoch, to_device = standin_step(steps)
     which = "stand-in MLP"
   device_data, put = timed(to_device, train_set.images, train_set.labels)
   if hasattr(device_data, "images"):
@@ -174,24 +191,25 @@ def main():
     def body(state, i):
       batch = jax.tree.map(lambda x: x[i % 8], pool)
       return step(state, batch, jax.random.fold_in(jax.random.key(2), i))
-    return jax.lax.scan(body, state, jnp.arange(STEPS))[0]
+    return jax.lax.scan(body, state, jnp.arange(steps))[0]
 
   def sampled_epoch(state):
     def body(state, i):
       key = jax.random.fold_in(jax.random.key(3), i)
       return step(state, batch_at(key), jax.random.fold_in(key, 1))
-    return jax.lax.scan(body, state, jnp.arange(STEPS))[0]
+    return jax.lax.scan(body, state, jnp.arange(steps))[0]
 
   fresh = lambda: jax.tree.map(jnp.copy, state)  # the project's epoch donates its state
-  rows = [("pair indices only", jax.jit(functools.partial(sampling_epoch, gather=False)),
+  rows = [("pair indices only", jax.jit(functools.partial(sampling_epoch, steps=steps,
+                                                          gather=False)), (images, index)),
+          ("indices + gather_images", jax.jit(functools.partial(sampling_epoch, steps=steps)),
            (images, index)),
-          ("indices + gather_images", jax.jit(sampling_epoch), (images, index)),
           ("train step only", jax.jit(steps_only), (state, pool)),
           ("epoch: sampling + step", jax.jit(sampled_epoch), (state,))]
   if epoch is not None:
     rows.append(("train.make_train_epoch", lambda: epoch(fresh(), device_data, jax.random.key(3)),
                  ()))
-  print(f"one epoch = {STEPS} steps x {BATCH} pairs, step: {which}; best of {args.repeats} "
+  print(f"one epoch = {steps} steps x {BATCH} pairs, step: {which}; best of {args.repeats} "
         "(first run incl. compile)")
   times = {}
   for name, fn, fn_args in rows:
@@ -200,12 +218,14 @@ def main():
   sample_s, epoch_s = times["indices + gather_images"], times["epoch: sampling + step"]
   print(f"input side: {100 * sample_s / epoch_s:.1f} % of the epoch alone, "
         f"{100 * (epoch_s - times['train step only']) / epoch_s:.1f} % as (epoch - step) / epoch "
-        f"({1e3 * epoch_s / STEPS:.3f} ms a step); cached load = "
-        f"{100 * load['cached load'] / epoch_s:.0f} % of one epoch, once per run")
+        f"({1e3 * epoch_s / steps:.3f} ms a step)" + ("" if not load else
+        f"; cached load = {100 * load['cached load'] / epoch_s:.0f} % of one epoch, once per run"))
 
   pk = jax.jit(samplers.sample_pk_batch, static_argnums=(2, 3))
-  _, pk_s = best_of(args.repeats, lambda: [pk(jax.random.key(i), index, 8, 16) for i in range(100)])
-  print(f"sample_pk_batch(P=8, K=16) on 60,000 images: {1e3 * pk_s / 100:.3f} ms a call "
+  _, pk_s = best_of(args.repeats, lambda: [pk(jax.random.key(i), index, 8, 16)
+                                           for i in range(pk_calls)])
+  print(f"sample_pk_batch(P=8, K=16) on {len(train_set.labels):,} images: "
+        f"{1e3 * pk_s / pk_calls:.3f} ms a call "
         "(dispatch included)")
   print(f"peak host RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 

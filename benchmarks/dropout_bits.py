@@ -3,6 +3,7 @@ unrolled threefry (the same bits), rbg and unsafe_rbg (other bits, XLA's RngBitG
 
     .venv/bin/python benchmarks/dropout_bits.py            # batch 128 pairs: masks [2, 256, 128]
     .venv/bin/python benchmarks/dropout_bits.py --rows 2048 --repeats 9
+    .venv/bin/python benchmarks/dropout_bits.py --smoke    # 16 rows, 4 steps: does it run
 
 Each implementation draws one step's masks of the Keras MLP's two dropout layers
 (``bernoulli(0.9, [2, rows, 128])``, rows = 2 x pairs) for --steps steps in one ``lax.scan``;
@@ -38,7 +39,10 @@ def main():
   parser.add_argument("--rows", type=int, default=256)
   parser.add_argument("--steps", type=int, default=200)
   parser.add_argument("--repeats", type=int, default=7)
+  parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: that it runs")
   args = parser.parse_args()
+  if args.smoke:
+    args.rows, args.steps, args.repeats = 16, 4, 1
   shape = (2, args.rows, 128)
 
   def scan_of(kind):

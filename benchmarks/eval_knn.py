@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/eval_knn.py              # Fashion-MNIST test set, ~1 min
     .venv/bin/python benchmarks/eval_knn.py --quick      # 2,000 test images, a few seconds
     .venv/bin/python benchmarks/eval_knn.py --k 5 --repeats 5 --block_size 2048
+    .venv/bin/python benchmarks/eval_knn.py --smoke      # 500 images of the MNIST sample: runs?
 
 What it measures (wall clock, device work waited for; compile reported apart, then the best of
 --repeats runs), with the Keras mnist_siamese MLP of experiments/contrastive.py (random
@@ -16,7 +17,9 @@ initial weights: speed does not depend on them) on the 10,000 Fashion-MNIST test
   retrieval        siamese_jax.evaluate.retrieval_metrics (k-NN accuracy, P@1, R-precision,
                    MAP@R): the same distances with the top 999 (a class's other images) per row.
 The distance matmul's FLOPs (2 N M D) against the float32 matmul peak measured in the same run
-are printed too. Results: a table and benchmarks/results/eval_knn.json (--out).
+are printed too. Results: a table and benchmarks/results/eval_knn.json (--out). ``--smoke``: 500
+images of the embedded MNIST sample (any machine), one repeat, a short peak; no file written
+unless --out is given.
 """
 
 import argparse
@@ -35,7 +38,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from siamese_jax import evaluate, models, scoring, train  # noqa: E402
-from train_throughput import machine, matmul_peak  # noqa: E402
+from train_throughput import load_data, machine, matmul_peak  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -50,7 +53,12 @@ def best_time(repeats: int, fn, *args) -> tuple[float, float]:
   return first, min(once() for _ in range(repeats))
 
 
-def test_images(limit: int):
+def test_images(limit: int, smoke: bool = False):
+  """(images [N, 28, 28, 1] uint8, labels [N], where): the Fashion-MNIST test set, or with
+  ``smoke`` the embedded MNIST sample."""
+  if smoke:
+    images, labels, _, source = load_data("mnist_sample")
+    return images[:limit], labels[:limit], source
   from siamese_jax.data import files
   folder = next(p for p in files.known_places("fashion_mnist") if p.is_dir())
   images, labels = files.read_idx_pair(folder, *files.FASHION_MNIST.parts["test"], 10)
@@ -68,14 +76,21 @@ def main():
   parser.add_argument("--embed_batch", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--quick", action="store_true", help="2,000 images, one repeat")
-  parser.add_argument("--out", default=str(RESULTS / "eval_knn.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="500 images of the embedded MNIST sample: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/eval_knn.json; "
+                      "none with --smoke)")
   args = parser.parse_args()
   if args.quick:
     args.n, args.repeats = 2000, 1
+  if args.smoke:
+    args.n, args.repeats, args.embed_batch = 500, 1, 250
+  out = args.out or (None if args.smoke else str(RESULTS / "eval_knn.json"))
+  peak_of = lambda: matmul_peak((256,), seconds=0.01) if args.smoke else matmul_peak()
 
   from experiments import contrastive
   config = contrastive.get_config()
-  images, labels, folder = test_images(args.n)
+  images, labels, folder = test_images(args.n, args.smoke)
   n = len(images)
   model = models.build_model(config.model)
   state = train.create_train_state(jax.random.key(0), model, images.shape[1:],
@@ -89,7 +104,7 @@ def main():
   def embed_in_batches(params, x):
     return [embed(params, x[i:i + args.embed_batch]) for i in range(0, len(x), args.embed_batch)]
 
-  peaks = list(matmul_peak().values())
+  peaks = list(peak_of().values())
   rows = {}
   rows["embed, batches of %d" % args.embed_batch] = best_time(
       args.repeats, embed_in_batches, state.params, images_dev)
@@ -103,11 +118,12 @@ def main():
   rows["embed + k-NN"] = best_time(args.repeats, lambda x: knn(embed(state.params, x)), images_dev)
   rows["retrieval_metrics (top 999)"] = best_time(
       args.repeats, lambda e: evaluate.retrieval_metrics(e, labels, knn_k=args.k), embeddings)
-  peak = max(peaks + list(matmul_peak().values()))
+  peak = max(peaks + list(peak_of().values()))
 
   distance_flops = 2 * n * n * dim
   knn_s = rows["k-NN (k=%d)" % args.k][1]
-  print(f"{n} Fashion-MNIST test images ({folder}), {dim}-d embeddings, k={args.k}, "
+  print(f"{n} {'MNIST sample' if args.smoke else 'Fashion-MNIST test'} images ({folder}), "
+        f"{dim}-d embeddings, k={args.k}, "
         f"devices {jax.devices()}; best of {args.repeats} (first call incl. compile)")
   print(f"{'':<32}{'first':>9}{'best':>9}")
   for name, (first, best) in rows.items():
@@ -124,15 +140,17 @@ def main():
   print(f"peak host RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
   report = {"benchmark": "eval_knn", "command": " ".join(sys.argv), "quick": args.quick,
+            "smoke": args.smoke,
             "machine": machine(), "n": n, "dim": dim, "k": args.k, "block_size": args.block_size,
             "seconds_first_and_best": rows, "embeddings_per_s": embed_rate,
             "distance_gflop": distance_flops / 1e9, "matmul_peak_gflops": peak,
             "embed_plus_knn_s": total, "target_s": 5.0, "target_met": total < 5,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "load_average_at_end": os.getloadavg()}
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
-  print(f"written {args.out}")
+  if out:
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(report, indent=2))
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

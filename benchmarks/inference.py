@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/inference.py                  # trains a Fashion-MNIST run first
     .venv/bin/python benchmarks/inference.py --quick          # smaller sets, the :tiny run
     .venv/bin/python benchmarks/inference.py --workdir runs/fashion   # a trained run instead
+    .venv/bin/python benchmarks/inference.py --smoke          # untrained, tiny sets: does it run
 
 What it measures (wall clock, compilation apart, device work waited for), with the default
 contrastive config (Keras MLP, 128-d, Euclidean) trained on Fashion-MNIST (Debian's
@@ -18,7 +19,9 @@ and random images, and the error rates are skipped):
   FAR/FRR    of model.threshold (calibrated at the end of training on validation pairs) on
              Fashion-MNIST test pairs: calibration.json's (its eval.pairs test pairs) and
              measured here through model.verify on --pairs same and --pairs different pairs
-Results: printed, and written to benchmarks/results/inference.json (--out).
+Results: printed, and written to benchmarks/results/inference.json (--out). ``--smoke``: the
+untrained model on 2,000 / 200 images of the embedded MNIST sample and 20 queries against 10,000
+random rows, no error rates; no file written unless --out is given.
 """
 
 import argparse
@@ -55,9 +58,9 @@ def timed(fn, repeats: int = 1):
   return result, best
 
 
-def read_sets(quick: bool):
+def read_sets(quick: bool, smoke: bool = False):
   """(gallery images, labels, query images, labels, what they are)."""
-  if FASHION.is_dir():
+  if FASHION.is_dir() and not smoke:
     read = lambda name: idx.read_idx(str(FASHION / name))
     gallery, gallery_labels = read("train-images-idx3-ubyte.gz"), read("train-labels-idx1-ubyte.gz")
     queries, query_labels = read("t10k-images-idx3-ubyte.gz"), read("t10k-labels-idx1-ubyte.gz")
@@ -69,10 +72,12 @@ def read_sets(quick: bool):
     gallery = np.concatenate([np.roll(images[:8000], s, axis=2) for s in range(reps)])
     gallery_labels = np.tile(labels[:8000], reps)
     queries, query_labels = images[8000:], labels[8000:]
-    what = "MNIST embedded sample (Fashion-MNIST not found): shifted copies as the gallery"
-  if quick:
-    gallery, gallery_labels = gallery[:6000], gallery_labels[:6000]
-    queries, query_labels = queries[:1000], query_labels[:1000]
+    what = ("MNIST embedded sample (" + ("--smoke" if smoke else "Fashion-MNIST not found")
+            + "): shifted copies as the gallery")
+  if quick or smoke:
+    size, queries_kept = (2000, 200) if smoke else (6000, 1000)
+    gallery, gallery_labels = gallery[:size], gallery_labels[:size]
+    queries, query_labels = queries[:queries_kept], query_labels[:queries_kept]
   return gallery, gallery_labels.astype(np.int64), queries, query_labels.astype(np.int64), what
 
 
@@ -141,24 +146,27 @@ def main(argv=None) -> int:
   parser.add_argument("--pairs", type=int, default=10_000, help="same and different test pairs")
   parser.add_argument("--big_queries", type=int, default=1000,
                       help="queries against the 1M x 128 gallery (0: skip)")
+  parser.add_argument("--smoke", action="store_true",
+                      help="untrained model, tiny sets of the embedded sample: that it runs")
   parser.add_argument("--out", help="results JSON (default: benchmarks/results/inference.json, "
-                      "inference_quick.json with --quick)")
+                      "inference_quick.json with --quick, none with --smoke)")
   args = parser.parse_args(argv)
-  args.out = args.out or str(REPO_ROOT / "benchmarks" / "results" /
-                             f"inference{'_quick' * args.quick}.json")
-  gallery, gallery_labels, queries, query_labels, what = read_sets(args.quick)
+  if not args.smoke:
+    args.out = args.out or str(REPO_ROOT / "benchmarks" / "results" /
+                               f"inference{'_quick' * args.quick}.json")
+  gallery, gallery_labels, queries, query_labels, what = read_sets(args.quick, args.smoke)
   results = {"data": what, "devices": str(jax.devices()), "cpus": os.cpu_count(),
              "quick": args.quick}
   print(f"data: {what}; gallery {gallery.shape}, queries {queries.shape}; {jax.devices()}")
 
   if args.workdir:
     workdir = pathlib.Path(args.workdir)
-  elif FASHION.is_dir():
+  elif FASHION.is_dir() and not args.smoke:
     started = time.perf_counter()
     workdir = train_run(pathlib.Path(tempfile.mkdtemp()) / "run", args.quick, args.epochs)
     results["train_seconds"] = time.perf_counter() - started
   else:
-    print("no --workdir and no Fashion-MNIST: an untrained model (speed only)")
+    print("no --workdir and no Fashion-MNIST (or --smoke): an untrained model (speed only)")
     workdir = None
   model = inference.load(workdir) if workdir is not None else untrained_model()
   results["model"] = model.describe()
@@ -188,7 +196,8 @@ def main(argv=None) -> int:
           f"top-1 label accuracy {accuracy:.4f}")
 
   if args.big_queries:
-    results["search_1M"] = big_search(args.big_queries, 100_000 if args.quick else 1_000_000)
+    results["search_1M"] = (big_search(20, 10_000) if args.smoke else
+                            big_search(args.big_queries, 100_000 if args.quick else 1_000_000))
     big = results["search_1M"]
     print(f"search    {big['queries']:>7,} x {big['gallery']:,} x {big['dim']} random (exact, "
           f"k=5)  {big['seconds']:7.3f} s  {big['queries_per_second']:,.0f} queries/s")
@@ -205,8 +214,9 @@ def main(argv=None) -> int:
   else:
     results["threshold"] = "skipped: needs a trained Fashion-MNIST run and its test set"
     print(f"FAR/FRR   {results['threshold']}")
-  pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-  print(f"written to {args.out}")
+  if args.out:
+    pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {args.out}")
   return 0
 
 

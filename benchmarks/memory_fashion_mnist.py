@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/memory_fashion_mnist.py            # the full run, ~2-4 min
     .venv/bin/python benchmarks/memory_fashion_mnist.py --quick    # 1 epoch, under a minute
     .venv/bin/python benchmarks/memory_fashion_mnist.py --epochs 5 --keep /tmp/run
+    .venv/bin/python benchmarks/memory_fashion_mnist.py --smoke    # :tiny on the MNIST sample
 
 Runs ``main.py --config experiments/contrastive.py --config.data.name=fashion_mnist`` exactly as
 a user would (every default: per-epoch evaluation, latent plots and their GIF, checkpoints), in a
@@ -21,7 +22,9 @@ with TensorFlow made unimportable, the data read straight from the IDX files
 (siamese_jax.data.files, no tfds) and TensorBoard writing replaced by nothing (metrics.jsonl is
 still written): what the run needs when neither data loading nor metric writing imports
 TensorFlow, whose import alone holds about 800 MB resident.
-Results: a table and benchmarks/results/memory_fashion_mnist.json (--out).
+Results: a table and benchmarks/results/memory_fashion_mnist.json (--out). ``--smoke``: the same
+measurement of ``experiments/contrastive.py:tiny`` for one epoch on the embedded MNIST sample (any
+machine, seconds); no file written unless --out is given.
 """
 
 import argparse
@@ -94,16 +97,22 @@ def main():
   parser.add_argument("--prepared", action="store_true",
                       help="the default tfds folder and a warm user cache (a run after the first)")
   parser.add_argument("--keep", metavar="DIR", help="workdir to keep (default: a temporary one)")
-  parser.add_argument("--out", default=str(RESULTS / "memory_fashion_mnist.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="contrastive.py:tiny, 1 epoch on the MNIST sample: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
+                      "memory_fashion_mnist.json; none with --smoke)")
   args = parser.parse_args()
-  epochs = 1 if args.quick else args.epochs
+  epochs = 1 if args.quick or args.smoke else args.epochs
+  out = args.out or (None if args.smoke else str(RESULTS / "memory_fashion_mnist.json"))
+  config, data_name = (("experiments/contrastive.py:tiny", "mnist") if args.smoke else
+                       ("experiments/contrastive.py", "fashion_mnist"))
 
   with tempfile.TemporaryDirectory() as scratch:
     workdir = args.keep or os.path.join(scratch, "run")
     tfds_dir = os.path.join(scratch, "tfds")
     program = ["-c", WITHOUT_TENSORFLOW] if args.without_tensorflow else ["main.py"]
-    command = [sys.executable, *program, "--config", "experiments/contrastive.py",
-               "--config.data.name=fashion_mnist", f"--config.data.tfds_data_dir={tfds_dir}",
+    command = [sys.executable, *program, "--config", config,
+               f"--config.data.name={data_name}", f"--config.data.tfds_data_dir={tfds_dir}",
                f"--config.train.epochs={epochs}", f"--workdir={workdir}"]
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
            "PYTHONPATH": str(REPO_ROOT)}
@@ -152,7 +161,7 @@ def main():
   report = {"benchmark": "memory_fashion_mnist", "command": " ".join(sys.argv),
             "run_command": " ".join(shown), "without_tensorflow": args.without_tensorflow,
             "prepared": args.prepared,
-            "quick": args.quick, "epochs": epochs,
+            "quick": args.quick, "smoke": args.smoke, "epochs": epochs,
             "cpu_count": os.cpu_count(), "versions": versions(), "wall_s": wall,
             "peak_rss_bytes": peak, "peak_rss_sampled_bytes": sampled_peak,
             "peak_rss_sampled_at_s": sampled_peak_s, "target_bytes": TARGET_BYTES,
@@ -160,9 +169,10 @@ def main():
             "train_seconds": summary["train_seconds"], "final": final,
             "test_roc_auc": summary["test"]["roc_auc"], "devices": summary["devices"],
             "load_average_at_end": os.getloadavg()}
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
-  print(f"written {args.out}")
+  if out:
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(report, indent=2))
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ target 3), and the fused epoch's share of the float32 matmul peak measured in th
 
     .venv/bin/python benchmarks/reported_throughput.py               # 3 alternating rounds
     .venv/bin/python benchmarks/reported_throughput.py --repeats 5 --epochs 5
+    .venv/bin/python benchmarks/reported_throughput.py --smoke     # one round of :tiny on MNIST
 
 Each round runs two children, one after the other:
   fused     train.make_train_epoch of experiments/contrastive.py on Fashion-MNIST (60,000 less the
@@ -15,7 +16,9 @@ Each round runs two children, one after the other:
             reported figure: summary.json's examples_per_second (the mean over the epochs after
             the first) and every epoch's from metrics.jsonl.
 Prints each round, the median ratio reported / fused (target: within 5 %) and the load average;
-writes benchmarks/results/reported_throughput.json (--out).
+writes benchmarks/results/reported_throughput.json (--out). ``--smoke``: one round of
+``experiments/contrastive.py:tiny`` on the embedded MNIST sample (6 steps of 32 an epoch, 2
+epochs); no file written unless --out is given.
 """
 
 import argparse
@@ -39,13 +42,13 @@ from experiments import contrastive
 from siamese_jax import batches, models, sharding, train
 from siamese_jax.data import protocol
 from train_throughput import hlo_dot_conv_flops, matmul_peak
-epochs = int(sys.argv[1])
-config = contrastive.get_config()
-config.data.name = "fashion_mnist"
+epochs, smoke = int(sys.argv[1]), sys.argv[2] == "smoke"
+config = contrastive.get_config("tiny" if smoke else None)
+config.data.name = "mnist" if smoke else "fashion_mnist"
 datasets = protocol.load_datasets(config)
 spec = train.loss_spec_from_config(config)
 batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
-steps = len(datasets.train.labels) // batch_spec.examples
+steps = config.train.steps_per_epoch or len(datasets.train.labels) // batch_spec.examples
 mesh = sharding.make_mesh()
 data = sharding.device_data(datasets.train.images, datasets.train.labels,
                             datasets.train.num_classes, mesh)
@@ -57,14 +60,15 @@ compiled = epoch.lower(state, data, jax.random.key(1)).compile()
 step = train.make_train_step(spec, mesh)
 one = jax.jit(lambda s, k: batches.sample_batch(k, data, batch_spec))(state, jax.random.key(2))
 flops = hlo_dot_conv_flops(step.lower(state, one, jax.random.key(3)).compile().as_text())
-peak_before = max(matmul_peak().values())
+peak_of = lambda: max((matmul_peak((256,), seconds=0.01) if smoke else matmul_peak()).values())
+peak_before = peak_of()
 rates = []
 for e in range(epochs):
   start = time.perf_counter()
   state, metrics = compiled(state, data, jax.random.key(10 + e))
   jax.block_until_ready(metrics)
   rates.append(steps * batch_spec.examples / (time.perf_counter() - start))
-peak = max(peak_before, max(matmul_peak().values()))
+peak = max(peak_before, peak_of())
 best = max(rates)
 print(json.dumps({"steps": steps, "rates": rates, "best": best, "median": float(np.median(rates)),
                   "flops_per_step": flops, "peak_gflops": peak,
@@ -77,8 +81,16 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--out", default=str(RESULTS / "reported_throughput.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="one round of experiments/contrastive.py:tiny on MNIST: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
+                      "reported_throughput.json; none with --smoke)")
   args = parser.parse_args()
+  if args.smoke:
+    args.repeats, args.epochs = 1, 2
+  out = args.out or (None if args.smoke else str(RESULTS / "reported_throughput.json"))
+  config, data_name = (("experiments/contrastive.py:tiny", "mnist") if args.smoke else
+                       ("experiments/contrastive.py", "fashion_mnist"))
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
   rounds = []
@@ -86,11 +98,12 @@ def main():
     for i in range(args.repeats):
       load = os.getloadavg()[0]
       fused = json.loads(subprocess.run(
-          [sys.executable, "-c", FUSED, str(args.epochs)], cwd=REPO_ROOT, env=env, check=True,
+          [sys.executable, "-c", FUSED, str(args.epochs), "smoke" if args.smoke else "full"],
+          cwd=REPO_ROOT, env=env, check=True,
           capture_output=True, text=True).stdout.strip().splitlines()[-1])
       workdir = pathlib.Path(tmp) / f"run{i}"
-      subprocess.run([sys.executable, "main.py", "--config", "experiments/contrastive.py",
-                      "--config.data.name=fashion_mnist", f"--config.train.epochs={args.epochs}",
+      subprocess.run([sys.executable, "main.py", "--config", config,
+                      f"--config.data.name={data_name}", f"--config.train.epochs={args.epochs}",
                       "--workdir", str(workdir)], cwd=REPO_ROOT, env=env, check=True,
                      capture_output=True)
       summary = json.loads((workdir / "summary.json").read_text())
@@ -109,11 +122,12 @@ def main():
   ratio = statistics.median(r["ratio_to_fused_median"] for r in rounds)
   print(f"main.py / fused (median of rounds): {ratio:.3f} (target >= 0.95: "
         f"{'met' if ratio >= 0.95 else 'missed'})")
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps({"epochs": args.epochs, "rounds": rounds,
-                                                "median_ratio": ratio,
-                                                "load_average_after": os.getloadavg()}, indent=2))
-  print(f"wrote {args.out}")
+  if out:
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps({"epochs": args.epochs, "rounds": rounds,
+                                             "median_ratio": ratio, "smoke": args.smoke,
+                                             "load_average_after": os.getloadavg()}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

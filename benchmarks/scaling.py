@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/scaling.py                 # ~3 min on 2 cores
     .venv/bin/python benchmarks/scaling.py --quick         # 20 steps a run, under a minute
     .venv/bin/python benchmarks/scaling.py --devices 1,8 --batch 1024 --no_multiprocess
+    .venv/bin/python benchmarks/scaling.py --smoke         # 1 device and 2 processes x 1, 2 steps
 
 Each configuration is a fresh subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=N
 (the "2 x 4" row: two processes joined by jax.distributed.initialize on localhost, CPU
@@ -18,6 +19,8 @@ Fake devices share the machine's cores: on 2 cores, N > 2 devices cannot run fas
 numbers measure what partitioning and the all-reduce cost, and show that the same program runs
 unchanged. On a real pod slice each device brings its own compute.
 Results: a table and benchmarks/results/scaling.json (--out).
+``--smoke``: 1 device, then 2 processes x 1 device, 2 steps of 64 pairs on the embedded MNIST
+sample (any machine); no file written unless --out is given.
 """
 
 import argparse
@@ -41,12 +44,16 @@ def child(args) -> None:
     jax.distributed.initialize(f"localhost:{args.port}", args.num_processes, args.process_id)
   sys.path.insert(0, str(REPO_ROOT))
   sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+  import dataclasses
+
   import jax
   import numpy as np
   from siamese_jax import batches, models, sharding, train
   from train_throughput import CASES, case_config, load_data
 
   case = CASES["b"]
+  if args.smoke:
+    case = dataclasses.replace(case, data="mnist_sample")
   images, labels, num_classes, _ = load_data(case.data)
   config = case_config(case)
   config.optimizer.name = args.optimizer or config.optimizer.name
@@ -100,7 +107,7 @@ def launch(devices_per_process: int, processes: int, params: str, args) -> dict:
   port = free_port()
   common = [sys.executable, __file__, "--child", f"--params={params}", f"--batch={args.batch}",
             f"--repeats={args.repeats}", f"--steps={args.steps or 0}",
-            f"--num_processes={processes}", f"--port={port}"]
+            f"--num_processes={processes}", f"--port={port}"] + ["--smoke"] * args.smoke
   if args.optimizer:
     common.append(f"--optimizer={args.optimizer}")
   procs = [subprocess.Popen(common + [f"--process_id={i}"], env=env, cwd=REPO_ROOT,
@@ -132,7 +139,10 @@ def main():
                       "e.g. momentum: whose updates do not amplify rounding differences")
   parser.add_argument("--no_multiprocess", action="store_true", help="skip the 2 x 4 row")
   parser.add_argument("--quick", action="store_true", help="20 steps, one repeat")
-  parser.add_argument("--out", default=str(RESULTS / "scaling.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="1 device and 2 processes x 1, 2 steps of 64 pairs: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/scaling.json; "
+                      "none with --smoke)")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--params", help=argparse.SUPPRESS)
   parser.add_argument("--num_processes", type=int, default=1, help=argparse.SUPPRESS)
@@ -144,11 +154,14 @@ def main():
     return child(args)
   if args.quick:
     args.steps, args.repeats = 20, 1
+  if args.smoke:
+    args.steps, args.repeats, args.batch, args.devices = 2, 1, 64, "1"
+  out = args.out or (None if args.smoke else str(RESULTS / "scaling.json"))
 
   import numpy as np
   configs = [(int(n), 1) for n in args.devices.split(",")]
   if not args.no_multiprocess:
-    configs.append((4, 2))
+    configs.append((1, 2) if args.smoke else (4, 2))
   rows = []
   with tempfile.TemporaryDirectory() as scratch:
     for per_process, processes in configs:
@@ -186,12 +199,13 @@ def main():
 
   import jax
   report = {"benchmark": "scaling", "command": " ".join(sys.argv), "quick": args.quick,
-            "batch": args.batch, "cpu_count": os.cpu_count(), "jax": jax.__version__,
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "rows": rows,
+            "smoke": args.smoke, "batch": args.batch, "cpu_count": os.cpu_count(),
+            "jax": jax.__version__, "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), "rows": rows,
             "load_average_at_end": os.getloadavg()}
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
-  print(f"written {args.out}")
+  if out:
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(report, indent=2))
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@ batches drawn on the host and streamed in (``siamese_jax.streaming``, for data a
 ``data.device_budget_mb``).
 
     .venv/bin/python benchmarks/streaming.py [--quick] [--encoder keras_mlp] [--out FILE]
+    .venv/bin/python benchmarks/streaming.py --smoke     # 3 calls of 2 steps: does it run
 
 Data: the Fashion-MNIST training split (60,000 images) from Debian's
 ``/usr/share/datasets/fashion-mnist`` (or another of ``siamese_jax.data``'s known places), else
-the embedded MNIST sample (8,000 images); the printout says which. Model and loss:
+the embedded MNIST sample (8,000 images; always with ``--smoke``, read without TensorFlow); the
+printout says which. Model and loss:
 ``experiments/contrastive.py`` (Keras mnist_siamese MLP, contrastive, RMSprop; ``--encoder``
 swaps the tower), 128 pairs a step, ``--steps`` steps a compiled call.
 
@@ -30,6 +32,7 @@ import pathlib
 import platform
 import sys
 import time
+import types
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # data.load imports TensorFlow: keep it quiet
@@ -44,9 +47,14 @@ from siamese_jax import batches, data, models, sharding, streaming, train  # noq
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
 
-def load_training_set(data_dir):
-  """(LabelledImages, words): Fashion-MNIST's training split where its files are, else the
-  embedded MNIST sample."""
+def load_training_set(data_dir, smoke: bool = False):
+  """(training set with images, labels, num_classes; words): Fashion-MNIST's training split where
+  its files are, else (or with ``smoke``) the embedded MNIST sample."""
+  if smoke:
+    from train_throughput import load_data
+    images, labels, num_classes, source = load_data("mnist_sample")
+    found = types.SimpleNamespace(images=images, labels=labels, num_classes=num_classes)
+    return found, f"embedded MNIST sample, --smoke ({source})"
   try:
     found = data.load("fashion_mnist", "train", data_dir=data_dir, download=False)
     return found, f"Fashion-MNIST train ({found.source})"
@@ -75,11 +83,14 @@ def main():
   parser.add_argument("--steps", type=int, default=100, help="steps per compiled call")
   parser.add_argument("--encoder", default="keras_mlp", help="model.encoder (e.g. convnet4)")
   parser.add_argument("--data_dir", help="tfds data_dir (default: siamese_jax.data's)")
-  parser.add_argument("--out", help="JSON file (default: results/streaming[_quick].json)")
+  parser.add_argument("--smoke", action="store_true", help="3 calls of 2 steps on the embedded "
+                      "sample: that it runs")
+  parser.add_argument("--out", help="JSON file (default: results/streaming[_quick].json; none "
+                      "with --smoke)")
   args = parser.parse_args()
-  calls, steps = (4, 25) if args.quick else (args.calls, args.steps)
+  calls, steps = (4, 25) if args.quick else (3, 2) if args.smoke else (args.calls, args.steps)
 
-  train_set, words = load_training_set(args.data_dir)
+  train_set, words = load_training_set(args.data_dir, args.smoke)
   print(f"data: {words}: {train_set.images.shape} uint8, {train_set.images.nbytes / 2**20:.1f} MiB")
   config = contrastive.get_config()
   config.model.encoder = args.encoder
@@ -123,8 +134,10 @@ def main():
     first = result.get("first_call_seconds")
     print(f"{name:<24} {result['pairs_per_second']:>10,.0f} {result['seconds']:>8.2f} "
           f"{'' if first is None else f'{first:.2f}':>10}")
-  out = pathlib.Path(args.out) if args.out else RESULTS / (
+  out = pathlib.Path(args.out) if args.out else None if args.smoke else RESULTS / (
       "streaming_quick.json" if args.quick else "streaming.json")
+  if out is None:
+    return
   out.write_text(json.dumps({
       "data": words, "shape": list(train_set.images.shape), "encoder": args.encoder,
       "batch_size": batch_spec.batch_size, "steps_per_call": steps, "timed_calls": calls - 1,

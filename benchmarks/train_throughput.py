@@ -1,7 +1,8 @@
 """Training throughput against the machine's measured float32 matmul peak (cases a-d).
 
     .venv/bin/python benchmarks/train_throughput.py               # a-d
-    .venv/bin/python benchmarks/train_throughput.py --quick       # smoke test, under a minute
+    .venv/bin/python benchmarks/train_throughput.py --quick       # shortened epochs, a minute
+    .venv/bin/python benchmarks/train_throughput.py --smoke       # a and d, 1 step: does it run
     .venv/bin/python benchmarks/train_throughput.py --cases a,b --repeats 5 --profile /tmp/prof
 
 Cases (the project's experiment configs; data read from the official files, no TensorFlow):
@@ -39,6 +40,8 @@ optimiser), is printed beside them. Only dot/conv FLOPs enter GFLOP/s.
 Peak: float32 jnp.dot of n x n matrices (n = 512, 1024, 2048), the best GFLOP/s, measured in every
 case's process before and after its case; fractions are of the best peak of the whole run.
 Results: a table on stdout and benchmarks/results/train_throughput.json (--out).
+``--smoke``: cases a and d at 1 step of 32 pairs or 4 x 4 on the embedded MNIST sample (any
+machine); no file written unless --out is given.
 """
 
 import argparse
@@ -73,7 +76,7 @@ class Case:
   name: str
   title: str
   config: str  # experiments/<config>.py
-  data: str  # "fashion_mnist" | "omniglot105" | "omniglot28"
+  data: str  # "fashion_mnist" | "omniglot105" | "omniglot28" | "mnist_sample"
   batch_size: int = 128
   classes_per_batch: int = 0  # P x K cases
   samples_per_class: int = 0
@@ -95,6 +98,11 @@ CASES = {
 }
 QUICK = {"a": {"max_steps": 20}, "b": {"max_steps": 4}, "d": {"max_steps": 5},
          "c": {"batch_size": 1, "loop_steps": 1, "title": "Koch convnet 105x105 Omniglot, batch 1"}}
+SMOKE_CASES = "a,d"  # c is a config of a's code path whose compile alone takes minutes
+SMOKE = {name: {"data": "mnist_sample", "max_steps": 1, "loop_steps": 1, "batch_size": 32,
+                "classes_per_batch": 4 if name == "d" else 0,
+                "title": CASES[name].title.split(",")[0] + " (smoke)"}
+         for name in SMOKE_CASES.split(",")}
 
 
 # ------------------------------------------------------------------------------ the peak
@@ -218,6 +226,9 @@ def _cost_flops(compiled) -> float:
 def load_data(kind: str):
   """(images uint8 [N, H, W, 1], labels int32 [N], num_classes, source), without TensorFlow."""
   from siamese_jax.data import files
+  if kind == "mnist_sample":  # the 10,000 images shipped in siamese_jax/sample_data
+    images, labels = files.read_idx_pair(files.SAMPLE_DIR, *files.MNIST.parts["test"], 10)
+    return images[..., None], labels.astype(np.int32), 10, f"MNIST sample in {files.SAMPLE_DIR}"
   if kind == "fashion_mnist":
     folder = next(p for p in files.known_places("fashion_mnist") if p.is_dir())
     images, labels = files.read_idx_pair(folder, *files.FASHION_MNIST.parts["train"], 10)
@@ -506,24 +517,31 @@ def main():
   parser.add_argument("--ablation", action="store_true",
                       help="cases a, b: also time the step with dropout, RMSprop, sampling removed")
   parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace per case")
-  parser.add_argument("--out", default=str(RESULTS / "train_throughput.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="cases a and d, 1 step on the embedded MNIST sample: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
+                      "train_throughput.json; none with --smoke)")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.child:  # one case in this process: print its result as JSON
-    name, quick = args.child.split(":")
+    name, mode = args.child.split(":")
     case = CASES[name]
-    if quick == "1":
-      case = dataclasses.replace(case, **QUICK[name])
+    if mode in ("quick", "smoke"):
+      case = dataclasses.replace(case, **{"quick": QUICK, "smoke": SMOKE}[mode][name])
     print("RESULT " + json.dumps(run_case(case, args.repeats, args.min_seconds, args.profile,
                                                 args.peak_seconds, args.ablation)))
     return
 
-  if args.quick:
+  if args.quick or args.smoke:
     args.repeats, args.min_seconds, args.peak_seconds = 1, 0.0, 0.05
+  if args.smoke:
+    args.cases, args.peak_seconds = SMOKE_CASES, 0.01
+  mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+  out = args.out or (None if args.smoke else str(RESULTS / "train_throughput.json"))
   results = []
   for name in args.cases.split(","):
-    command = [sys.executable, __file__, f"--child={name}:{int(args.quick)}",
+    command = [sys.executable, __file__, f"--child={name}:{mode}",
                f"--repeats={args.repeats}", f"--min_seconds={args.min_seconds}",
                f"--peak_seconds={args.peak_seconds}"]
     if args.profile:
@@ -542,11 +560,12 @@ def main():
     r["fraction_of_peak_median"] = r["gflops_per_s_median"] / peak
   print_table(results, peak)
   report = {"benchmark": "train_throughput", "command": " ".join(sys.argv),
-            "quick": args.quick, "machine": machine(), "matmul_peak_gflops": peak,
-            "load_average_at_end": os.getloadavg(), "cases": results}
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps(report, indent=2))
-  print(f"\nwritten {args.out}")
+            "quick": args.quick, "smoke": args.smoke, "machine": machine(),
+            "matmul_peak_gflops": peak, "load_average_at_end": os.getloadavg(), "cases": results}
+  if out:
+    pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(out).write_text(json.dumps(report, indent=2))
+    print(f"\nwritten {out}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Convnet steps on CPU: scanned vs unrolled vs a plain jit step from a Python loop.
 
     .venv/bin/python benchmarks/unroll_convnet.py [--steps 8]
+    .venv/bin/python benchmarks/unroll_convnet.py --smoke     # tiny sizes: does it run
 
-The step is experiments/omniglot.py's (convnet4 width 32 at 28 x 28, contrastive, Adam, batch 64
-pairs) on random uint8 images (2,720, 136 classes, as Omniglot small1). It prints the first call
-(compile included) and the ms per step afterwards of: ``train.make_train_epoch`` with the steps in
+The step is experiments/omniglot.py's (convnet4 from width 32 at 28 x 28, its cosine-softmax
+classifier over the classes, augmentation, Adam, batch 64) on random uint8 images (2,720, 136
+classes, as Omniglot small1; ``--smoke``: 160 of 8 classes, width 4, batch 16 without
+augmentation, 2 steps). It prints the first call (compile included) and the ms per step
+afterwards of: ``train.make_train_epoch`` with the steps in
 a ``lax.scan`` (``unroll=False``), the same steps unrolled (``unroll=True``, what
 ``train.unroll="auto"`` picks for convnets on CPU), and ``train.make_train_step`` called from a
 Python loop. XLA:CPU runs conv weight gradients inside a loop body on a slow path
@@ -28,20 +31,28 @@ from siamese_jax import batches, models, sharding, train  # noqa: E402
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--steps", type=int, default=8, help="steps per compiled call")
-  steps = parser.parse_args().steps
+  parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: that it runs")
+  args = parser.parse_args()
   config = omniglot.get_config()
+  classes, steps = 136, args.steps
+  if args.smoke:
+    classes, steps = 8, 2
+    config.model.update(filters=4, norm_groups=4, filter_growth=1, embedding_dim=8)
+    config.train.update(batch_size=16, augment=False)
+  config.model.num_classes = classes  # the cosine classifier's outputs
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 255, (2720, 28, 28, 1), dtype=np.uint8)
-  labels = np.repeat(np.arange(136), 20)
+  images = rng.integers(0, 255, (classes * 20, 28, 28, 1), dtype=np.uint8)
+  labels = np.repeat(np.arange(classes), 20)
   mesh = sharding.make_mesh()
-  data = sharding.device_data(images, labels, 136, mesh)
+  data = sharding.device_data(images, labels, classes, mesh)
   spec = train.loss_spec_from_config(config)
   batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
   model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
   fresh = lambda: sharding.put_replicated(
       train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
   key = jax.random.key(1)
-  print(f"{jax.devices()}; {steps} steps of batch {batch_spec.examples} pairs per call")
+  print(f"{jax.devices()}; {steps} steps of batch {batch_spec.examples} ({batch_spec.kind}) a "
+        "call")
   for name, unroll in (("unrolled", True), ("scan", False)):
     epoch, state = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll), fresh()
     start = time.perf_counter()

@@ -4,6 +4,7 @@ number of XLA compilations it asks for (issue 17, targets 1 and 5).
     .venv/bin/python benchmarks/whole_run.py                 # 2 x (cold, warm) of the default run
     .venv/bin/python benchmarks/whole_run.py --repeats 3 --epochs 20 2
     .venv/bin/python benchmarks/whole_run.py --quick         # the :tiny variant, once each
+    .venv/bin/python benchmarks/whole_run.py --smoke         # the same, 1 epoch, no result file
 
 Runs ``python main.py --config experiments/contrastive.py`` as a user would (every output: metrics,
 TensorBoard events, checkpoints, per-epoch latent plots and their GIF) into a fresh --workdir each
@@ -111,8 +112,14 @@ def main():
   parser.add_argument("--epochs", type=int, nargs="*", default=[None],
                       help="train.epochs values to run (default: the config's, 20)")
   parser.add_argument("--quick", action="store_true", help="the :tiny variant, one pair")
-  parser.add_argument("--out", default=str(RESULTS / "whole_run.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="the :tiny variant for 1 epoch, one pair: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/whole_run.json; "
+                      "none with --smoke)")
   args = parser.parse_args()
+  if args.smoke:
+    args.quick, args.epochs = True, [1]
+  out = args.out or (None if args.smoke else str(RESULTS / "whole_run.json"))
   variant = "tiny" if args.quick else ""
   repeats = 1 if args.quick else args.repeats
   # The embedded sample prepared once (as on any machine after its first run), not timed.
@@ -153,13 +160,15 @@ def main():
   if warm:
     print(f"target: warm default run <= {TARGET_SECONDS} s: median {statistics.median(warm):.2f} s "
           f"({'met' if statistics.median(warm) <= TARGET_SECONDS else 'missed'})")
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps({
+  if not out:
+    return
+  pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(out).write_text(json.dumps({
       "command": "python main.py --config experiments/contrastive.py" + (":tiny" if variant else ""),
       "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                   "python": platform.python_version()},
       "load_average_after": os.getloadavg(), "runs": runs}, indent=2))
-  print(f"wrote {args.out}")
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

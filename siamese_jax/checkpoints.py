@@ -162,12 +162,13 @@ def _saved_param_shapes(manager: ocp.CheckpointManager, epoch: int) -> dict[str,
 
 
 def _param_shapes(params) -> dict[str, tuple]:
+  """{"encoder/Dense_0/kernel": shape} of a params tree (arrays or shapes)."""
   leaves = jax.tree_util.tree_flatten_with_path(params)[0]
   return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
           for path, leaf in leaves}
 
 
-def _check_same_params(saved: dict, model: dict, where: str, fix: str) -> None:
+def check_same_params(saved: dict, model: dict, where: str, fix: str) -> None:
   """CheckpointError naming the first parameter whose name or shape differs."""
   for name in sorted(set(saved) | set(model)):
     if saved.get(name) != model.get(name):
@@ -219,7 +220,7 @@ def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) 
   it was saved from; sets config.data.image_size to the size the run trained on."""
   try:
     model = models.build_model(config.model)
-    tx = train.make_optimizer(config.optimizer, total_steps=1)
+    tx = train.optimizer_from_config(config, total_steps=1)  # model.freeze: a split state
   except (ValueError, AttributeError, KeyError) as error:
     raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
   image_shape = _image_shape(config, summary, progress)
@@ -288,8 +289,8 @@ def load_trained(workdir, epoch: int | str | None = None
            "config.json and checkpoints/ together)")
     state = _abstract_state(config, summary, read_progress(manager, step), config_path)
     # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
-    _check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
-                       f"{checkpoint_dir}", fix)
+    check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
+                      f"{checkpoint_dir}", fix)
     state, _ = restore(manager, state, step, fix=fix)
   finally:
     manager.close()

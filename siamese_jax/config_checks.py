@@ -45,7 +45,7 @@ def choices() -> dict[str, tuple]:
       "model.distance": tuple(distances.PAIR_DISTANCES),
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
-      **losses.choices(),
+      "model.freeze": models.FREEZE,
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),
       "train.unroll": train.UNROLL_SETTINGS,
@@ -108,6 +108,7 @@ def validate(config) -> None:
   _positive(config.model.filters, "model.filters", int)
   _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
+  _check_initial_weights(config)
   _check_objective(config)
   _require(isinstance(config.eval.threshold, (int, float)) and np.isfinite(config.eval.threshold),
            f"eval.threshold={config.eval.threshold!r} must be a number (unless set, it is "
@@ -201,6 +202,15 @@ def _check_resnet_and_norm(model_config) -> None:
            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes),
            f"model.resnet_stage_sizes={sizes!r} must be a non-empty tuple of positive ints, e.g. "
            "(2, 2, 2, 2)")
+
+
+def _check_initial_weights(config) -> None:
+  """model.pretrained names something there; optimizer.backbone_lr_scale is a positive number."""
+  path = config.model.pretrained
+  _require(path is None or (isinstance(path, str) and pathlib.Path(path).expanduser().exists()),
+           f"model.pretrained={path!r}: no such file or folder; pass an .npz of "
+           "siamese_jax.weights.save_params or a run's --workdir, or None for a random start")
+  _positive(config.optimizer.backbone_lr_scale, "optimizer.backbone_lr_scale")
 
 
 def _range_pair(value, key: str, upper: float | None, example: str) -> None:

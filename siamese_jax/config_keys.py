@@ -103,6 +103,12 @@ KEYS = (
         "averages its images down to this size (8: the 8 x 8 digits kept at data.image_size 32 "
         "beside MNIST, exactly); None: as they are"),
     Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
+    Key("model.pretrained", placeholder(str), "start the encoder from this file: a params .npz "
+        "(siamese_jax.weights.save_params) or a run's --workdir (its latest checkpoint); the pair "
+        "head or classifier starts random (None: all random)"),
+    Key("model.freeze", "none", "'backbone': only the encoder's embedding layer (its last Dense) "
+        "and the pair head or classifier train, the rest keeps its initial values (e.g. "
+        "model.pretrained's); 'none': everything trains"),
     # loss
     Key("loss.name", "contrastive", "training objective"),
     Key("loss.margin", 1.0, "contrastive and triplet margin; cosine_softmax: CosFace's cosine "
@@ -115,6 +121,9 @@ KEYS = (
     Key("optimizer.schedule", "constant", "learning-rate schedule"),
     Key("optimizer.momentum", 0.9, "momentum of the 'momentum' optimiser"),
     Key("optimizer.warmup_steps", 0, "linear warm-up steps of 'warmup_cosine'"),
+    Key("optimizer.backbone_lr_scale", 1.0, "the encoder's layers below its embedding layer "
+        "learn at learning_rate times this (e.g. 0.1 to fine-tune a model.pretrained encoder); "
+        "1: one rate for all"),
     # train
     Key("train.epochs", 20, "epochs to train"),
     Key("train.batch_size", 128, "pairs or examples per step (triplet: P x K below)"),

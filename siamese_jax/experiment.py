@@ -26,7 +26,8 @@ import tqdm
 
 from siamese_jax import (batches, call_schedule, checkpoints, config_checks, evaluators,
                          metric_averages, models, normalization, preemption, run_keys, run_plots,
-                         sharding, streaming, summary_writer, train, workdir as workdir_lib)
+                         sharding, streaming, summary_writer, train, weights,
+                         workdir as workdir_lib)
 from siamese_jax.data import protocol
 
 
@@ -83,10 +84,10 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   schedule = call_schedule.make_schedule(config, len(datasets.train.labels), batch_spec.examples)
   init_key, train_key, _ = run_keys.run_keys(config.seed)
   model = models.build_model(config.model)
-  tx = train.make_optimizer(config.optimizer, schedule.total_steps)
+  tx = train.optimizer_from_config(config, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
   state = train.create_train_state(init_key, model, image_shape, tx, loss_spec,
-                                   datasets.train.num_classes)
+                                   datasets.train.num_classes, weights.initializer(config.model))
   state = sharding.put_replicated(state, mesh)
 
   manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep,

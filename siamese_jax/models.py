@@ -8,6 +8,7 @@ of ``(params, x)`` plus a "dropout" rng in train mode; the ResNets are in ``siam
 A pair head is called as ``head(emb_a, emb_b) -> [B]``.
 """
 
+import re
 from typing import Callable, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -341,12 +342,28 @@ class Classifier(nn.Module):
 # --------------------------------------------------------------------------------- factories
 
 
+def last_dense(encoder_params) -> tuple[str, ...]:
+  """The embedding layer of every encoder here: its top-level Dense with the highest index
+  (``Dense_2`` of a three-layer MLP, ``Dense_0`` of a ResNet)."""
+  dense = [name for name in encoder_params if re.fullmatch(r"Dense_\d+", name)]
+  return (max(dense, key=lambda name: int(name.split("_")[1])),) if dense else ()
+
+
 class Component(NamedTuple):
   """A named choice of the config: ``build(model_config) -> nn.Module`` and the ``model.*`` keys
-  it reads (a key it does not read has no effect, which the config check warns about)."""
+  it reads (a key it does not read has no effect, which the config check warns about).
+
+  An encoder also says which of its top-level layers make its embedding ``head``
+  (``head_layers(encoder params) -> names``: they train at the full rate and are never frozen,
+  see ``param_labels``) and may bring its own ``load_weights(path, encoder params) -> encoder
+  params`` for ``model.pretrained`` (None: ``siamese_jax.weights.load_encoder``, a file written
+  by siamese_jax). Both see the encoder's own params, without the input normalisation around it.
+  """
   build: Callable
   reads: tuple[str, ...] = ()
   convolutional: bool = False
+  head_layers: Callable = last_dense
+  load_weights: Callable | None = None
 
 
 def _dim(model_config) -> dict:
@@ -423,13 +440,62 @@ def is_convolutional(encoder: str) -> bool:
   return ENCODERS[encoder].convolutional
 
 
+# model.freeze: "backbone" freezes every encoder layer but its head_layers.
+FREEZE = ("none", "backbone")
+# What param_labels gives each parameter; train.make_optimizer has one transform per label.
+PARAM_LABELS = ("head", "backbone", "frozen")
+
+
+def _tower_encoders(model_config) -> dict[str, str]:
+  """{params key of a tower: its encoder's name}: "encoder", and "encoder_b" of separate towers."""
+  return {"encoder": model_config.encoder,
+          "encoder_b": model_config.encoder_b or model_config.encoder}
+
+
+def _is_wrapper(tower_params) -> bool:
+  """Whether these are a NormalizedEncoder's or AveragedDown's params: one subtree "encoder",
+  beside input statistics at most."""
+  return set(tower_params) - {normalization.MEAN, normalization.STD} == {"encoder"}
+
+
+def encoder_path(tower_params) -> tuple[str, ...]:
+  """Where the encoder's own params are inside a tower's: () for a bare encoder, ("encoder",)
+  inside a NormalizedEncoder or AveragedDown (deeper when nested)."""
+  return ("encoder",) + encoder_path(tower_params["encoder"]) if _is_wrapper(tower_params) else ()
+
+
+def _tower_labels(tower_params, head_layers: Callable, body: str) -> dict:
+  """param_labels of one tower: its head_layers "head", the rest of its encoder ``body``."""
+  if _is_wrapper(tower_params):
+    return {name: _tower_labels(subtree, head_layers, body) if name == "encoder" else "frozen"
+            for name, subtree in tower_params.items()}
+  heads = set(head_layers(tower_params))
+  return {name: jax.tree.map(lambda _, label="head" if name in heads else body: label, subtree)
+          for name, subtree in tower_params.items()}
+
+
+def param_labels(model_config, params) -> dict:
+  """``params`` of this model with every leaf replaced by one of PARAM_LABELS: "head" for the
+  pair head or classifier and each encoder's ``head_layers``, "backbone" for the rest of the
+  encoders ("frozen" where model.freeze='backbone'), "frozen" for input statistics (they are set
+  from the data, never trained)."""
+  _choice(dict.fromkeys(FREEZE), model_config.freeze, "freeze")
+  body = "frozen" if model_config.freeze == "backbone" else "backbone"
+  towers = _tower_encoders(model_config)
+  return {name: (_tower_labels(subtree, _choice(ENCODERS, towers[name], "encoder").head_layers,
+                               body)
+                 if name in towers else jax.tree.map(lambda _: "head", subtree))
+          for name, subtree in params.items()}
+
+
 def keys_read(model_config) -> set[str]:
   """The ``model.*`` keys that the model of ``model_config`` reads."""
   second = set()
   if model_config.head not in CLASSIFIER_HEADS and not model_config.shared_weights:
     second_encoder = ENCODERS.get(model_config.encoder_b or model_config.encoder)
     second = {"encoder_b", "input_size_b"} | set(second_encoder.reads if second_encoder else ())
-  return ({"encoder", "head", "input_normalization", "test_time_shift"} | second
+  return ({"encoder", "head", "input_normalization", "test_time_shift", "pretrained", "freeze"}
+          | second
           | set(_choice(ENCODERS, model_config.encoder, "encoder").reads)
           | set(_choice(HEADS, model_config.head, "head").reads))
 

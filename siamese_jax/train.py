@@ -100,22 +100,48 @@ def make_schedule(optimizer_config, total_steps: int) -> optax.Schedule:
                                                                               total_steps)
 
 
-def make_optimizer(optimizer_config, total_steps: int) -> optax.GradientTransformation:
-  """The optax optimiser named by optimizer_config.name (see OPTIMIZERS) with its schedule."""
+def make_optimizer(optimizer_config, total_steps: int,
+                   param_labels: Callable | None = None) -> optax.GradientTransformation:
+  """The optax optimiser named by optimizer_config.name (see OPTIMIZERS) with its schedule.
+
+  ``param_labels(params) -> the same tree of models.PARAM_LABELS`` (e.g. ``models.param_labels``)
+  splits the tree (``optax.multi_transform``): "head" gets that optimiser, "backbone" the same at
+  ``learning_rate * optimizer_config.backbone_lr_scale``, "frozen" no update at all
+  (``optax.set_to_zero``). None: the optimiser alone, for every parameter.
+  """
   build = _choice(OPTIMIZERS, optimizer_config.name, "optimizer.name")
-  return build(make_schedule(optimizer_config, total_steps), optimizer_config)
+  schedule = make_schedule(optimizer_config, total_steps)
+  if param_labels is None:
+    return build(schedule, optimizer_config)
+  scale = float(optimizer_config.backbone_lr_scale)
+  return optax.multi_transform(
+      {"head": build(schedule, optimizer_config),
+       "backbone": build(lambda count: scale * schedule(count), optimizer_config),
+       "frozen": optax.set_to_zero()}, param_labels)
+
+
+def optimizer_from_config(config, total_steps: int) -> optax.GradientTransformation:
+  """make_optimizer of config.optimizer, split by the model's param labels where model.freeze or
+  optimizer.backbone_lr_scale asks for it (otherwise the plain optimiser: the same updates and
+  optimiser state as a run from before those keys)."""
+  split = config.model.freeze != "none" or float(config.optimizer.backbone_lr_scale) != 1.0
+  labels = (lambda params: models.param_labels(config.model, params)) if split else None
+  return make_optimizer(config.optimizer, total_steps, labels)
 
 
 def create_train_state(key, model: nn.Module, image_shape, tx, spec: LossSpec | None = None,
-                       num_classes: int | None = None) -> TrainState:
-  """Initialises the model's params for images of ``image_shape`` (H, W, C), and beside them
-  (under ``losses.objective.LOSS_PARAMS``) the parameters that ``spec``'s objective learns, if it
-  declares any (their shapes may use ``num_classes``, the training classes)."""
+                       num_classes: int | None = None,
+                       load_weights: Callable | None = None) -> TrainState:
+  """Initialises the model's params for images of ``image_shape`` (H, W, C); then
+  ``load_weights(params) -> params`` (e.g. ``siamese_jax.weights.initializer``: model.pretrained)
+  replaces those a file gives; beside them (under ``losses.objective.LOSS_PARAMS``) the parameters
+  that ``spec``'s objective learns, if it declares any (their shapes may use ``num_classes``, the
+  training classes). All before the optimiser state is made."""
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   towers = (dummy,) if isinstance(model, models.Classifier) else (dummy, dummy)
   # One compiled program: op by op, init compiles each of its ~40 operations on its own.
   variables = jax.jit(lambda key: model.init({"params": key}, *towers, train=False))(key)
-  params = variables["params"]
+  params = variables["params"] if load_weights is None else load_weights(variables["params"])
   if spec is not None and spec.objective.params:
     embedding = jax.eval_shape(lambda: model.apply(variables, dummy, method="embed"))
     dims = losses.objective.ParamDims(num_classes, embedding.shape[-1])

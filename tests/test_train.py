@@ -193,6 +193,85 @@ def test_cosine_schedule_spans_the_run_and_unknown_optimizers_are_refused():
     train.make_optimizer(optimizer_config(name="lamb"), 1)
 
 
+def labelled_run(freeze="none", backbone_lr_scale=1.0, optimizer="rmsprop", steps=3,
+                 learning_rate=1e-3):
+  """(initial params, params after ``steps`` pair steps, optimiser state) of a three-layer MLP +
+  abs_diff model through train.optimizer_from_config, on fixed random batches."""
+  config = default.get_config()
+  config.loss.name = "bce"
+  config.model.update({"encoder": "mlp", "features": (16, 8, 4), "dropout_rates": (),
+                       "head": "abs_diff", "freeze": freeze})
+  config.optimizer.update({"name": optimizer, "backbone_lr_scale": backbone_lr_scale,
+                           "learning_rate": learning_rate})
+  tx = train.optimizer_from_config(config, steps)
+  state = train.create_train_state(jax.random.key(0), models.build_model(config.model),
+                                   (6, 6, 1), tx)
+  initial = jax.tree.map(np.asarray, state.params)
+  step = jax.jit(functools.partial(train.train_step, spec=loss_spec("bce", head="abs_diff")))
+  rng = np.random.default_rng(0)
+  for i in range(steps):
+    batch = {"x_a": rng.integers(0, 256, (8, 6, 6, 1), np.uint8),
+             "x_b": rng.integers(0, 256, (8, 6, 6, 1), np.uint8),
+             "same": jnp.asarray(rng.integers(0, 2, 8), jnp.float32), "mask": jnp.ones(8)}
+    state, _ = step(state, batch, jax.random.key(i))
+  return initial, jax.tree.map(np.asarray, state.params), state.opt_state
+
+
+def test_a_frozen_backbone_stays_bit_identical_while_its_embedding_layer_and_head_train():
+  initial, trained, _ = labelled_run(freeze="backbone")
+  encoder, before = trained["encoder"], initial["encoder"]
+  for name in encoder:
+    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(encoder[name]),
+                                                    jax.tree.leaves(before[name])))
+    assert same == (name != "Dense_2"), name  # Dense_2: the MLP's embedding layer
+  assert not np.array_equal(trained["head"]["Dense_0"]["kernel"],
+                            initial["head"]["Dense_0"]["kernel"])
+
+
+def test_the_backbone_learns_at_the_scaled_rate_and_the_head_at_the_full_one():
+  initial, plain, _ = labelled_run(optimizer="sgd", steps=1, learning_rate=100.0)
+  _, scaled, _ = labelled_run(optimizer="sgd", backbone_lr_scale=0.25, steps=1,
+                              learning_rate=100.0)
+  moved = lambda params, path: (params[path[0]][path[1]]["kernel"]
+                                - initial[path[0]][path[1]]["kernel"])
+  for path in (("encoder", "Dense_0"), ("encoder", "Dense_1")):
+    np.testing.assert_allclose(moved(scaled, path), 0.25 * moved(plain, path), rtol=1e-4,
+                               atol=1e-6)
+  for path in (("encoder", "Dense_2"), ("head", "Dense_0")):
+    np.testing.assert_array_equal(moved(scaled, path), moved(plain, path))
+
+
+def test_without_freeze_or_scale_the_optimiser_is_the_plain_one():
+  """Every run from before model.freeze: the same optimiser state (so its checkpoints restore)
+  and the same steps, bit for bit, as the optimiser alone."""
+  _, labelled_default, opt_state = labelled_run()
+  assert not isinstance(opt_state, optax.transforms.PartitionState)
+  config = default.get_config()
+  params = {"w": jnp.ones(3)}
+  assert (jax.tree.structure(train.optimizer_from_config(config, 5).init(params))
+          == jax.tree.structure(train.make_optimizer(config.optimizer, 5).init(params)))
+  _, split_but_equal, opt_state = labelled_run(backbone_lr_scale=1.0 + 1e-12)  # == 1.0 in float32
+  assert isinstance(opt_state, optax.transforms.PartitionState)
+  for a, b in zip(jax.tree.leaves(labelled_default), jax.tree.leaves(split_but_equal)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_param_labels_mark_each_encoders_embedding_layer_as_the_head():
+  cases = {"keras_mlp": "Dense_2", "mlp_2d": "Dense_2", "embedding_net": "Dense_2",
+           "convnet4": "Dense_0", "resnet_small": "Dense_0"}
+  for encoder, head_layer in cases.items():
+    config = model_config(encoder=encoder, head="abs_diff", freeze="backbone", filters=8,
+                          input_normalization="per_channel")
+    params = jax.eval_shape(lambda: models.build_model(config).init(
+        jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 28, 28, 1)), train=False))
+    labels = models.param_labels(config, params["params"])
+    assert labels["encoder"]["input_mean"] == "frozen"
+    assert labels["head"]["Dense_0"]["bias"] == "head"
+    inner = labels["encoder"]["encoder"]
+    assert {name for name in inner if set(jax.tree.leaves(inner[name])) == {"head"}} == {head_layer}
+    assert set(jax.tree.leaves({k: v for k, v in inner.items() if k != head_layer})) == {"frozen"}
+
+
 def run_worker(tmp_path, devices, mode):
   out = tmp_path / f"{mode}_{devices}.npz"
   env = repo_env(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",

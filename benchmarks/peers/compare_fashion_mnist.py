@@ -3,6 +3,7 @@ process wall time and peak RSS, run alternately in one script (issue 17, target 
 
     .venv/bin/python benchmarks/peers/compare_fashion_mnist.py                # 3 alternating pairs
     .venv/bin/python benchmarks/peers/compare_fashion_mnist.py --repeats 5 --torch_threads 1
+    .venv/bin/python benchmarks/peers/compare_fashion_mnist.py --smoke    # needs torch: runs?
 
 siamese_jax: ``python main.py --config experiments/contrastive.py --config.data.name=fashion_mnist
 --config.train.epochs=3`` with every default output (metrics, TensorBoard events, checkpoints,
@@ -15,7 +16,10 @@ torch.save), in its own virtualenv ``benchmarks/peers/.venv`` that this script m
 a project dependency. Each child is timed from fork to exit and its peak RSS read from
 ``wait4``'s ``ru_maxrss``. Prints every run, the median ratios siamese_jax / PyTorch of wall time
 and peak RSS (targets: <= 0.4 and <= 0.6), the load average, and writes
-benchmarks/results/peers_fashion_mnist.json (--out).
+benchmarks/results/peers_fashion_mnist.json (--out). ``--smoke``: one pair of runs of seconds on
+the embedded MNIST sample (``experiments/contrastive.py:tiny`` for 1 epoch; the peer's
+``--smoke``), with torch from this interpreter or an existing ``peers/.venv`` (nothing is
+installed); no file written unless --out is given.
 """
 
 import argparse
@@ -33,6 +37,15 @@ REPO_ROOT = HERE.parents[1]
 VENV = HERE / ".venv"
 FASHION = pathlib.Path("/usr/share/datasets/fashion-mnist")
 TARGETS = {"wall": 0.4, "peak_rss": 0.6}
+
+
+def installed_torch_python() -> pathlib.Path | None:
+  """An interpreter that imports torch already: this one, else peers/.venv's; None if neither."""
+  for python in (pathlib.Path(sys.executable), VENV / "bin" / "python"):
+    if python.exists() and subprocess.run([python, "-c", "import torch"],
+                                          capture_output=True).returncode == 0:
+      return python
+  return None
 
 
 def ensure_torch_venv(spec: str) -> pathlib.Path:
@@ -74,12 +87,23 @@ def main():
   parser.add_argument("--torch_spec", default="torch")
   parser.add_argument("--torch_threads", type=int, default=None,
                       help="torch.set_num_threads in the peer (default: torch's own)")
-  parser.add_argument("--out", default=str(REPO_ROOT / "benchmarks" / "results" /
-                                           "peers_fashion_mnist.json"))
+  parser.add_argument("--smoke", action="store_true",
+                      help="one pair of runs of seconds on the MNIST sample: that it runs")
+  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
+                      "peers_fashion_mnist.json; none with --smoke)")
   args = parser.parse_args()
-  if not FASHION.is_dir():
+  out = args.out or (None if args.smoke else str(REPO_ROOT / "benchmarks" / "results" /
+                                                 "peers_fashion_mnist.json"))
+  if args.smoke:
+    args.repeats, args.epochs = 1, 1
+    torch_python = installed_torch_python()
+    if torch_python is None:
+      raise SystemExit("--smoke needs torch installed in this interpreter or in "
+                       f"{VENV} (it installs nothing)")
+  elif not FASHION.is_dir():
     raise SystemExit(f"{FASHION} not found: apt-get install -y dataset-fashion-mnist")
-  torch_python = ensure_torch_venv(args.torch_spec)
+  else:
+    torch_python = ensure_torch_venv(args.torch_spec)
   torch_version = subprocess.run([torch_python, "-c", "import torch; print(torch.__version__)"],
                                  capture_output=True, text=True, check=True).stdout.strip()
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
@@ -88,16 +112,19 @@ def main():
     tmp = pathlib.Path(tmp)
 
     def jax_command(i):
-      return [sys.executable, "main.py", "--config", "experiments/contrastive.py",
-              "--config.data.name=fashion_mnist", f"--config.train.epochs={args.epochs}",
-              "--workdir", str(tmp / f"jax{i}")]
+      config, data_name = (("experiments/contrastive.py:tiny", "mnist") if args.smoke else
+                           ("experiments/contrastive.py", "fashion_mnist"))
+      return [sys.executable, "main.py", "--config", config, f"--config.data.name={data_name}",
+              f"--config.train.epochs={args.epochs}", "--workdir", str(tmp / f"jax{i}")]
 
     def torch_command(i):
       command = [str(torch_python), str(HERE / "torch_contrastive.py"), "--data", str(FASHION),
                  "--epochs", str(args.epochs), "--workdir", str(tmp / f"torch{i}")]
-      return command + (["--threads", str(args.torch_threads)] if args.torch_threads else [])
+      return (command + (["--threads", str(args.torch_threads)] if args.torch_threads else [])
+              + ["--smoke"] * args.smoke)
 
-    timed(jax_command("warmup"), env)  # user cache warm, as after a first run
+    if not args.smoke:
+      timed(jax_command("warmup"), env)  # user cache warm, as after a first run
     for i in range(args.repeats):
       for name, command in (("siamese_jax", jax_command(i)), ("pytorch", torch_command(i))):
         result = timed(command, env)
@@ -116,12 +143,14 @@ def main():
     verdict = (f" (target <= {TARGETS[key]}: {'met' if ratio <= TARGETS[key] else 'missed'})"
                if key in TARGETS else "")
     print(f"siamese_jax / PyTorch {key}: {ratio:.2f}{verdict}")
-  pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-  pathlib.Path(args.out).write_text(json.dumps({
+  if not out:
+    return
+  pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(out).write_text(json.dumps({
       "epochs": args.epochs, "torch": torch_version, "torch_threads": args.torch_threads,
       "cpus": os.cpu_count(), "runs": runs, "median": median, "ratios": ratios,
       "load_average_after": os.getloadavg()}, indent=2))
-  print(f"wrote {args.out}")
+  print(f"wrote {out}")
 
 
 if __name__ == "__main__":

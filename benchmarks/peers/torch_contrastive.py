@@ -13,6 +13,10 @@ validation pair accuracy (distance < 0.5) and ROC AUC over 2,000 fixed validatio
 ``torch.save`` of the model and optimiser; at the end the same on 2,000 test pairs.
 
     benchmarks/peers/.venv/bin/python benchmarks/peers/torch_contrastive.py --data /usr/share/datasets/fashion-mnist
+    benchmarks/peers/.venv/bin/python benchmarks/peers/torch_contrastive.py --smoke   # seconds
+
+``--smoke``: one epoch of 4 steps on siamese_jax's embedded MNIST sample (its first 8,000 images
+as the training split, the last 2,000 as the test split) and 200 evaluation pairs: that it runs.
 """
 
 import argparse
@@ -23,6 +27,9 @@ import time
 import numpy as np
 import torch
 from torch import nn
+
+SAMPLE = pathlib.Path(__file__).resolve().parents[2] / "siamese_jax" / "sample_data"
+SAMPLE_TRAIN_SIZE = 8000  # as siamese_jax.data.files splits the sample
 
 
 def read_idx(path: pathlib.Path) -> np.ndarray:
@@ -100,24 +107,34 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--threads", type=int, default=None,
                       help="torch.set_num_threads (default: torch's, one per core)")
+  parser.add_argument("--smoke", action="store_true",
+                      help="1 epoch of 4 steps on the embedded MNIST sample: that it runs")
   args = parser.parse_args()
+  if args.smoke:
+    args.epochs = 1
   started = time.time()
   if args.threads:
     torch.set_num_threads(args.threads)
   torch.manual_seed(args.seed)
   generator = torch.Generator().manual_seed(args.seed)
-  folder = pathlib.Path(args.data)
-  train_images, train_labels = load(folder, "train")
-  test_images, test_labels = load(folder, "t10k")
+  if args.smoke:
+    images, labels = load(SAMPLE, "t10k")
+    train_images, train_labels = images[:SAMPLE_TRAIN_SIZE], labels[:SAMPLE_TRAIN_SIZE]
+    test_images, test_labels = images[SAMPLE_TRAIN_SIZE:], labels[SAMPLE_TRAIN_SIZE:]
+  else:
+    folder = pathlib.Path(args.data)
+    train_images, train_labels = load(folder, "train")
+    test_images, test_labels = load(folder, "t10k")
   order = torch.randperm(len(train_labels), generator=generator)
   held = order[:len(order) // 10]
   kept = order[len(order) // 10:]
   val_images, val_labels = train_images[held], train_labels[held]
   train_images, train_labels = train_images[kept], train_labels[kept]
-  steps = len(train_labels) // args.batch_size
+  steps = 4 if args.smoke else len(train_labels) // args.batch_size
+  evaluation_pairs = 200 if args.smoke else 2000
   pairs = balanced_pairs(train_labels, steps * args.batch_size, generator)
-  val_pairs = balanced_pairs(val_labels, 2000, generator)
-  test_pairs = balanced_pairs(test_labels, 2000, generator)
+  val_pairs = balanced_pairs(val_labels, evaluation_pairs, generator)
+  test_pairs = balanced_pairs(test_labels, evaluation_pairs, generator)
 
   model = Tower()
   optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
