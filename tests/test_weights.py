@@ -29,7 +29,7 @@ def initial_params(config, seed=0, pretrained=False):
   tx = train.optimizer_from_config(config, 1)
   load = weights.initializer(config.model) if pretrained else None
   return train.create_train_state(jax.random.key(seed), models.build_model(config.model),
-                                  IMAGE_SHAPE, tx, load).params
+                                  IMAGE_SHAPE, tx, load_weights=load).params
 
 
 def assert_same(a, b):
