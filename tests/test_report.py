@@ -1,4 +1,5 @@
-"""The results report (scripts/make_report.py): verdict arithmetic and a quick end-to-end run."""
+"""The results report (scripts/make_report.py, scripts/report_markdown.py): reusing runs, the
+sections kept and the verdict sentences with unrun arms, and a quick end-to-end run."""
 
 import importlib.util
 import json
@@ -6,6 +7,7 @@ import json
 import pytest
 
 from experiments import default, findings
+from scripts import report_markdown
 from siamese_jax import config_checks
 from tests.helpers import REPO_ROOT
 _spec = importlib.util.spec_from_file_location("make_report", REPO_ROOT / "scripts" / "make_report.py")
@@ -17,55 +19,6 @@ def _finding(key):
   return next(f for f in findings.FINDINGS if f.key == key)
 
 
-def test_heads_verdict_needs_distance_heads_to_work_and_dense_heads_to_fail():
-  def stats(distance, abs_diff, concat, subtract):
-    return {"distance": {"accuracy_fixed": [distance] * 3},
-            "abs_diff": {"accuracy_tuned": [abs_diff] * 3},
-            "concat": {"accuracy_tuned": [concat] * 3},
-            "subtract": {"accuracy_tuned": [subtract] * 3}}
-  assert make_report.verdict(_finding("heads"), stats(0.97, 0.95, 0.5, 0.52))[0] is True
-  assert make_report.verdict(_finding("heads"), stats(0.97, 0.95, 0.9, 0.52))[0] is False
-  reproduced, sentence = make_report.verdict(_finding("heads"), stats(0.6, 0.95, 0.5, 0.5))
-  assert reproduced is False and "60.0 %" in sentence
-
-
-def test_abs_and_svm_verdicts_compare_the_arms():
-  abs_stats = lambda a, b: {"with_abs": {"accuracy_tuned": [a]}, "without_abs": {"accuracy_tuned": [b]}}
-  assert make_report.verdict(_finding("abs"), abs_stats(0.95, 0.5))[0] is True
-  assert make_report.verdict(_finding("abs"), abs_stats(0.95, 0.93))[0] is False
-  svm = lambda a, b: {"bce_abs": {"svm_learned": [a], "svm_raw_pixels": [b]}}
-  assert make_report.verdict(_finding("svm"), svm(0.8, 0.74))[0] is True
-  assert make_report.verdict(_finding("svm"), svm(0.7, 0.74))[0] is False
-
-
-def test_omniglot_verdict_is_issue_16s_target_for_the_default_config():
-  def stats(twenty, five):  # an ablation arm above the default does not count: chosen on test
-    return {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
-            "no_affine": {"oneshot_20way": [0.9], "oneshot_5way": [0.99], "train_minutes": [9]},
-            "cosine_classifier": {"oneshot_20way": [twenty] * 3, "oneshot_5way": [five] * 3,
-                                  "train_minutes": [20] * 3},
-            "raw pixels": {"oneshot_20way": [0.15], "oneshot_5way": [0.4]}}
-  reproduced, sentence = make_report.verdict(_finding("omniglot"), stats(0.85, 0.95))
-  assert reproduced is True and "cosine_classifier" in sentence and "85.0 %" in sentence
-  assert make_report.verdict(_finding("omniglot"), stats(0.85, 0.9))[0] is False
-  assert make_report.verdict(_finding("omniglot"), stats(0.75, 0.95))[0] is False
-
-
-def test_omniglot_verdict_gives_each_ablation_arm_against_the_default_at_its_length():
-  def arm(twenty, minutes):
-    return {"oneshot_20way": twenty, "oneshot_5way": [0.9] * len(twenty),
-            "train_minutes": [minutes] * len(twenty)}
-  stats = {"cosine_classifier": arm([0.8] * 3, 28), "epochs_12": arm([0.72, 0.73, 0.74], 6),
-           "no_elastic": arm([0.70] * 3, 7), "no_new_classes": arm([0.58, 0.57, 0.59], 1),
-           "contrastive": arm([0.4], 2), "raw pixels": arm([0.15], 0)}
-  sentence = make_report.verdict(_finding("omniglot"), stats)[1]
-  ablation = sentence.split("against epochs_12's 73.0 % (std 0.8; 6 min): ")[1]
-  assert ablation == ("no_elastic -3.0 points (std 0.0; 7 min), "
-                      "no_new_classes -15.0 points (std 0.8; 1 min)")  # best first; unrun left out
-  del stats["epochs_12"]
-  assert "At the same length" not in make_report.verdict(_finding("omniglot"), stats)[1]
-
-
 def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
   finding = _finding("omniglot")
   stats = {"contrastive": {"oneshot_20way": [0.4], "oneshot_5way": [0.7], "train_minutes": [2]},
@@ -73,19 +26,20 @@ def test_a_finding_trained_arm_by_arm_names_its_short_and_unrun_arms():
                                  "train_minutes": [17] * 3},
            "raw pixels": {"oneshot_20way": [0.15], "oneshot_5way": [0.4]}}
   workdirs = {"contrastive": ["a"], "cosine_classifier": ["b", "c", "d"]}
-  reproduced, sentence = make_report._with_unrun_arms(finding, stats, workdirs, [0, 1, 2])
+  reproduced, sentence = report_markdown.verdict_with_unrun_arms(finding, stats, workdirs,
+                                                                  [0, 1, 2])
   assert reproduced is False
   assert "Seeds run so far: contrastive 1 of 3" in sentence and "cosine_classifier 3" not in sentence
   unrun = sentence.split("Not yet run: ")[1]
   assert "no_elastic" in unrun and "koch_l1_bce" in unrun and "cosine_classifier" not in unrun
   heads = {"distance": {"accuracy_fixed": [0.97]}, "abs_diff": {"accuracy_tuned": [0.95]}}
-  reproduced, sentence = make_report._with_unrun_arms(
+  reproduced, sentence = report_markdown.verdict_with_unrun_arms(
       _finding("heads"), heads, {"distance": ["a"], "abs_diff": ["b"]}, [0])
   assert reproduced is None and sentence.startswith("no verdict")  # it compares concat, subtract
   assert "Not yet run: concat, subtract" in sentence
   all_run = {arm.name: ["w"] * 3 for arm in finding.arms}
-  assert make_report._with_unrun_arms(finding, stats, all_run, [0, 1, 2])[1] == (
-      make_report.verdict(finding, stats)[1])
+  assert report_markdown.verdict_with_unrun_arms(finding, stats, all_run, [0, 1, 2])[1] == (
+      findings.verdict(finding, stats)[1])
 
 
 def test_unknown_finding_is_a_one_line_error(capsys):
@@ -145,48 +99,6 @@ def test_quick_report_of_every_finding_writes_tables_verdicts_and_figures(tmp_pa
   strip = lambda results: {k: {a: {m: v for m, v in d.items() if m != "train_seconds"}
                                for a, d in arms.items()} for k, arms in results.items()}
   assert strip(second) == {k: v for k, v in strip(json.loads(first)).items() if k in second}
-
-
-def test_towers_verdict_needs_a_separate_tower_arm_at_auc_0_9():
-  def stats(shared, separate, mixed):
-    arm = lambda auc: {"roc_auc": [auc] * 3, "accuracy_tuned": [auc - 0.05] * 3,
-                       "cross_precision_at_1": [auc] * 3, "cross_map_at_r": [auc - 0.1] * 3}
-    return {"shared": arm(shared), "separate": arm(separate), "convnet_and_mlp": arm(mixed)}
-  reproduced, sentence = make_report.verdict(_finding("towers"), stats(0.95, 0.93, 0.97))
-  assert reproduced is True and "convnet_and_mlp" in sentence and "97.0 %" in sentence
-  assert "above one shared tower" in sentence  # 2 points apart, no spread over seeds
-  reproduced, sentence = make_report.verdict(_finding("towers"), stats(0.95, 0.85, 0.88))
-  assert reproduced is False and "below one shared" in sentence
-  spread = stats(0.95, 0.93, 0.96)
-  spread["convnet_and_mlp"]["roc_auc"] = [0.94, 0.96, 0.98]  # std 1.6 points > the 1-point gap
-  assert "no different from one shared" in make_report.verdict(_finding("towers"), spread)[1]
-
-
-def test_new_classes_verdict_is_the_worst_mnist_arm_on_digits_8_and_9():
-  def arm(new_auc):
-    return {"new_roc_auc": [new_auc] * 3, "new_accuracy": [0.8] * 3, "new_2way": [0.9] * 3,
-            "seen_roc_auc": [0.99] * 3, "seen_accuracy": [0.95] * 3, "seen_2way": [0.99] * 3,
-            "all_10way": [0.8] * 3}
-  stats = lambda mnist, fashion: {"mnist": arm(mnist), "fashion_mnist": arm(fashion)}
-  assert make_report.verdict(_finding("new_classes"), stats(0.95, 0.6))[0] is True
-  reproduced, sentence = make_report.verdict(_finding("new_classes"), stats(0.85, 0.99))
-  assert reproduced is False and "85.0 %" in sentence
-
-
-def test_table_sentence_ties_the_bce_outcome_to_the_heads_initial_sign():
-  finding = _finding("table")
-  stats = {arm.name: {"mean_average_precision_at_r": [0.5] * 3} for arm in finding.arms}
-  for arm in ("bce_mnist", "mlp_bce_mnist"):
-    stats[arm].update(roc_auc=[0.45, 0.95, 0.5], head_init_positive=[1.0, 0.0, 1.0],
-                      train_loss=[0.693, 0.3, 0.694], logit_std=[0.01, 3.0, 0.02],
-                      logit_saturated=[0.0, 0.1, 0.0])
-  sentence = make_report.table_sentence(finding, stats)
-  assert "4 of 6 runs stay at chance" in sentence and "4 of them" in sentence
-  assert "2 of the 2 runs that start otherwise learn" in sentence
-  assert "bce_mnist (learning rate 0.001) 47.5 %" in sentence and "std 0.01" in sentence
-  stats["bce_mnist"]["roc_auc"] = [0.9, 0.95, 0.5]  # a run that learnt although it started > 0
-  sentence = make_report.table_sentence(finding, stats)
-  assert "3 of 6 runs stay at chance" in sentence and "bce_mnist (learning rate 0.001) 70.0 %" in sentence
 
 
 def _write_run(folder, config, epochs=None, image_size=28):
@@ -249,7 +161,7 @@ def test_only_keeps_the_other_findings_sections_of_the_last_report(tmp_path):
       "abs": abs_stats, "svm": svm_stats, "heads": {"distance": {}},
       "_meta": {"runs": {"abs": {"runs/a": 60.0}}, "figures": {}}}))
   sections, figures, runs = [(_finding("keras"), {}, (None, ""))], {}, {}
-  kept = make_report.keep_earlier_sections(path, sections, figures, runs)
+  kept = report_markdown.keep_earlier_sections(path, sections, figures, runs)
   assert kept == ["heads", "abs", "svm"]
   assert [f.key for f, _, _ in sections] == ["keras", "heads", "abs", "svm"]  # FINDINGS order
   assert sections[2][2][0] is True and runs["abs"] == {"runs/a": 60.0}

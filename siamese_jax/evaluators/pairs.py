@@ -1,6 +1,6 @@
 """``pairs``: verification of the test pairs, the threshold tuned on the validation pairs only.
 
-Figures: accuracy_fixed (at the untuned threshold: loss.threshold on the distance, 0 on a
+Figures: accuracy_fixed (at the untuned threshold: eval.threshold on the distance, 0 on a
 logit), accuracy_tuned, threshold_tuned, roc_auc and eer (``evaluate.pair_verification``).
 """
 
