@@ -1,0 +1,82 @@
+"""Omniglot splits read straight from the official zips, without TensorFlow or tfds: the device
+image has neither, and the library's offline Omniglot route prepares a tfds dataset and decodes it
+with TensorFlow.
+
+``load_split(folder, split, image_size)`` gives what ``siamese_jax.data.load("omniglot", split,
+image_size=...)`` gives (the same LabelledImages fields, labels, alphabets and class names) from
+``siamese_jax.data.files.read_omniglot_zip``, PIL's PNG decoder and an area resize in NumPy. Two
+differences: the drawings come in file order, not tfds's shuffled order, and a resized pixel can
+differ from TensorFlow's by one grey level (float rounding). ``omniglot_from_zips(folder)`` routes
+the run's Omniglot loads here for the duration of a ``with`` block.
+"""
+
+import contextlib
+import io
+import pathlib
+
+import numpy as np
+import PIL.Image
+
+from siamese_jax import data
+from siamese_jax.data import files, pixels
+
+
+def area_weights(size_in: int, size_out: int) -> np.ndarray:
+  """[size_out, size_in] float64: output pixel i averages input pixels over [i s, (i+1) s), s =
+  size_in / size_out, each weighted by its overlap (TensorFlow's and PIL's "area" / "box")."""
+  scale = size_in / size_out
+  starts = np.arange(size_out)[:, None] * scale
+  pixel = np.arange(size_in)[None, :]
+  overlap = np.clip(np.minimum(starts + scale, pixel + 1) - np.maximum(starts, pixel), 0, None)
+  return overlap / scale
+
+
+def resize_area(images: np.ndarray, size: int) -> np.ndarray:
+  """uint8 [N, H, W] -> uint8 [N, size, size], area interpolation, rounded to nearest."""
+  if images.shape[1:] == (size, size):
+    return images
+  rows, cols = area_weights(images.shape[1], size), area_weights(images.shape[2], size)
+  resized = rows @ images.astype(np.float64) @ cols.T  # [size, H] @ [N, H, W] @ [W, size]
+  return np.clip(np.round(resized), 0, 255).astype(np.uint8)
+
+
+def load_split(folder, split: str, image_size: int | None = None) -> data.LabelledImages:
+  """Omniglot ``split`` ("train", "test", "small1", "small2") from ``folder``'s official zip:
+  images uint8 [N, S, S, 1] (white 255 background), labels renumbered 0..C-1 in global order."""
+  path = pathlib.Path(folder) / files.OMNIGLOT_ZIPS[split].filename
+  drawings = files.read_omniglot_zip(path)
+  images = np.stack([np.asarray(PIL.Image.open(io.BytesIO(d.png)).convert("L"))
+                     for d in drawings])
+  images = resize_area(images, image_size or files.OMNIGLOT_IMAGE_SIZE)[..., None]
+  classes, labels = np.unique([d.label for d in drawings], return_inverse=True)
+  alphabet_names, alphabets = np.unique([d.alphabet for d in drawings], return_inverse=True)
+  _, first_of_class = np.unique(labels, return_index=True)
+  class_names = [f"{drawings[i].alphabet}/character{drawings[i].alphabet_char_id + 1:02d}"
+                 for i in first_of_class]
+  groups = (alphabets.astype(np.int32), [str(a) for a in alphabet_names])
+  fields = data.LabelledImages._fields  # "alphabets" today; tolerate a rename to "groups"
+  named_groups = ({"alphabets": groups[0], "alphabet_names": groups[1]} if "alphabets" in fields
+                  else {"groups": groups[0], "group_names": groups[1]})
+  return data.LabelledImages(
+      images=images, labels=labels.astype(np.int32), num_classes=len(classes),
+      source=f"official zip {path}, read without tfds (benchmarks/device/omniglot_zips.py)",
+      class_names=class_names, **{k: v for k, v in named_groups.items() if k in fields})
+
+
+@contextlib.contextmanager
+def omniglot_from_zips(folder):
+  """Within the block, ``siamese_jax.data.load("omniglot", split, image_size=...)`` reads
+  ``folder``'s zips with `load_split`; other names go to the library as before."""
+  library_load = data.load
+
+  def load(name, split, *args, image_size=None, channels=None, **kwargs):
+    if name != "omniglot":
+      return library_load(name, split, *args, image_size=image_size, channels=channels, **kwargs)
+    loaded = load_split(folder, split, image_size)
+    return loaded._replace(images=pixels.to_channels(loaded.images, channels))
+
+  data.load = load
+  try:
+    yield
+  finally:
+    data.load = library_load
