@@ -44,13 +44,13 @@ def test_omniglot_from_the_zips_is_the_librarys_omniglot(shared_data, tfds_dir):
   ours = omniglot_zips.load_split(shared_data / "omniglot", "small1", 28)
   theirs = data.load("omniglot", "small1", image_size=28, data_dir=tfds_dir,
                      source_dir=shared_data / "omniglot")
-  assert (ours.num_classes, ours.alphabet_names, ours.class_names) == (
-      theirs.num_classes, theirs.alphabet_names, theirs.class_names)
+  assert (ours.num_classes, ours.group_names, ours.class_names) == (
+      theirs.num_classes, theirs.group_names, theirs.class_names)
 
   def in_one_order(split):
     keys = np.concatenate([split.labels[:, None], split.images.reshape(len(split.labels), -1)], 1)
     order = np.lexsort(keys.T[::-1])
-    return split.images[order], split.labels[order], split.alphabets[order]
+    return split.images[order], split.labels[order], split.groups[order]
 
   for a, b in zip(in_one_order(ours), in_one_order(theirs)):
     np.testing.assert_array_equal(a, b)

@@ -54,29 +54,27 @@ def load_split(folder, split: str, image_size: int | None = None) -> data.Labell
   class_names = [f"{drawings[i].alphabet}/character{drawings[i].alphabet_char_id + 1:02d}"
                  for i in first_of_class]
   groups = (alphabets.astype(np.int32), [str(a) for a in alphabet_names])
-  fields = data.LabelledImages._fields  # "alphabets" today; tolerate a rename to "groups"
-  named_groups = ({"alphabets": groups[0], "alphabet_names": groups[1]} if "alphabets" in fields
-                  else {"groups": groups[0], "group_names": groups[1]})
   return data.LabelledImages(
       images=images, labels=labels.astype(np.int32), num_classes=len(classes),
       source=f"official zip {path}, read without tfds (benchmarks/device/omniglot_zips.py)",
-      class_names=class_names, **{k: v for k, v in named_groups.items() if k in fields})
+      class_names=class_names, groups=groups[0], group_names=groups[1])
 
 
 @contextlib.contextmanager
 def omniglot_from_zips(folder):
-  """Within the block, ``siamese_jax.data.load("omniglot", split, image_size=...)`` reads
-  ``folder``'s zips with `load_split`; other names go to the library as before."""
-  library_load = data.load
+  """Within the block, the library's Omniglot route (``siamese_jax.data.load_split`` of a data
+  config naming omniglot, what ``data.protocol.load_datasets`` calls) reads ``folder``'s zips with
+  `load_split`; other names go to the library as before."""
+  library_load_split = data.load_split
 
-  def load(name, split, *args, image_size=None, channels=None, **kwargs):
-    if name != "omniglot":
-      return library_load(name, split, *args, image_size=image_size, channels=channels, **kwargs)
-    loaded = load_split(folder, split, image_size)
-    return loaded._replace(images=pixels.to_channels(loaded.images, channels))
+  def load_from_zips(data_config, split, *, seed=0, download=None):
+    if data_config.name != "omniglot":
+      return library_load_split(data_config, split, seed=seed, download=download)
+    loaded = load_split(folder, split, data_config.image_size)
+    return loaded._replace(images=pixels.to_channels(loaded.images, data_config.channels))
 
-  data.load = load
+  data.load_split = load_from_zips
   try:
     yield
   finally:
-    data.load = library_load
+    data.load_split = library_load_split
