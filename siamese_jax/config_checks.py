@@ -46,6 +46,7 @@ def choices() -> dict[str, tuple]:
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
       "model.freeze": models.FREEZE,
+      **losses.choices(),
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),
       "train.unroll": train.UNROLL_SETTINGS,
