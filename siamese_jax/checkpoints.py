@@ -138,8 +138,9 @@ def _image_shape(config, summary: dict, progress: dict) -> tuple[int, int, int]:
   summary.json of older runs, else the native size."""
   if progress.get("image_shape"):
     return tuple(int(n) for n in progress["image_shape"])
-  if config.data.image_size:
-    return (config.data.image_size, config.data.image_size, 1)
+  if config.data.image_size:  # S, or (H, W)
+    size = config.data.image_size
+    return (*((size, size) if isinstance(size, int) else size), 1)
   train_shape = summary.get("data", {}).get("train_shape")
   if train_shape and len(train_shape) == 4:
     return tuple(int(n) for n in train_shape[1:])
@@ -224,7 +225,7 @@ def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) 
   except (ValueError, AttributeError, KeyError) as error:
     raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
   image_shape = _image_shape(config, summary, progress)
-  config.data.image_size = image_shape[0]
+  config.data.image_size = image_shape[0] if image_shape[0] == image_shape[1] else image_shape[:2]
   abstract = jax.eval_shape(lambda key: train.create_train_state(key, model, image_shape, tx),
                             jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

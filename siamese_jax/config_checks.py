@@ -87,8 +87,17 @@ def validate(config) -> None:
   _require(isinstance(config.data.test_fraction, (int, float))
            and 0 < config.data.test_fraction < 1,
            f"data.test_fraction={config.data.test_fraction!r} must be in (0, 1), e.g. 0.2")
-  if config.data.image_size is not None:
-    _positive(config.data.image_size, "data.image_size", int)
+  _check_image_size(config.data.image_size)
+  size = config.data.image_size
+  _require(not (config.data.rotation_classes and isinstance(size, (tuple, list))
+                and len(set(size)) > 1),
+           f"data.rotation_classes=True turns images by 90 degrees, which data.image_size={size!r} "
+           "(not square) cannot take; use a square size or data.rotation_classes=False")
+  _require(config.data.download is None or isinstance(config.data.download, bool),
+           f"data.download={config.data.download!r} must be None (where the host answers), True "
+           "or False")
+  _require(isinstance(config.data.nested_classes, bool),
+           f"data.nested_classes={config.data.nested_classes!r} must be True or False")
   fraction = config.data.validation_fraction
   _require(isinstance(fraction, (int, float)) and 0 < fraction < 1,
            f"data.validation_fraction={fraction!r} must be in (0, 1), e.g. 0.1")
@@ -133,6 +142,15 @@ def validate(config) -> None:
     _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,
              f"eval.far={config.eval.far!r} must be a false-accept rate in [0, 1), e.g. 0.001")
   _positive(config.eval.plot_points, "eval.plot_points", int)
+
+
+def _check_image_size(size) -> None:
+  """data.image_size: None, a positive int S, or a pair (H, W) of them."""
+  whole = lambda n: isinstance(n, int) and not isinstance(n, bool) and n > 0
+  _require(size is None or whole(size) or (isinstance(size, (tuple, list)) and len(size) == 2
+                                           and all(whole(n) for n in size)),
+           f"data.image_size={size!r} must be a positive int S (S x S) or a pair (H, W) of them, "
+           "e.g. 64 or (112,92), or None to keep the images' size")
 
 
 def _check_data_source(data_config) -> None:

@@ -38,11 +38,21 @@ KEYS = (
         "official files (IDX or Omniglot zips), None: search the known places"),
     Key("data.tfds_data_dir", placeholder(str), "tfds data folder (None: $TFDS_DATA_DIR or "
         "~/tensorflow_datasets)"),
-    Key("data.image_size", placeholder(int), "resize images to this size (None: keep theirs)"),
+    # placeholder(object): the flag parses its value as a Python literal, so both
+    # --config.data.image_size=64 and --config.data.image_size=(112,92) work (int would refuse
+    # the pair, tuple would make 64 a 1-tuple); config_checks checks what was given.
+    Key("data.image_size", placeholder(object), "resize images to S x S (an int S) or to H x W "
+        "(a pair (H, W), e.g. (112,92) for 92 x 112 portraits); None: keep theirs"),
     Key("data.channels", placeholder(int), "1 or 3: convert images (None: keep theirs)"),
     Key("data.image_key", placeholder(str), "tfds: the image feature (None: the one Image)"),
     Key("data.label_key", placeholder(str), "tfds: the label feature (None: the one ClassLabel)"),
     Key("data.skip_bad_images", False, "'folder': leave out (and list) images that do not decode"),
+    Key("data.nested_classes", False, "'folder': accept classes in folders of folders "
+        "(<dir>/<group>/<class>/<image>, as unzipped Omniglot), named 'group/class'; False: such "
+        "a folder that is not train/ + test/ is refused (it would pool misnamed split folders)"),
+    Key("data.download", placeholder(bool), "None: download a dataset that is not here only "
+        "where its host answers (a 2 s probe); True: always let tfds download and prepare (what "
+        "tfds.testing.mock_data needs: its download is a no-op); False: never download"),
     Key("data.source_b", placeholder(str), "a second dataset with the same classes (e.g. "
         "uci_digits, sklearn's 8 x 8 digits beside mnist): train.pair_source='two_source' pairs "
         "an image of data.name with one of it; both resized to data.image_size"),

@@ -72,6 +72,7 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   _say(f"data: {config.data.name} {config.data.train_split} {datasets.train.images.shape} "
        f"(+ {len(datasets.validation.labels)} validation) / {config.data.test_split} "
        f"{datasets.test.images.shape}; from {datasets.train.source}")
+  _say("\n".join(protocol.counts_lines(datasets)))  # classes and images of each part
   loss_spec = train.loss_spec_from_config(config)
   batch_spec = batches.batch_spec_from_config(config, loss_spec.batch_kind)
   config_checks.validate_against_data(config, datasets, batch_spec)
@@ -252,13 +253,7 @@ def _summarise(config, workdir, state, datasets, final, history, manager,
       "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
                "value": next((h[checkpoints.BEST_METRIC] for h in history
                               if h["step"] == best_step), None)},
-      "splits": {"train": {"split": config.data.train_split, "shape": list(datasets.train.images.shape),
-                           "source": datasets.train.source},
-                 "validation": {"held_out_of": config.data.train_split,
-                                "shape": list(datasets.validation.images.shape),
-                                **{k: v for k, v in datasets.split.items() if k != "test"}},
-                 "test": {**datasets.split["test"], "shape": list(datasets.test.images.shape),
-                          "source": datasets.test.source}},
+      "splits": protocol.describe(config, datasets),  # each part's source, shape and classes
       "metric_splits": {"train_*": "training split (less validation), averaged over the epoch",
                         "val_*": "validation pairs, fixed every epoch",
                         "test": "test split pairs, final state"},

@@ -103,12 +103,7 @@ def _to_model_pixels(batch: np.ndarray, image_shape) -> np.ndarray:
   if batch.shape[1:] == tuple(image_shape):
     return batch.astype(np.float32) if floats else batch.astype(np.float32) / np.float32(255)
   uint8 = np.clip(np.round(batch * 255.0), 0, 255).astype(np.uint8) if floats else batch
-  if uint8.shape[1:3] != (height, width):
-    if height != width:
-      raise InferenceError(f"images of {uint8.shape[1]}x{uint8.shape[2]}: the model takes "
-                           f"{height}x{width} and only square sizes are resized (as training "
-                           f"did); resize them to {height}x{width} first")
-    uint8 = pixels.resize_area(uint8, height)
+  uint8 = pixels.resize_area(uint8, (height, width))  # (a no-op at the model's size)
   try:
     uint8 = pixels.to_channels(uint8, channels)
   except ValueError as error:

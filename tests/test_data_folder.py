@@ -330,7 +330,8 @@ def test_omniglot_unzipped_is_the_omniglot_route(tmp_path_factory, omniglot_fold
   tfds_dir = tmp_path_factory.getbasetemp() / "tfds-omniglot"
   route = data.load("omniglot", "small1", data_dir=tfds_dir, source_dir=zips, download=False,
                     image_size=image_size)
-  mine = data.load("folder", "all", data_dir=tfds_dir, source_dir=folder, image_size=image_size)
+  mine = data.load("folder", "all", data_dir=tfds_dir, source_dir=folder, image_size=image_size,
+                   nested_classes=True)  # <alphabet>/<character>/: declared
   assert mine.images.shape == route.images.shape and mine.images.dtype == np.uint8
   assert mine.num_classes == route.num_classes == 136
   assert mine.class_names == sorted(route.class_names)  # "Greek/character01", ...
@@ -361,3 +362,82 @@ def test_decode_reads_a_file_header_first(tmp_path, digits):
   PIL.Image.fromarray(_tinted(digits[0, 0], 30)).save(buffer, format="JPEG")
   (tmp_path / "y.jpg").write_bytes(buffer.getvalue())
   assert folders.header(tmp_path / "y.jpg") == (30, 30, False)
+
+
+# ---------------------------------------------------------------- layouts (issue 27, problem 2)
+
+
+@pytest.mark.parametrize("train,test", [("train", "test"), ("training", "testing"),
+                                        ("Train", "Test")])
+def test_spellings_of_split_folders_are_the_splits(tmp_path, digits, train, test):
+  # training/ + testing/ was read as one split of classes "training/zero", ... and pooled: the
+  # test classes were trained on, without a word
+  root = tmp_path / "faces"
+  _grey_folder(root / train, digits, classes=3)
+  _grey_folder(root / test, digits[2:], classes=2)
+  got = _load(root, tmp_path, "train"), _load(root, tmp_path, "test")
+  assert [part.class_names for part in got] == [["one", "two", "zero"], ["one", "zero"]]
+  assert [len(part.labels) for part in got] == [9, 6]
+  with pytest.raises(DataFileError, match="no split 'all'; its splits are test, train"):
+    _load(root, tmp_path, "all")
+
+
+@pytest.mark.parametrize("tops", [("a", "b"), ("traning", "tesing"), ("people",)])
+def test_folders_of_class_folders_are_refused_in_one_line(tmp_path, digits, tops):
+  root = tmp_path / "nested"
+  for top in tops:
+    _grey_folder(root / top, digits, classes=2)
+  with pytest.raises(DataFileError, match="hold class folders") as error:
+    _load(root, tmp_path)
+  _assert_one_line(error, root, *(f"{top}/" for top in tops), "train/", "training/",
+                   "<dir>/<class>/<image>", "data.nested_classes")
+  declared = _load(root, tmp_path, nested_classes=True)  # on purpose: classes named by path
+  assert declared.class_names == sorted(f"{t}/{n}" for t in tops for n in ("one", "zero"))
+
+
+def test_nested_classes_inside_a_split_folder_are_refused_too(tmp_path, digits):
+  root = tmp_path / "split"
+  _grey_folder(root / "train" / "group", digits, classes=2)
+  _grey_folder(root / "test", digits, classes=2)
+  with pytest.raises(DataFileError, match="group/ hold class folders") as error:
+    _load(root, tmp_path, "train")
+  _assert_one_line(error, root / "train")
+
+
+def test_two_spellings_of_one_split_are_refused(tmp_path, digits):
+  root = tmp_path / "both"
+  for name in ("train", "training", "test"):
+    _grey_folder(root / name, digits, classes=2)
+  with pytest.raises(DataFileError, match="both train/ and training/ are its train split") as e:
+    _load(root, tmp_path, "train")
+  _assert_one_line(e, root)
+
+
+def test_class_folders_without_images_are_named_in_one_warning(tmp_path, digits, caplog):
+  root = _grey_folder(tmp_path / "digits", digits)
+  (root / "five").mkdir()
+  (root / "six").mkdir()
+  (root / "six" / "notes.txt").write_text("to do")
+  with caplog.at_level(logging.INFO):
+    got = _load(root, tmp_path)
+  assert got.class_names == ["one", "two", "zero"]
+  (line,) = [r for r in caplog.records if "skipped" in r.message]
+  assert line.levelno == logging.WARNING and "\n" not in line.message
+  assert "2 folders without images (no class) (five/, six/)" in line.message
+
+
+def test_file_and_folder_names_that_are_not_utf8(tmp_path, digits):
+  root = tmp_path / "latin1"
+  for d, name in enumerate([b"caf\xe9", b"zero"]):
+    for i in range(2):
+      path = os.fsencode(root) + b"/" + name + b"/x\xff%d.png" % i
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      PIL.Image.fromarray(digits[d, i]).save(path)
+  got = _load(root, tmp_path)
+  assert got.class_names == ["caf\\xe9", "zero"] and len(got.labels) == 4
+  assert _load(root, tmp_path).class_names == got.class_names  # and from the cache
+  (root / "caf\udce9" / "x\udcff0.png").write_bytes(b"not a png")
+  with pytest.raises(DataFileError, match="not a readable image") as error:
+    _load(root, tmp_path)
+  _assert_one_line(error, "caf\\xe9/x\\xff0.png")
+  str(error.value).encode("utf-8")  # printable

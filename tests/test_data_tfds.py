@@ -209,3 +209,26 @@ def test_bad_arguments_are_one_line(kwargs, expected):
     ("emnist/balanced", "test", True), ("cifar", "train", False)])
 def test_is_known(name, split, known):
   assert data.is_known(name, split) is known
+
+
+# ------------------------------------------------------------- a run under tfds's test double
+
+
+def test_a_run_under_mock_data_with_data_download(tmp_path, monkeypatch):
+  # a user's test of their pipeline: mock_data makes tfds's download a no-op, but the run asked
+  # the network first (offline: "www.cs.toronto.edu does not answer"); data.download=True lets
+  # tfds's (mocked) download_and_prepare answer instead
+  from siamese_jax import config_keys, experiment
+  monkeypatch.setattr(files, "network_reachable", lambda url: False)  # offline, as in CI
+  config = config_keys.override(config_keys.get_config("tiny"), {
+      "data.name": "cifar10", "data.tfds_data_dir": str(tmp_path / "tfds"),
+      "data.image_size": (16, 12), "eval.pairs": 50, "plots.latent": False,
+      "plots.animation": False})
+  with tfds.testing.mock_data(num_examples=200):
+    with pytest.raises(DataFileError, match="www.cs.toronto.edu does not answer"):
+      experiment.train_and_evaluate(config, str(tmp_path / "offline"))
+    config.data.download = True
+    summary = experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["splits"]["train"]["shape"][1:] == [16, 12, 3]
+  assert summary["splits"]["test"]["classes"] == [str(i) for i in range(10)]
+  assert np.isfinite(summary["test"]["roc_auc"])

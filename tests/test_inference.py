@@ -130,9 +130,14 @@ def test_bad_images_are_refused_in_one_line(images, message):
   assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_non_square_model_resizes_nothing():
-  with pytest.raises(inference.InferenceError, match="only square sizes are resized"):
-    inference.prepare(np.zeros((1, 20, 20, 1), np.uint8), (28, 30, 1))
+def test_a_non_square_model_resizes_any_size_to_its_own(digits):
+  # data.image_size=(H, W) trains on H x W: any image is area-resized to it, as the loader does
+  images = digits[0][:3, :, :, None]
+  prepared, _ = inference.prepare(images, (28, 30, 1))
+  assert prepared.shape == (3, 28, 30, 1)
+  np.testing.assert_array_equal(prepared * 255, pixels.resize_area(images, (28, 30)))
+  np.testing.assert_array_equal(inference.prepare(images, (14, 21, 1))[0] * 255,
+                                pixels.resize_area(images, (14, 21)))
 
 
 def test_image_files_are_read_and_bad_ones_named(tmp_path, digits):

@@ -9,7 +9,7 @@ any tfds image dataset, or a folder of your own images, each read once and then 
   official files, through tfds;
 - "uci_digits": scikit-learn's 8 x 8 digits (``load_digits``), see `uci_digits`;
 - "folder": a folder of class folders (``<dir>/<class>/<image>``, split "all", "train", "test" or
-  its train/ test/ subfolders), see `folders`;
+  its train/ test/ (val/) subfolders, also spelt training/ testing/), see `folders`;
 - any other tfds dataset name ("cifar10", "emnist/balanced", "cars196"; ``data.image_key`` /
   ``data.label_key`` pick its features): see `tfds_images`;
 - the two-source pairing, chosen by ``data.source_b`` on top of the source ``data.name`` chooses:
@@ -21,6 +21,8 @@ the table; a new source is one module with its record, and its line below.
 """
 
 import types
+
+import numpy as np
 
 from siamese_jax import config_keys
 from siamese_jax.data import folders, official, omniglot, tfds_images, two_sources, uci_digits
@@ -92,20 +94,22 @@ def is_known(name: str, split: str) -> bool:
 _KEY_OF = {"data_dir": "tfds_data_dir", "source_dir": "dir", "image_size": "image_size",
            "channels": "channels", "image_key": "image_key", "label_key": "label_key",
            "skip_bad_images": "skip_bad_images", "split_by": "split_by",
-           "test_fraction": "test_fraction"}
+           "test_fraction": "test_fraction", "nested_classes": "nested_classes"}
 
 
-def load(name: str, split: str, *, data_dir=None, image_size: int | None = None, source_dir=None,
+def load(name: str, split: str, *, data_dir=None, image_size=None, source_dir=None,
          download: bool | None = None, channels: int | None = None, image_key: str | None = None,
          label_key: str | None = None, skip_bad_images: bool = False, split_by: str = "images",
-         test_fraction: float = 0.2, seed: int = 0) -> LabelledImages:
+         test_fraction: float = 0.2, seed: int = 0, nested_classes: bool = False
+         ) -> LabelledImages:
   """Loads ``split`` of dataset ``name`` as uint8 images [N, H, W, C] and int32 labels [N]: the
   ``SOURCES`` record of ``name`` with the data config these arguments make.
 
   data_dir (data.tfds_data_dir): tfds data folder for prepared datasets and a folder's decoded
     cache (default: ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
-  image_size: resize to image_size x image_size (area interpolation); None keeps the native size
-    (28, 105, the tfds dataset's, the folder's; mixed sizes then are an error).
+  image_size: resize (area interpolation) to S x S (an int S) or H x W (a pair (H, W)); None
+    keeps the native size (28, 105, the tfds dataset's, the folder's; mixed sizes then are an
+    error).
   source_dir (data.dir): a folder with the official files (IDX, gzipped or not; Omniglot zips);
     when given, only it (or an already prepared copy of the same official data) is used. "folder":
     the image folder (required). tfds names: the manual_dir of datasets tfds cannot download.
@@ -113,14 +117,14 @@ def load(name: str, split: str, *, data_dir=None, image_size: int | None = None,
   channels: None keeps the data's channels (a folder: 1 if every image is grey, else 3); 1 or 3
     converts (BT.601 luma; grey repeated).
   image_key, label_key: tfds names only: the Image and ClassLabel features to read.
-  skip_bad_images, split_by, test_fraction: "folder" only, see `folders`; seed: the seed of a
-    folder's own train / test split.
+  skip_bad_images, split_by, test_fraction, nested_classes: "folder" only, see `folders`; seed:
+    the seed of a folder's own train / test split.
   An argument that ``name``'s source does not read is refused (it would have no effect).
   """
   given = {"data_dir": data_dir, "image_size": image_size, "source_dir": source_dir,
            "channels": channels, "image_key": image_key, "label_key": label_key,
            "skip_bad_images": skip_bad_images, "split_by": split_by,
-           "test_fraction": test_fraction}
+           "test_fraction": test_fraction, "nested_classes": nested_classes}
   _check_args(name, split, image_size, channels, split_by, test_fraction)
   data = with_values(defaults(), name=name, **{_KEY_OF[k]: v for k, v in given.items()})
   records = chosen(data)
@@ -149,8 +153,11 @@ def _check_args(name, split, image_size, channels, split_by, test_fraction):
     raise ValueError(f"data.load: dataset name {name!r} must be a non-empty string")
   if not isinstance(split, str) or not split:
     raise ValueError(f"data.load: split {split!r} must be a non-empty string")
-  if image_size is not None and (int(image_size) != image_size or image_size < 1):
-    raise ValueError(f"data.load: image_size={image_size!r} must be a positive int or None")
+  sides = image_size if isinstance(image_size, (tuple, list)) else (image_size,)
+  if image_size is not None and not (len(sides) in (1, 2) and all(
+      isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1 for n in sides)):
+    raise ValueError(f"data.load: image_size={image_size!r} must be a positive int S, a pair "
+                     "(H, W) of them, or None")
   if channels not in (None, 1, 3):
     raise ValueError(f"data.load: channels={channels!r} must be None (keep), 1 or 3")
   if split_by not in folders.SPLIT_BY:

@@ -211,17 +211,18 @@ _KEYS = ("image", "label")
 _OMNIGLOT_KEYS = (*_KEYS, "alphabet", "alphabet_char_id")
 
 
-def read_split(builder, split: str, image_size: int | None = None,
+def read_split(builder, split: str, image_size=None,
                batch_size: int = 2048) -> dict[str, np.ndarray]:
   """The whole ``split`` of a prepared ``builder`` as NumPy arrays, images decoded to one channel.
 
-  Returns {"image": [N, S, S, 1] uint8, "label": [N] int64, ...} (omniglot also "alphabet",
+  Returns {"image": [N, H, W, 1] uint8 (``image_size``: S or (H, W); None: the native size),
+  "label": [N] int64, ...} (omniglot also "alphabet",
   "alphabet_char_id"). The arrays are kept in the user cache (``siamese_jax.caches``, keyed by the
   split's files), so only the first read of a split imports TensorFlow and decodes its PNGs.
   """
   keys = _OMNIGLOT_KEYS if "alphabet" in builder.info.features else _KEYS
   native = builder.info.features["image"].shape[0]
-  size = image_size or native
+  size = image_size or native  # an int S or (H, W), as data.image_size says
   filepaths = [os.fspath(p) for p in builder.info.splits[split].filepaths]
   key = caches.files_key(filepaths, "read_split", keys, size)
   arrays = caches.load_arrays(key)
@@ -234,7 +235,7 @@ def read_split(builder, split: str, image_size: int | None = None,
 def _decode_split(filepaths, keys, native: int, size: int, batch_size: int) -> dict:
   """TFRecord files of tf.Examples -> {key: array} (read_split's contract). Parses batches of
   records at once (tfds's per-record parsing is ~3x slower); with ``size`` != ``native`` the
-  images are area-resized to size x size and rounded back to uint8."""
+  images are area-resized to ``size`` (S: S x S, or (H, W)) and rounded back to uint8."""
   import tensorflow as tf
   spec = {key: tf.io.FixedLenFeature([], tf.string if key == "image" else tf.int64)
           for key in keys}
@@ -242,7 +243,8 @@ def _decode_split(filepaths, keys, native: int, size: int, batch_size: int) -> d
   def decode(image_bytes):
     images = tf.map_fn(lambda s: tf.io.decode_png(s, channels=1), image_bytes,
                        fn_output_signature=tf.TensorSpec([native, native, 1], tf.uint8))
-    return pixels.resize_area_tf(images, size) if size != native else images
+    return (pixels.resize_area_tf(images, size)
+            if pixels.height_width(size) != (native, native) else images)
 
   def parse(records):
     example = tf.io.parse_example(records, spec)
@@ -253,6 +255,7 @@ def _decode_split(filepaths, keys, native: int, size: int, batch_size: int) -> d
   ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
   batches = list(tfds.as_numpy(ds.prefetch(2)))
   if not batches:
-    return {key: np.zeros((0, size, size, 1) if key == "image" else (0,), np.uint8 if key == "image"
+    return {key: np.zeros((0, *pixels.height_width(size), 1) if key == "image" else (0,),
+                          np.uint8 if key == "image"
                           else np.int64) for key in spec}
   return {key: np.concatenate([b[key] for b in batches]) for key in spec}

@@ -1,14 +1,27 @@
 """Folders of images in torchvision's ImageFolder layout, ``PATH/<class>/<image>``, decoded once.
 
-Classes: a class is any folder under the split's root that directly holds images; its name is
-that folder's path from the root, with "/". So ``PATH/cat/1.jpg`` is class "cat", and nested
-folders such as unzipped Omniglot, ``PATH/<alphabet>/<character>/*.png``, give classes
-"Greek/character01" (as the omniglot route names them). Labels number the sorted class names
-0..C-1 within the split. An image directly in the root (no class) is an error.
+Layouts (``LAYOUTS``), told from the folder's top level:
 
-Splits: if ``PATH/train/`` exists, every subfolder of PATH is a split (train/, test/, val/...).
-Otherwise PATH is the one split "all", and "train" / "test" are its two parts under
-``siamese_jax.splits.split(labels, test_fraction, split_by, seed)``: the same every run.
+- split folders: ``PATH/train/`` + ``PATH/test/``, spelt ``training/`` + ``testing/`` too, with
+  an optional ``PATH/val/`` (or ``validation/``), each holding ``<class>/<image>``. Each is a
+  split, under its short name (``SPLIT_FOLDERS``, any case); any other subfolder beside them is a
+  split under its own name. ``val/`` is the run's validation part, used instead of one carved out
+  of train (``FOLDER.validation_split``, read by ``siamese_jax.data.protocol``).
+- class folders: ``PATH/<class>/<image>``. PATH is the one split "all", and "train" / "test" are
+  its two parts under ``siamese_jax.splits.split(labels, test_fraction, split_by, seed)``: the
+  same every run.
+- anything else whose classes sit in folders of folders (``a/`` + ``b/`` each holding class
+  folders, or ``traning/`` + ``tesing/`` misspelt) is refused in one line naming what was found:
+  read as one split it would pool the user's splits, and train on the classes meant for test.
+  ``nested_classes`` (``data.nested_classes``) accepts such folders on purpose: unzipped Omniglot,
+  ``PATH/<alphabet>/<character>/*.png``, gives classes "Greek/character01" (as the omniglot route
+  names them).
+
+Classes: a class is any folder under the split's root that directly holds images; its name is
+that folder's path from the root, with "/" (bytes of a name that are not UTF-8 become backslash
+escapes, e.g. caf\\xe9). Labels number the sorted class names 0..C-1 within the split. An image
+directly in the root (no class) is an error; a folder that holds no image (nor any folder) is no
+class, and is named in a warning.
 
 Files: any format Pillow reads, told by extension (IMAGE_EXTENSIONS, any case). Other files
 (Thumbs.db, notes.txt), hidden ones (.DS_Store, ._x.jpg) and hidden folders are skipped and
@@ -57,6 +70,14 @@ GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 CACHE_FOLDER = "siamese_jax_folders"
 _CACHE_FORMAT = 1  # part of the key: bump it when what the cache holds changes meaning
 _SKIP_FLAG = "pass skip_bad_images=True (--config.data.skip_bad_images) to leave such files out"
+# A split folder's accepted names (compared in lower case): the first is the split's name.
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "testing"),
+                 "val": ("val", "validation")}
+VALIDATION_SPLIT = "val"  # the split folder that is the run's validation part
+LAYOUTS = ("<dir>/<class>/<image> (split by data.split_by and data.test_fraction)",
+           "<dir>/train/ + <dir>/test/ (or training/ + testing/), optionally + val/, each holding "
+           "<class>/<image>")
+_EMPTY = "folders without images (no class)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +89,13 @@ class Scan:
   skipped: dict[str, list[str]]
 
   def class_of(self, rel: str) -> str:
-    return os.path.dirname(rel).replace(os.sep, "/")
+    return printable(os.path.dirname(rel).replace(os.sep, "/"))
+
+
+def printable(name: str) -> str:
+  """``name`` (a path as os.scandir gives it) with bytes that are not UTF-8 as backslash escapes
+  (caf\\xe9), so that it prints, encodes and goes into JSON; valid names are unchanged."""
+  return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class _BadImage(Exception):
@@ -108,6 +135,7 @@ def scan(root: pathlib.Path, boundary: pathlib.Path | None = None) -> Scan:
     except OSError as e:
       raise DataFileError(f"{folder}: cannot be listed ({_one_line(e)}); fix its permissions"
                           ) from None
+    holds_something = False  # an image or a folder
     for entry in entries:
       rel = os.path.relpath(entry.path, root)
       if entry.name.startswith("."):
@@ -116,9 +144,11 @@ def scan(root: pathlib.Path, boundary: pathlib.Path | None = None) -> Scan:
         skipped["symlinks leading outside"].append(rel)
       elif entry.is_dir() and entry.is_symlink():
         links.append(entry.path)
+        holds_something = True
       elif entry.is_dir():
         visited.add(os.path.realpath(entry.path))
         stack.append(entry.path)
+        holds_something = True
       elif not entry.is_file():
         skipped["neither file nor folder (broken symlinks)"].append(rel)
       elif os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
@@ -126,6 +156,9 @@ def scan(root: pathlib.Path, boundary: pathlib.Path | None = None) -> Scan:
       else:
         stat = entry.stat()
         found.append((rel, stat.st_size, stat.st_mtime_ns))
+        holds_something = True
+    if not holds_something and os.path.realpath(folder) != os.path.realpath(root):
+      skipped[_EMPTY].append(os.path.relpath(folder, root) + "/")
   return Scan(root, sorted(found), dict(skipped))
 
 
@@ -135,7 +168,7 @@ def _log_skipped(found: Scan) -> None:
   parts = []
   for reason, paths in sorted(found.skipped.items()):
     more = ", ..." if len(paths) > 3 else ""
-    parts.append(f"{len(paths)} {reason} ({', '.join(sorted(paths)[:3])}{more})")
+    parts.append(f"{len(paths)} {reason} ({', '.join(map(printable, sorted(paths)[:3]))}{more})")
   harmless = set(found.skipped) <= {"hidden", "not images by extension"}
   level = logging.INFO if harmless else logging.WARNING  # a symlink left out may be data missed
   logging.log(level, "image folder %s: skipped %s", found.root, "; ".join(parts))
@@ -156,11 +189,21 @@ def check_classes(root: pathlib.Path, class_names: list[str]) -> None:
                         f"(e.g. {single[0]}), so no positive pair; add images or remove them")
 
 
-def _check_layout(found: Scan) -> None:
+def _check_layout(found: Scan, nested_classes: bool = False) -> None:
   loose = [rel for rel, _, _ in found.files if not found.class_of(rel)]
   if loose:
-    raise DataFileError(f"{found.root / loose[0]}: image outside a class folder ({len(loose)} "
-                        f"such); move it into {found.root}/<class>/")
+    raise DataFileError(f"{found.root / printable(loose[0])}: image outside a class folder "
+                        f"({len(loose)} such); move it into {found.root}/<class>/")
+  classes = sorted({found.class_of(rel) for rel, _, _ in found.files})
+  nested = [name for name in classes if "/" in name]
+  if nested and not nested_classes:
+    tops = sorted({name.split("/")[0] + "/" for name in nested})
+    shown = ", ".join(tops[:4]) + (f" and {len(tops) - 4} more" if len(tops) > 4 else "")
+    raise DataFileError(
+        f"{found.root}: {shown} hold class folders (e.g. {nested[0]}/), a layout that would pool "
+        f"them into one split; use {' or '.join(LAYOUTS)}: rename the split folders or point "
+        "data.dir at a folder of classes, or set data.nested_classes=True to make each nested "
+        "folder a class named by its path (as unzipped Omniglot)")
   check_classes(found.root, [found.class_of(rel) for rel, _, _ in found.files])
 
 
@@ -168,8 +211,8 @@ def cache_key(found: Scan, image_size, channels, skip_bad_images: bool) -> str:
   """sha256 (20 hex digits) of the image files' paths, sizes and mtimes and of the settings."""
   digest = hashlib.sha256(json.dumps([_CACHE_FORMAT, image_size, channels, skip_bad_images],
                                      ).encode())
-  for rel, size, mtime_ns in found.files:
-    digest.update(f"{rel}\0{size}\0{mtime_ns}\n".encode())
+  for rel, size, mtime_ns in found.files:  # (paths as bytes: a name need not be UTF-8)
+    digest.update(os.fsencode(rel) + f"\0{size}\0{mtime_ns}\n".encode())
   return digest.hexdigest()[:20]
 
 
@@ -211,8 +254,9 @@ def _array(image: PIL.Image.Image) -> np.ndarray:
   return np.asarray(image.convert("RGB"))
 
 
-def decode(path: pathlib.Path, image_size: int | None, channels: int) -> np.ndarray:
-  """[S, S, channels] uint8 pixels of one image file; raises _BadImage."""
+def decode(path: pathlib.Path, image_size, channels: int) -> np.ndarray:
+  """[H, W, channels] uint8 pixels of one image file (``image_size``: S for S x S, (H, W), or None
+  for its own size); raises _BadImage."""
   with _opened(path) as image:
     _check_size(*image.size)
     try:
@@ -244,14 +288,14 @@ def _keep_good(found: Scan, rels: list[str], results, skip_bad_images: bool, bad
     if reason is None:
       good.append((rel, result))
     elif skip_bad_images:
-      bad.append([rel, reason])
+      bad.append([printable(rel), reason])
     else:
-      raise DataFileError(f"{found.root / rel}: {reason}; or {_SKIP_FLAG}")
+      raise DataFileError(f"{found.root / printable(rel)}: {reason}; or {_SKIP_FLAG}")
   return good
 
 
 def _decode_all(found: Scan, image_size, channels, skip_bad_images: bool):
-  """(images [N, S, S, C] uint8, rel paths [N], bad [[rel, reason]]) of a scanned folder."""
+  """(images [N, H, W, C] uint8, rel paths [N], bad [[rel, reason]]) of a scanned folder."""
   bad = []
   rels = [rel for rel, _, _ in found.files]
   headers = _keep_good(found, rels, _each(header, [found.root / r for r in rels]),
@@ -260,9 +304,10 @@ def _decode_all(found: Scan, image_size, channels, skip_bad_images: bool):
   sizes = sorted({(w, h) for _, (w, h, _) in headers})
   if image_size is None and len(sizes) > 1:
     examples = {(w, h): rel for rel, (w, h, _) in headers}
-    shown = ", ".join(f"{w}x{h} ({examples[(w, h)]})" for w, h in sizes[:2])
+    shown = ", ".join(f"{w}x{h} ({printable(examples[(w, h)])})" for w, h in sizes[:2])
     raise DataFileError(f"{found.root}: images of {len(sizes)} sizes, e.g. {shown}; set image_size "
-                        "(--config.data.image_size) to resize them all to one square size")
+                        "(--config.data.image_size: S, or (H, W) to keep an aspect) to resize them "
+                        "all to one size")
   channels = channels or (1 if all(grey for _, (_, _, grey) in headers) else 3)
   rels = [rel for rel, _ in headers]
   decoded = _keep_good(found, rels, _each(lambda p: decode(p, image_size, channels),
@@ -288,26 +333,26 @@ def _write_cache(path: pathlib.Path, images, labels, meta) -> None:
 
 
 def read_folder(root: pathlib.Path, data_dir: pathlib.Path, *, image_size=None, channels=None,
-                skip_bad_images: bool = False, boundary: pathlib.Path | None = None
-                ) -> LabelledImages:
+                skip_bad_images: bool = False, boundary: pathlib.Path | None = None,
+                nested_classes: bool = False) -> LabelledImages:
   """Every image under ``root`` (one split) as LabelledImages, from the cache when it is there."""
   found = scan(root, boundary)
   _log_skipped(found)
-  _check_layout(found)
+  _check_layout(found, nested_classes)
   name = root.name if boundary is None or root == boundary else f"{boundary.name}-{root.name}"
   key = cache_key(found, image_size, channels, skip_bad_images)
   cache = data_dir / CACHE_FOLDER / f"{name}-{key}"
   if (cache / "meta.json").is_file():
     meta = json.loads((cache / "meta.json").read_text())
     images, labels = np.load(cache / "images.npy"), np.load(cache / "labels.npy")
-    source = f"image folder {root}, decoded earlier into {cache}"
+    source = f"image folder {printable(str(root))}, decoded earlier into {cache}"
   else:
     images, rels, bad = _decode_all(found, image_size, channels, skip_bad_images)
     class_names = sorted({found.class_of(rel) for rel in rels})
     labels = np.searchsorted(class_names, [found.class_of(rel) for rel in rels]).astype(np.int32)
     meta = {"root": str(root), "class_names": class_names, "bad_images": bad}
     _write_cache(cache, images, labels, meta)
-    source = f"image folder {root}, decoded once into {cache}"
+    source = f"image folder {printable(str(root))}, decoded once into {cache}"
   if meta["bad_images"]:
     logging.warning("image folder %s: left out %d bad images (skip_bad_images): %s", root,
                     len(meta["bad_images"]), "; ".join(f"{r} ({why})" for r, why in
@@ -316,34 +361,45 @@ def read_folder(root: pathlib.Path, data_dir: pathlib.Path, *, image_size=None, 
                         class_names=meta["class_names"])
 
 
-def has_split_folders(path: pathlib.Path) -> bool:
-  """Whether the image folder ``path`` holds its splits as subfolders (it has train/)."""
-  return (path / "train").is_dir()
-
-
-def split_names(path: pathlib.Path) -> list[str]:
-  """The splits of an image folder: its subfolders if it has train/, else all, train and test."""
-  if has_split_folders(path):
-    return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-  return ["all", "train", "test"]
+def split_folders(path: pathlib.Path) -> dict[str, pathlib.Path] | None:
+  """{split name: its folder} of an image folder that holds its splits as subfolders (it has a
+  train/ or training/ folder): each subfolder under its short name (``SPLIT_FOLDERS``) or its own;
+  None for a folder of classes. Two spellings of one split (train/ and training/) are refused."""
+  try:
+    subfolders = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+  except OSError as e:
+    raise DataFileError(f"{path}: cannot be listed ({_one_line(e)}); fix its permissions"
+                        ) from None
+  short = {spelling: name for name, spellings in SPLIT_FOLDERS.items() for spelling in spellings}
+  if not any(short.get(p.name.lower()) == "train" for p in subfolders):
+    return None
+  found = {}
+  for folder in subfolders:
+    name = short.get(folder.name.lower(), printable(folder.name))
+    if name in found:
+      raise DataFileError(f"{path}: both {found[name].name}/ and {printable(folder.name)}/ are "
+                          f"its {name} split; merge them or rename one")
+    found[name] = folder
+  return found
 
 
 def load(source_dir, split: str, *, data_dir: pathlib.Path, image_size=None, channels=None,
          skip_bad_images: bool = False, split_by: str = "images", test_fraction: float = 0.2,
-         seed: int = 0) -> LabelledImages:
-  """``split`` of the image folder ``source_dir`` (see the module docstring for the layout)."""
+         seed: int = 0, nested_classes: bool = False) -> LabelledImages:
+  """``split`` of the image folder ``source_dir`` (see the module docstring for the layouts)."""
   path = pathlib.Path(source_dir).expanduser()
   if not path.is_dir():
     raise DataFileError(f"{path}: folder not found; point source_dir (--config.data.dir) at a "
                         "folder of class folders, <dir>/<class>/<image>")
-  names, organised = split_names(path), has_split_folders(path)
+  folders = split_folders(path)
+  names = sorted(folders) if folders is not None else ["all", "train", "test"]
   if split not in names:
     raise DataFileError(f"{path}: no split {split!r}; its splits are {', '.join(names)}"
-                        + (" (its subfolders)" if organised else ""))
+                        + (" (its subfolders)" if folders is not None else ""))
   kwargs = dict(image_size=image_size, channels=channels, skip_bad_images=skip_bad_images,
-                boundary=path)
-  if organised:
-    return read_folder(path / split, data_dir, **kwargs)
+                boundary=path, nested_classes=nested_classes)
+  if folders is not None:
+    return read_folder(folders[split], data_dir, **kwargs)
   whole = read_folder(path, data_dir, **kwargs)
   if split == "all":
     return whole
@@ -356,6 +412,16 @@ def load(source_dir, split: str, *, data_dir: pathlib.Path, image_size=None, cha
 NAME = "folder"
 SPLIT_BY = ("images", "classes")  # siamese_jax.splits.BY without groups: how a folder without
 # train/ is split
+
+
+def validation_split(data) -> str | None:
+  """The folder's val/ split where it has one (and neither data.train_split nor data.test_split
+  is it): the run's validation part, instead of one held out of the training split."""
+  if data.dir is None or VALIDATION_SPLIT in (data.train_split, data.test_split):
+    return None
+  path = pathlib.Path(data.dir).expanduser()
+  folders = split_folders(path) if path.is_dir() else None
+  return VALIDATION_SPLIT if folders is not None and VALIDATION_SPLIT in folders else None
 
 
 def check(data) -> str | None:
@@ -373,11 +439,13 @@ def _load(data, split: str, seed: int = 0, download: bool | None = None) -> Labe
   del download  # a folder is already here
   dataset = load(data.dir, split, data_dir=tfds_folder(data), image_size=data.image_size,
                  channels=data.channels, skip_bad_images=data.skip_bad_images,
-                 split_by=data.split_by, test_fraction=data.test_fraction, seed=seed)
+                 split_by=data.split_by, test_fraction=data.test_fraction, seed=seed,
+                 nested_classes=data.nested_classes)
   logging.info("siamese_jax.data.load(%r, %r): %s", NAME, split, dataset.source)
   return dataset
 
 
 FOLDER = DataSource(NAME, named(NAME), ("dir", "tfds_data_dir", "image_size", "channels",
-                                        "skip_bad_images", "split_by", "test_fraction"),
-                    _load, check=check)
+                                        "skip_bad_images", "split_by", "test_fraction",
+                                        "nested_classes"),
+                    _load, check=check, validation_split=validation_split)

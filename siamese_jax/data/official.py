@@ -32,7 +32,8 @@ from siamese_jax.data.labelled import LabelledImages
 from siamese_jax.data.source import DataSource, named, tfds_folder
 from siamese_jax.idx import DataFileError
 
-READS = ("dir", "tfds_data_dir", "image_size", "channels")  # what every offline route reads
+READS = ("dir", "tfds_data_dir", "image_size", "channels", "download")  # what every offline
+# route reads (download: through the run's data protocol, as load's argument)
 
 
 def load(name: str, split: str, data, labelled, *, download: bool | None = None) -> LabelledImages:

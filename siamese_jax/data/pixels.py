@@ -1,5 +1,7 @@
 """Pixel conversions shared by every route of siamese_jax.data: channel count and area resizing.
 
+A size (``data.image_size``) is an int S (S x S) or a pair (H, W): ``height_width`` reads both.
+
 Both take and return uint8 images, so a tfds dataset, the official files and an image folder give
 the same pixels for the same image and settings.
 """
@@ -35,18 +37,37 @@ def to_channels(images: np.ndarray, channels: int | None) -> np.ndarray:
   return grey.reshape(images.shape[:-1] + (1,))
 
 
-def resize_area_tf(images, size: int):
-  """tf uint8 images [..., H, W, C] -> [..., size, size, C]: area interpolation, rounded.
+def height_width(size) -> tuple[int, int] | None:
+  """(H, W) of a size: an int S is (S, S), a pair (H, W) (a tuple or a JSON list) is itself;
+  None (keep the images' own size) is None. Checked by config_checks, not here."""
+  if size is None:
+    return None
+  if isinstance(size, (tuple, list)):
+    height, width = size
+    return int(height), int(width)
+  return int(size), int(size)
+
+
+def size_words(size) -> str:
+  """"H x W" of a size (see ``height_width``), for messages and sources."""
+  height, width = height_width(size)
+  return f"{height} x {width}"
+
+
+def resize_area_tf(images, size):
+  """tf uint8 images [..., h, w, C] -> [..., H, W, C] of ``size`` (an int S: S x S, or (H, W)):
+  area interpolation, rounded.
 
   For use inside tf.data (graph) code; `resize_area` is the NumPy front.
   """
   import tensorflow as tf  # only where something is resized
-  resized = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="area")
+  resized = tf.image.resize(tf.cast(images, tf.float32), list(height_width(size)), method="area")
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
-def resize_area(images: np.ndarray, size: int) -> np.ndarray:
-  """uint8 images [..., H, W, C] -> [..., size, size, C] (area interpolation; aspect not kept)."""
-  if images.shape[-3:-1] == (size, size):
+def resize_area(images: np.ndarray, size) -> np.ndarray:
+  """uint8 images [..., h, w, C] -> [..., H, W, C] of ``size`` (an int S: S x S, or (H, W)):
+  area interpolation, aspect not kept."""
+  if images.shape[-3:-1] == height_width(size):
     return images
   return resize_area_tf(images, size).numpy()

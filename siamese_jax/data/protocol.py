@@ -10,13 +10,25 @@ protocol. ``load_datasets(config)`` is what training, ``inference.recalibrate`` 
    ``data.split_by='classes'`` and a source that does not split by itself (a folder does), both
    splits are pooled and whole classes (``data.test_fraction`` of them, drawn from the seed) held
    out as test: the protocol of CUB-200, Cars196, SOP.
-4. Validation: ``data.validation_fraction`` of the training part held out by images, classes or
-   groups (``data.validation_by``; auto: classes where every test class is unseen, else images),
-   drawn from ``config.seed``. What is chosen (best checkpoint, threshold) is chosen on it.
+   A source that splits by itself (it reads ``data.split_by``: a folder's train/ and test/) is
+   held to its word in one warning (``classes_line``): with ``data.split_by='images'``, a test
+   class without training images; with 'classes', a test class that was trained on. A warning,
+   not an error: a test/ of people never trained on is a sound protocol, which the run then
+   scores as such, and data.split_by='classes' declares it; the line catches a misspelt or
+   forgotten class folder, or the same person in both splits.
+4. Validation: the source's own validation split where it has one (a folder's val/:
+   ``DataSource.validation_split``), else ``data.validation_fraction`` of the training part held
+   out by images, classes or groups (``data.validation_by``; auto: classes where every test class
+   is unseen, else images), drawn from ``config.seed``. What is chosen (best checkpoint,
+   threshold) is chosen on it.
 5. ``data.rotation_classes`` / ``data.mirror_classes``: new classes added to the training part
    only, after the validation split.
+
+``describe(config, datasets)`` is what summary.json records of the three parts (``splits``),
+``counts_lines(datasets)`` what training prints of them.
 """
 
+import logging
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +38,7 @@ from siamese_jax import data, splits
 # The data.* keys read here, beside those of the chosen sources (siamese_jax.data.SOURCES).
 READS = ("name", "train_split", "test_split", "train_classes", "split_by", "test_fraction",
          "validation_by", "validation_fraction", "rotation_classes", "mirror_classes")
+NAMES_SHOWN = 10  # class names printed per part (all go to summary.json)
 
 
 class Datasets(NamedTuple):
@@ -72,12 +85,45 @@ def _split_by_classes(config, train_split, test_split):
   return (splits.take(pooled, kept, "; trained classes"), splits.take(pooled, held, note), record)
 
 
+def class_names(dataset) -> list[str]:
+  """The names of a LabelledImages's classes in label order ("0".."9" where unnamed)."""
+  return (list(dataset.class_names) if dataset.class_names is not None
+          else [str(c) for c in range(dataset.num_classes)])
+
+
+def classes_line(train_set, test_set, test_split: str, split_by: str) -> str | None:
+  """One line where the test split's classes break what ``split_by`` promises (by name), else
+  None: with "images", test classes without training images; with "classes", test classes that
+  were trained on."""
+  test_names, train_names = set(class_names(test_set)), set(class_names(train_set))
+  found = sorted(test_names - train_names if split_by == "images" else test_names & train_names)
+  if not found:
+    return None
+  count = "all" if len(found) == test_set.num_classes else len(found)
+  shown = f"({', '.join(found[:5])}{', ...' if len(found) > 5 else ''})"
+  if split_by == "images":
+    return (f"{count} of the {test_set.num_classes} classes of the {test_split} split {shown} "
+            "have no training images, yet data.split_by='images' tests classes that were trained "
+            "on: check the class folders' names, or set data.split_by='classes' if the "
+            f"{test_split} classes are meant to be new (they are scored as such either way)")
+  return (f"{count} of the {test_set.num_classes} classes of the {test_split} split {shown} are "
+          "also training classes, yet data.split_by='classes' tests classes never trained on: "
+          "move them out of one split, or set data.split_by='images'")
+
+
 def load_datasets(config) -> Datasets:
   """The three parts as the config asks (see the module docstring and Datasets)."""
   source = data.find(config.data)
-  full_train = data.load_split(config.data, config.data.train_split, seed=config.seed)
-  test_set = data.load_split(config.data, config.data.test_split, seed=config.seed)
+  download = config.data.download
+  full_train = data.load_split(config.data, config.data.train_split, seed=config.seed,
+                               download=download)
+  test_set = data.load_split(config.data, config.data.test_split, seed=config.seed,
+                             download=download)
   test_split = {"split": config.data.test_split}
+  if "split_by" in source.reads:  # a source that splits by itself: does it keep its word?
+    line = classes_line(full_train, test_set, config.data.test_split, config.data.split_by)
+    if line is not None:
+      logging.warning("%s", line)
   if config.data.train_classes is not None:  # the test split keeps classes never trained on
     full_train = splits.take(full_train, np.flatnonzero(np.isin(
         full_train.labels, config.data.train_classes)), f"; classes {config.data.train_classes}")
@@ -85,6 +131,21 @@ def load_datasets(config) -> Datasets:
     test_set = splits.without_groups(test_set, full_train.group_names)
   elif config.data.split_by == "classes" and "split_by" not in source.reads:
     full_train, test_set, test_split = _split_by_classes(config, full_train, test_set)
+  validation_split = source.validation_split(config.data)
+  if validation_split is not None:
+    train_part, validation, split = _validation_split(config, full_train, validation_split)
+  else:
+    train_part, validation, split = _held_out(config, full_train, test_set)
+  if config.data.rotation_classes or config.data.mirror_classes:  # after the split:
+    train_part = splits.with_rotated_classes(  # validation classes stay as drawn
+        train_part, turns=(1, 2, 3) if config.data.rotation_classes else (),
+        mirror=config.data.mirror_classes)
+  return Datasets(train_part, validation, test_set, {**split, "test": test_split})
+
+
+def _held_out(config, full_train, test_set):
+  """(training part, validation part, record): data.validation_fraction of the training split
+  held out by data.validation_by."""
   if config.data.validation_by != "auto":
     by = config.data.validation_by
   else:
@@ -95,12 +156,47 @@ def load_datasets(config) -> Datasets:
   split = {"by": by, "fraction": config.data.validation_fraction, "seed": config.seed,
            "validation_indices": held_out.tolist()}
   if by != "images":
-    names = full_train.class_names or [str(c) for c in range(full_train.num_classes)]
+    names = class_names(full_train)
     split["validation_classes"] = [names[c] for c in np.unique(full_train.labels[held_out])]
-  train_part = splits.take(full_train, kept, note)
-  if config.data.rotation_classes or config.data.mirror_classes:  # after the split:
-    train_part = splits.with_rotated_classes(  # validation classes stay as drawn
-        train_part, turns=(1, 2, 3) if config.data.rotation_classes else (),
-        mirror=config.data.mirror_classes)
-  return Datasets(train_part, splits.take(full_train, held_out, " (validation part)"), test_set,
-                  {**split, "test": test_split})
+  return (splits.take(full_train, kept, note),
+          splits.take(full_train, held_out, " (validation part)"), split)
+
+
+def _validation_split(config, full_train, name: str):
+  """(training part, validation part, record): the source's own validation split ``name`` (a
+  folder's val/); data.validation_fraction and data.validation_by are not used."""
+  validation = data.load_split(config.data, name, seed=config.seed, download=config.data.download)
+  by = "classes" if unseen(full_train, validation) else "images"
+  split = {"by": by, "split": name, "seed": config.seed}
+  if by != "images":
+    split["validation_classes"] = class_names(validation)
+  logging.info("validation part: the %s split (%s), not held out of %s", name, validation.source,
+               config.data.train_split)
+  return (full_train._replace(source=f"{full_train.source}; validation: the {name} split"),
+          validation._replace(source=f"{validation.source} (validation part)"), split)
+
+
+def describe(config, datasets: Datasets) -> dict:
+  """summary.json's ``splits``: for "train", "validation" and "test", where the part came from,
+  its image shape [N, H, W, C] and its class names in label order ("classes")."""
+  held = {k: v for k, v in datasets.split.items() if k != "test"}
+  validation_from = ({} if "split" in held else {"held_out_of": config.data.train_split})
+  return {"train": {"split": config.data.train_split,
+                    "shape": list(datasets.train.images.shape), "source": datasets.train.source,
+                    "classes": class_names(datasets.train)},
+          "validation": {**validation_from, "shape": list(datasets.validation.images.shape),
+                         **held, "classes": class_names(datasets.validation)},
+          "test": {**datasets.split["test"], "shape": list(datasets.test.images.shape),
+                   "source": datasets.test.source, "classes": class_names(datasets.test)}}
+
+
+def counts_lines(datasets: Datasets) -> list[str]:
+  """One line per part: its class and image counts, and its first class names."""
+  lines = []
+  for name, part in (("training", datasets.train), ("validation", datasets.validation),
+                     ("test", datasets.test)):
+    names = class_names(part)
+    more = f", ... ({len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else ""
+    lines.append(f"{name} part: {part.num_classes} classes, {len(part.labels)} images "
+                 f"({', '.join(names[:NAMES_SHOWN])}{more})")
+  return lines

@@ -17,7 +17,9 @@ from typing import Any, Callable, NamedTuple
 from siamese_jax.data.labelled import LabelledImages
 
 
-def _no_problem(data) -> str | None:
+def _none(data) -> None:
+  """The default of a record's optional callables: no problem (``check``), no validation split
+  (``validation_split``)."""
   del data
   return None
 
@@ -41,15 +43,19 @@ class DataSource(NamedTuple):
   wraps: a record applied on top of the source that ``data.name`` chooses (the two-source
     pairing, chosen by ``data.source_b``): its ``load(data, split, seed, download, inner)`` gets
     that source's split ``inner`` and returns what the run uses.
+  validation_split: ``validation_split(data) -> str | None``, a split of the source that is the
+    run's validation part (a folder's val/), used instead of one held out of the training split;
+    None: held out (``data.validation_fraction``).
   """
   name: str
   accepts: Callable[[Any], bool]
   reads: tuple[str, ...]
   load: Callable[..., LabelledImages]
   splits: tuple[str, ...] | None = None
-  check: Callable[[Any], str | None] = _no_problem
+  check: Callable[[Any], str | None] = _none
   groups: bool = False
   wraps: bool = False
+  validation_split: Callable[[Any], str | None] = _none
 
   def knows_split(self, split) -> bool:
     """Whether ``split`` may be asked for, as far as is known before reading any data."""

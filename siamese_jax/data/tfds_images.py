@@ -136,12 +136,12 @@ def _check_split(builder_, name: str, split: str) -> None:
                      f"{', '.join(known)} (tfds slices such as train[:80%] work too)")
 
 
-def read(builder_, split: str, image_key: str, label_key: str, image_size: int | None = None,
+def read(builder_, split: str, image_key: str, label_key: str, image_size=None,
          channels: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """images [N, H, W, C] uint8 and labels [N] int64 of ``split`` (tfds split syntax), in file order.
 
   Images of one fixed size are read in batches; datasets of varying sizes (cars196) need
-  ``image_size`` unless every image of the split turns out to be the same size.
+  ``image_size`` (S or (H, W)) unless every image of the split turns out to be the same size.
   """
   import tensorflow as tf
   import tensorflow_datasets as tfds
@@ -214,4 +214,4 @@ def _load(data, split: str, seed: int = 0, download: bool | None = None) -> Labe
 # Any tfds image dataset by name. Deciding that a name is one imports tensorflow_datasets, so this
 # record comes last in SOURCES: the offline names never pay for it.
 SOURCE = DataSource("<tfds name>", _accepts, ("dir", "tfds_data_dir", "image_size", "channels",
-                                              "image_key", "label_key"), _load)
+                                              "image_key", "label_key", "download"), _load)

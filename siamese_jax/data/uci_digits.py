@@ -22,10 +22,10 @@ SPLIT_SEED = 0
 LEVELS = 16  # the largest pixel value of the 8 x 8 images
 
 
-def load(split: str, image_size: int | None = None, channels: int | None = None) -> LabelledImages:
+def load(split: str, image_size=None, channels: int | None = None) -> LabelledImages:
   """``split`` ("train" or "test") as uint8 images [N, 8, 8, 1] (0..16 scaled to 0..255, white
-  ink on black as MNIST) and int32 digit labels [N]; ``image_size`` resizes by area (an integer
-  multiple of 8 repeats every pixel, e.g. 32 undoes the 4 x 4 block counting)."""
+  ink on black as MNIST) and int32 digit labels [N]; ``image_size`` (S or (H, W)) resizes by area
+  (an integer multiple of 8 repeats every pixel, e.g. 32 undoes the 4 x 4 block counting)."""
   if split not in SPLITS:
     raise ValueError(f"uci_digits has no split {split!r}; use one of {', '.join(SPLITS)}")
   from sklearn import datasets  # scikit-learn is a dependency (SVM, ROC); its import is slow
@@ -39,7 +39,7 @@ def load(split: str, image_size: int | None = None, channels: int | None = None)
     images = pixels.resize_area(images, image_size)
   source = (f"scikit-learn load_digits (UCI optdigits test set, 8 x 8, 17 levels) {split}: "
             f"{len(labels)} of 1797, {100 * TEST_FRACTION:g} % of each digit held out as test "
-            f"(seed {SPLIT_SEED})" + (f", resized to {image_size} x {image_size}" if image_size
+            f"(seed {SPLIT_SEED})" + (f", resized to {pixels.size_words(image_size)}" if image_size
                                       else ""))
   return LabelledImages(pixels.to_channels(images, channels), labels, 10, source)
 
