@@ -4,7 +4,6 @@ reader, the hidden packages, the bfloat16 wrapper, the tests plugin's reading of
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
