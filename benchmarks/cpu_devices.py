@@ -29,10 +29,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def child(calls: int, smoke: bool = False) -> dict:
   sys.path.insert(0, str(ROOT))
   import jax
-  import numpy as np
 
   from experiments import omniglot
-  from siamese_jax import batches, models, sharding, train
+  from noise_images import noise_training
+  from siamese_jax import train
 
   config = omniglot.get_config()
   classes = 976
@@ -41,17 +41,9 @@ def child(calls: int, smoke: bool = False) -> dict:
     config.model.update(filters=8, embedding_dim=16)
     config.train.update(batch_size=16, augment=False, steps_per_call=2)
   config.model.num_classes = classes
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 255, (classes * 16, 28, 28, 1), dtype=np.uint8)
-  labels = np.repeat(np.arange(classes), 16)
-  mesh = sharding.make_mesh()
-  data = sharding.device_data(images, labels, classes, mesh)
-  spec = train.loss_spec_from_config(config)
-  batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
+  mesh, data, spec, batch_spec, fresh_state = noise_training(config, classes, 16)
   steps = config.train.steps_per_call
-  model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
-  state = sharding.put_replicated(
-      train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
+  state = fresh_state()
   epoch = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=True)
   key = jax.random.key(1)
   start = time.perf_counter()

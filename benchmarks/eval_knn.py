@@ -39,6 +39,7 @@ import numpy as np  # noqa: E402
 
 from siamese_jax import evaluate, models, scoring, train  # noqa: E402
 from train_throughput import load_data, machine, matmul_peak  # noqa: E402
+import result_files  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -76,16 +77,13 @@ def main():
   parser.add_argument("--embed_batch", type=int, default=1000)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--quick", action="store_true", help="2,000 images, one repeat")
-  parser.add_argument("--smoke", action="store_true",
-                      help="500 images of the embedded MNIST sample: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/eval_knn.json; "
-                      "none with --smoke)")
+  result_files.add_smoke_and_out(parser, "eval_knn.json", "500 images of the embedded MNIST sample")
   args = parser.parse_args()
   if args.quick:
     args.n, args.repeats = 2000, 1
   if args.smoke:
     args.n, args.repeats, args.embed_batch = 500, 1, 250
-  out = args.out or (None if args.smoke else str(RESULTS / "eval_knn.json"))
+  out = result_files.results_path(args, "eval_knn.json")
   peak_of = lambda: matmul_peak((256,), seconds=0.01) if args.smoke else matmul_peak()
 
   from experiments import contrastive

@@ -37,6 +37,8 @@ import tempfile
 import threading
 import time
 
+import result_files
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 TARGET_BYTES = 1.0e9
@@ -97,13 +99,10 @@ def main():
   parser.add_argument("--prepared", action="store_true",
                       help="the default tfds folder and a warm user cache (a run after the first)")
   parser.add_argument("--keep", metavar="DIR", help="workdir to keep (default: a temporary one)")
-  parser.add_argument("--smoke", action="store_true",
-                      help="contrastive.py:tiny, 1 epoch on the MNIST sample: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
-                      "memory_fashion_mnist.json; none with --smoke)")
+  result_files.add_smoke_and_out(parser, "memory_fashion_mnist.json", "contrastive.py:tiny, 1 epoch on the MNIST sample")
   args = parser.parse_args()
   epochs = 1 if args.quick or args.smoke else args.epochs
-  out = args.out or (None if args.smoke else str(RESULTS / "memory_fashion_mnist.json"))
+  out = result_files.results_path(args, "memory_fashion_mnist.json")
   config, data_name = (("experiments/contrastive.py:tiny", "mnist") if args.smoke else
                        ("experiments/contrastive.py", "fashion_mnist"))
 

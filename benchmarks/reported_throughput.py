@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 
+import result_files
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -81,14 +83,11 @@ def main():
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--epochs", type=int, default=3)
-  parser.add_argument("--smoke", action="store_true",
-                      help="one round of experiments/contrastive.py:tiny on MNIST: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
-                      "reported_throughput.json; none with --smoke)")
+  result_files.add_smoke_and_out(parser, "reported_throughput.json", "one round of experiments/contrastive.py:tiny on MNIST")
   args = parser.parse_args()
   if args.smoke:
     args.repeats, args.epochs = 1, 2
-  out = args.out or (None if args.smoke else str(RESULTS / "reported_throughput.json"))
+  out = result_files.results_path(args, "reported_throughput.json")
   config, data_name = (("experiments/contrastive.py:tiny", "mnist") if args.smoke else
                        ("experiments/contrastive.py", "fashion_mnist"))
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import result_files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -139,10 +140,7 @@ def main():
                       "e.g. momentum: whose updates do not amplify rounding differences")
   parser.add_argument("--no_multiprocess", action="store_true", help="skip the 2 x 4 row")
   parser.add_argument("--quick", action="store_true", help="20 steps, one repeat")
-  parser.add_argument("--smoke", action="store_true",
-                      help="1 device and 2 processes x 1, 2 steps of 64 pairs: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/scaling.json; "
-                      "none with --smoke)")
+  result_files.add_smoke_and_out(parser, "scaling.json", "1 device and 2 processes x 1, 2 steps of 64 pairs")
   parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--params", help=argparse.SUPPRESS)
   parser.add_argument("--num_processes", type=int, default=1, help=argparse.SUPPRESS)
@@ -156,7 +154,7 @@ def main():
     args.steps, args.repeats = 20, 1
   if args.smoke:
     args.steps, args.repeats, args.batch, args.devices = 2, 1, 64, "1"
-  out = args.out or (None if args.smoke else str(RESULTS / "scaling.json"))
+  out = result_files.results_path(args, "scaling.json")
 
   import numpy as np
   configs = [(int(n), 1) for n in args.devices.split(",")]

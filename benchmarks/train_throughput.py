@@ -67,6 +67,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from siamese_jax import batches, models, random_bits, scoring, sharding, train  # noqa: E402
+import result_files  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
@@ -517,10 +518,7 @@ def main():
   parser.add_argument("--ablation", action="store_true",
                       help="cases a, b: also time the step with dropout, RMSprop, sampling removed")
   parser.add_argument("--profile", metavar="DIR", help="write a jax.profiler trace per case")
-  parser.add_argument("--smoke", action="store_true",
-                      help="cases a and d, 1 step on the embedded MNIST sample: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/"
-                      "train_throughput.json; none with --smoke)")
+  result_files.add_smoke_and_out(parser, "train_throughput.json", "cases a and d, 1 step on the embedded MNIST sample")
   parser.add_argument("--child", help=argparse.SUPPRESS)
   args = parser.parse_args()
 
@@ -538,7 +536,7 @@ def main():
   if args.smoke:
     args.cases, args.peak_seconds = SMOKE_CASES, 0.01
   mode = "smoke" if args.smoke else "quick" if args.quick else "full"
-  out = args.out or (None if args.smoke else str(RESULTS / "train_throughput.json"))
+  out = result_files.results_path(args, "train_throughput.json")
   results = []
   for name in args.cases.split(","):
     command = [sys.executable, __file__, f"--child={name}:{mode}",

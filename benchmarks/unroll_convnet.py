@@ -22,10 +22,10 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from experiments import omniglot  # noqa: E402
-from siamese_jax import batches, models, sharding, train  # noqa: E402
+from noise_images import noise_training  # noqa: E402
+from siamese_jax import batches, train  # noqa: E402
 
 
 def main():
@@ -40,16 +40,7 @@ def main():
     config.model.update(filters=4, norm_groups=4, filter_growth=1, embedding_dim=8)
     config.train.update(batch_size=16, augment=False)
   config.model.num_classes = classes  # the cosine classifier's outputs
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 255, (classes * 20, 28, 28, 1), dtype=np.uint8)
-  labels = np.repeat(np.arange(classes), 20)
-  mesh = sharding.make_mesh()
-  data = sharding.device_data(images, labels, classes, mesh)
-  spec = train.loss_spec_from_config(config)
-  batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
-  model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
-  fresh = lambda: sharding.put_replicated(
-      train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
+  mesh, data, spec, batch_spec, fresh = noise_training(config, classes, 20)
   key = jax.random.key(1)
   print(f"{jax.devices()}; {steps} steps of batch {batch_spec.examples} ({batch_spec.kind}) a "
         "call")

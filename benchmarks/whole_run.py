@@ -30,12 +30,13 @@ import json
 import os
 import pathlib
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+import result_files
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO_ROOT / "benchmarks" / "results"
@@ -112,14 +113,11 @@ def main():
   parser.add_argument("--epochs", type=int, nargs="*", default=[None],
                       help="train.epochs values to run (default: the config's, 20)")
   parser.add_argument("--quick", action="store_true", help="the :tiny variant, one pair")
-  parser.add_argument("--smoke", action="store_true",
-                      help="the :tiny variant for 1 epoch, one pair: that it runs")
-  parser.add_argument("--out", help="results JSON (default: benchmarks/results/whole_run.json; "
-                      "none with --smoke)")
+  result_files.add_smoke_and_out(parser, "whole_run.json", "the :tiny variant for 1 epoch, one pair")
   args = parser.parse_args()
   if args.smoke:
     args.quick, args.epochs = True, [1]
-  out = args.out or (None if args.smoke else str(RESULTS / "whole_run.json"))
+  out = result_files.results_path(args, "whole_run.json")
   variant = "tiny" if args.quick else ""
   repeats = 1 if args.quick else args.repeats
   # The embedded sample prepared once (as on any machine after its first run), not timed.
