@@ -184,7 +184,7 @@ def raw_pixel_oneshot(test_set, mode) -> dict:
   pixels = test_set.images.reshape(len(test_set.images), -1).astype(np.float32) / 255.0
   return {f"oneshot_{n}way": evaluate.one_shot_accuracy(
       jax.random.key(n), pixels, test_set.labels, n, episodes=EPISODES[mode],
-      alphabet_of_class=evaluators.one_shot.group_of_class(test_set), within_alphabet=True)
+      group_of_class=evaluators.one_shot.group_of_class(test_set), within_group=True)
       for n in (20, 5)}
 
 

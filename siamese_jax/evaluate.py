@@ -330,50 +330,51 @@ def svm_pair_accuracy(train_features, train_same, test_features, test_same, seed
 EPISODES_PER_SCORING_CALL = 100  # bounds the [episodes N N K, D] pair arrays of one call
 
 
-@functools.partial(jax.jit, static_argnames=("n_way", "k_shot", "within_alphabet"))
-def _episode_embeddings(keys, embeddings, index, classes, alphabet_of_class, *, n_way: int,
-                        k_shot: int, within_alphabet: bool):
+@functools.partial(jax.jit, static_argnames=("n_way", "k_shot", "within_group"))
+def _episode_embeddings(keys, embeddings, index, classes, group_of_class, *, n_way: int,
+                        k_shot: int, within_group: bool):
   """The episodes drawn with keys [E]: support [E, N K, D] (class n at rows n K .. n K + K - 1)
   and query [E, N, D] rows of embeddings [M, D]. Compiled once per shape and episode kind, so
-  every evaluation of a run (and of the runs after it) reuses it. Traced, alphabet_of_class [C]
-  gives C alphabet slots instead of max + 1: the same episodes, as threefry's uniform draws
+  every evaluation of a run (and of the runs after it) reuses it. Traced, group_of_class [C]
+  gives C group slots instead of max + 1: the same episodes, as threefry's uniform draws
   (jax_threefry_partitionable) do not depend on the length asked for."""
   def draw(key):
     support, query, _ = samplers.sample_episode(
-        key, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
-        within_alphabet=within_alphabet, classes=classes)
+        key, index, n_way, k_shot, 1, group_of_class=group_of_class,
+        within_group=within_group, classes=classes)
     return support.reshape(-1), query[:, 0]
   support, query = jax.vmap(draw)(keys)
   return embeddings[support], embeddings[query]
 
 
 def one_shot_accuracy(key, embeddings, labels, n_way: int, k_shot: int = 1, episodes: int = 400,
-                      similarity: Callable | None = None, classes=None, alphabet_of_class=None,
-                      within_alphabet: bool = False) -> float:
+                      similarity: Callable | None = None, classes=None, group_of_class=None,
+                      within_group: bool = False) -> float:
   """Mean N-way K-shot accuracy over ``episodes`` episodes of one query per class.
 
   embeddings [N, D] (all images, computed once), labels [N] int in [0, C). A query is given the
   class of its most similar support example; ``similarity(a [B, D], b [B, D]) -> [B]`` (higher =
   more alike; default minus the Euclidean distance, e.g. a Koch head's logit instead).
-  classes: the class ids episodes may use (e.g. classes of alphabets never trained on);
-  within_alphabet: all N classes of an episode from one alphabet (needs alphabet_of_class [C]).
+  classes: the class ids episodes may use (e.g. classes of groups never trained on);
+  within_group: all N classes of an episode from one group, e.g. one of Omniglot's alphabets
+    (needs group_of_class [C]).
   """
   if similarity is None:
     similarity = lambda a, b: -distances.batch_euclidean(a, b)
   labels = np.asarray(labels)
   index = samplers.build_class_index(labels, int(labels.max()) + 1)
-  if alphabet_of_class is not None:
-    alphabet_of_class = np.asarray(alphabet_of_class, np.int32)
+  if group_of_class is not None:
+    group_of_class = np.asarray(group_of_class, np.int32)
   if classes is not None:
     classes = np.asarray(classes, np.int32)
   keys = jax.random.split(key, episodes)
   # sample_episode's host-side checks (concrete class lists: a clear ValueError) run here once.
   jax.eval_shape(lambda k: samplers.sample_episode(
-      k, index, n_way, k_shot, 1, alphabet_of_class=alphabet_of_class,
-      within_alphabet=within_alphabet, classes=classes), keys[0])
+      k, index, n_way, k_shot, 1, group_of_class=group_of_class,
+      within_group=within_group, classes=classes), keys[0])
   support, query = _episode_embeddings(
-      keys, jnp.asarray(embeddings), index, classes, alphabet_of_class, n_way=n_way,
-      k_shot=k_shot, within_alphabet=within_alphabet)
+      keys, jnp.asarray(embeddings), index, classes, group_of_class, n_way=n_way,
+      k_shot=k_shot, within_group=within_group)
   per_episode = []
   for first in range(0, episodes, EPISODES_PER_SCORING_CALL):  # query n against every support
     s = support[first:first + EPISODES_PER_SCORING_CALL]  # [e, N K, D]

@@ -181,19 +181,19 @@ def sample_pk_batch(key, index: ClassIndex, num_classes_per_batch: int, samples_
 
 
 def sample_episode(key, index: ClassIndex, n_way: int, k_shot: int, n_query: int,
-                   alphabet_of_class=None, within_alphabet: bool = False, classes=None):
+                   group_of_class=None, within_group: bool = False, classes=None):
   """Draws an N-way K-shot episode with Q queries per class.
 
   Returns (support [N, K] int32, query [N, Q] int32, class_ids [N] int32): indices into the
   images; row n holds examples of class ``class_ids[n]``, support and query never share one.
   classes: [M] class ids the episode may use (e.g. the classes held out of training); default all.
-  within_alphabet: all N classes from one alphabet (Lake et al. 2015), chosen uniformly among the
-    alphabets with >= N usable classes; needs ``alphabet_of_class`` [C] ints.
-  Checks on the host (pass ``alphabet_of_class``/``classes`` as NumPy to have all of them): each
-  usable class has >= K + Q examples, and N distinct classes (in one alphabet if asked) exist.
+  within_group: all N classes from one group (e.g. Omniglot's alphabets, as Lake et al. 2015),
+    chosen uniformly among the groups with >= N usable classes; needs ``group_of_class`` [C] ints.
+  Checks on the host (pass ``group_of_class``/``classes`` as NumPy to have all of them): each
+  usable class has >= K + Q examples, and N distinct classes (in one group if asked) exist.
   """
-  if within_alphabet and alphabet_of_class is None:
-    raise ValueError("sample_episode: within_alphabet=True needs alphabet_of_class [C]")
+  if within_group and group_of_class is None:
+    raise ValueError("sample_episode: within_group=True needs group_of_class [C]")
   pool = jnp.arange(index.num_classes) if classes is None else jnp.asarray(classes, jnp.int32)
   pool_np = np.arange(index.num_classes) if classes is None else _concrete(classes)
   if pool.shape[0] < n_way:
@@ -204,16 +204,16 @@ def sample_episode(key, index: ClassIndex, n_way: int, k_shot: int, n_query: int
         or pool_np.max() >= index.num_classes):
       raise ValueError(f"sample_episode: classes must be distinct ids in [0, {index.num_classes})")
     _check_sizes(index, k_shot + n_query, "sample_episode", pool_np)
-  k_alpha, k_cls, k_ex = jax.random.split(key, 3)
+  k_group, k_cls, k_ex = jax.random.split(key, 3)
   noise = jax.random.uniform(k_cls, pool.shape)
-  if within_alphabet:
-    pool_alphabet = jnp.asarray(alphabet_of_class, jnp.int32)[pool]
-    num_alphabets = _alphabet_count(alphabet_of_class, pool_np, n_way)
-    per_alphabet = jnp.zeros(num_alphabets, jnp.int32).at[pool_alphabet].add(1)
-    eligible = per_alphabet >= n_way
-    # Uniform over eligible alphabets: the smallest uniform among them.
-    alphabet = jnp.argmin(jnp.where(eligible, jax.random.uniform(k_alpha, (num_alphabets,)), 2.0))
-    noise = jnp.where(pool_alphabet == alphabet, noise, 2.0 + noise)
+  if within_group:
+    pool_group = jnp.asarray(group_of_class, jnp.int32)[pool]
+    num_groups = _group_count(group_of_class, pool_np, n_way)
+    per_group = jnp.zeros(num_groups, jnp.int32).at[pool_group].add(1)
+    eligible = per_group >= n_way
+    # Uniform over eligible groups: the smallest uniform among them.
+    group = jnp.argmin(jnp.where(eligible, jax.random.uniform(k_group, (num_groups,)), 2.0))
+    noise = jnp.where(pool_group == group, noise, 2.0 + noise)
   _, picked = jax.lax.top_k(-noise, n_way)  # the N smallest: N distinct classes, uniformly
   class_ids = pool[picked]
   offsets = _distinct_offsets(k_ex, index.count[class_ids], k_shot + n_query)
@@ -221,17 +221,17 @@ def sample_episode(key, index: ClassIndex, n_way: int, k_shot: int, n_query: int
   return members[:, :k_shot], members[:, k_shot:], class_ids
 
 
-def _alphabet_count(alphabet_of_class, pool_np, n_way: int) -> int:
-  """Number of alphabets (static), after checking on the host that one has >= n_way pool classes."""
-  alphabets = _concrete(alphabet_of_class)
-  if alphabets is None:
-    return int(jnp.shape(alphabet_of_class)[0])  # traced: at most one alphabet per class
+def _group_count(group_of_class, pool_np, n_way: int) -> int:
+  """Number of groups (static), after checking on the host that one has >= n_way pool classes."""
+  groups = _concrete(group_of_class)
+  if groups is None:
+    return int(jnp.shape(group_of_class)[0])  # traced: at most one group per class
   if pool_np is not None:
-    per_alphabet = np.bincount(alphabets[pool_np], minlength=alphabets.max() + 1)
-    if per_alphabet.max(initial=0) < n_way:
-      raise ValueError(f"sample_episode: within_alphabet needs an alphabet with >= {n_way} usable "
-                       f"classes; the largest has {per_alphabet.max(initial=0)}")
-  return int(alphabets.max()) + 1
+    per_group = np.bincount(groups[pool_np], minlength=groups.max() + 1)
+    if per_group.max(initial=0) < n_way:
+      raise ValueError(f"sample_episode: within_group needs a group with >= {n_way} usable "
+                       f"classes; the largest has {per_group.max(initial=0)}")
+  return int(groups.max()) + 1
 
 
 def gather_images(images, idx):

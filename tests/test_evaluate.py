@@ -163,9 +163,9 @@ def test_one_shot_accuracy_uses_only_the_classes_asked_for():
                                     classes=np.array([3, 4, 5])) == 1.0
   assert evaluate.one_shot_accuracy(key, codes, labels, 3, episodes=30,
                                     classes=np.array([0, 1, 2])) < 0.7
-  alphabet = np.array([0, 0, 0, 1, 1, 1])
+  group = np.array([0, 0, 0, 1, 1, 1])
   assert evaluate.one_shot_accuracy(key, codes, labels, 3, episodes=30,
-                                    alphabet_of_class=alphabet, within_alphabet=True) < 1.0
+                                    group_of_class=group, within_group=True) < 1.0
 
 
 def test_one_shot_accuracy_compiles_its_episodes_once_per_shape():
@@ -173,11 +173,11 @@ def test_one_shot_accuracy_compiles_its_episodes_once_per_shape():
   fresh program per call cost ~3 s a call, a third of the quick report's time)."""
   rng = np.random.default_rng(0)
   labels = np.repeat(np.arange(12), 4)
-  alphabet = np.arange(12) // 6
+  group = np.arange(12) // 6
   before = evaluate._episode_embeddings._cache_size()
   results = [evaluate.one_shot_accuracy(
       jax.random.key(0), rng.normal(size=(48, 8)).astype(np.float32), labels, 5, episodes=30,
-      similarity=lambda a, b, s=scale: -s * ((a - b) ** 2).sum(-1), alphabet_of_class=alphabet,
-      within_alphabet=True) for scale in (1.0, 2.0, 3.0)]
+      similarity=lambda a, b, s=scale: -s * ((a - b) ** 2).sum(-1), group_of_class=group,
+      within_group=True) for scale in (1.0, 2.0, 3.0)]
   assert evaluate._episode_embeddings._cache_size() == before + 1
   assert len(set(results)) > 1  # the three embeddings were really scored

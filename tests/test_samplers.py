@@ -1,5 +1,5 @@
 """Property tests for siamese_jax.samplers: balance, label correctness, no self-pairs, distinctness,
-reproducibility from the key, held-out and within-alphabet episodes, and host-side errors."""
+reproducibility from the key, held-out and within-group episodes, and host-side errors."""
 
 import hypothesis
 import hypothesis.strategies as st
@@ -14,7 +14,7 @@ from tests.helpers import SHARED_DATA
 pairs_jit = jax.jit(samplers.sample_balanced_pairs, static_argnums=2)
 pk_jit = jax.jit(samplers.sample_pk_batch, static_argnums=(2, 3))
 episode_jit = jax.jit(samplers.sample_episode, static_argnums=(2, 3, 4),
-                      static_argnames=("within_alphabet",))
+                      static_argnames=("within_group",))
 
 
 @st.composite
@@ -135,16 +135,17 @@ def test_episode(data, seed, k_shot, n_query):
 
 
 @hypothesis.given(st.integers(0, 2**16))
-def test_within_alphabet_episodes(seed):
+def test_within_group_episodes(seed):
   labels = np.repeat(np.arange(9), 3)
-  alphabet_of_class = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])  # alphabet 0 is too small for 3-way
+  group_of_class = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2])  # group 0 is too small for 3-way
   index = samplers.build_class_index(labels, 9)
   _, _, class_ids = _np(*samplers.sample_episode(jax.random.key(seed), index, 3, 1, 1,
-                                                 alphabet_of_class, within_alphabet=True))
-  assert len(set(alphabet_of_class[class_ids])) == 1 and alphabet_of_class[class_ids[0]] != 0
+                                                 group_of_class, within_group=True))
+  assert len(set(group_of_class[class_ids])) == 1 and group_of_class[class_ids[0]] != 0
 
 
-def test_within_alphabet_episodes_on_omniglot_small1():
+def test_within_group_episodes_on_omniglot_small1():
+  """Omniglot's alphabets as the groups."""
   from siamese_jax.data import files
   path = SHARED_DATA / "omniglot" / "images_background_small1.zip"
   if not path.is_file():
@@ -152,17 +153,17 @@ def test_within_alphabet_episodes_on_omniglot_small1():
   drawings = files.read_omniglot_zip(path)
   classes, labels = np.unique([d.label for d in drawings], return_inverse=True)
   names, alphabet = np.unique([d.alphabet for d in drawings], return_inverse=True)
-  alphabet_of_class = np.zeros(len(classes), np.int32)
-  alphabet_of_class[labels] = alphabet
+  group_of_class = np.zeros(len(classes), np.int32)
+  group_of_class[labels] = alphabet
   index = samplers.build_class_index(labels, len(classes))
   for seed in range(5):  # 20-way 1-shot, within one alphabet, 19 queries each (20 drawers)
     support, query, class_ids = _np(*episode_jit(jax.random.key(seed), index, 20, 1, 19,
-                                                 alphabet_of_class, within_alphabet=True))
-    assert len(set(alphabet_of_class[class_ids])) == 1 and len(set(class_ids)) == 20
+                                                 group_of_class, within_group=True))
+    assert len(set(group_of_class[class_ids])) == 1 and len(set(class_ids)) == 20
     np.testing.assert_array_equal(labels[query], np.repeat(class_ids[:, None], 19, 1))
-  with pytest.raises(ValueError, match="within_alphabet needs an alphabet with >= 41"):
-    samplers.sample_episode(jax.random.key(0), index, 41, 1, 1, alphabet_of_class,
-                            within_alphabet=True)
+  with pytest.raises(ValueError, match="within_group needs a group with >= 41"):
+    samplers.sample_episode(jax.random.key(0), index, 41, 1, 1, group_of_class,
+                            within_group=True)
 
 
 def test_keras_example_pairs():
@@ -182,8 +183,8 @@ def test_keras_example_pairs():
     (lambda i: samplers.sample_pk_batch(jax.random.key(0), i, 4, 1), "4 classes per batch"),
     (lambda i: samplers.sample_episode(jax.random.key(0), i, 2, 1, 1), "class 1 has 1 examples"),
     (lambda i: samplers.sample_episode(jax.random.key(0), i, 4, 1, 1), "4-way"),
-    (lambda i: samplers.sample_episode(jax.random.key(0), i, 2, 1, 1, within_alphabet=True),
-     "alphabet_of_class"),
+    (lambda i: samplers.sample_episode(jax.random.key(0), i, 2, 1, 1, within_group=True),
+     "group_of_class"),
 ])
 def test_too_small_classes_fail_on_the_host(call, match):
   index = samplers.build_class_index(np.array([0, 0, 0, 1, 2, 2]), 3)

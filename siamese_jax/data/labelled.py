@@ -27,13 +27,3 @@ class LabelledImages(NamedTuple):
   groups: np.ndarray | None = None
   group_names: list[str] | None = None
   class_names: list[str] | None = None
-
-  @property
-  def alphabets(self) -> np.ndarray | None:
-    """The old name of ``groups`` (Omniglot's alphabets), read-only, for callers not yet moved."""
-    return self.groups
-
-  @property
-  def alphabet_names(self) -> list[str] | None:
-    """The old name of ``group_names``, read-only."""
-    return self.group_names

@@ -1,6 +1,7 @@
 """``one_shot``: 5- and 20-way one-shot accuracy over the test classes (within a group where
-the data groups its classes, e.g. Omniglot's alphabets), a query given the class of its most similar support example as pairs
-are scored. In a run's summary where the test classes were never trained on."""
+the data groups its classes, e.g. Omniglot's alphabets), a query given the class of its most
+similar support example as pairs are scored. In a run's summary where the test classes were
+never trained on."""
 
 import jax
 import numpy as np
@@ -29,7 +30,7 @@ def accuracies(context: Context, dataset, embeddings, ways, within_group: bool) 
       found[f"{n_way}_way"] = evaluate.one_shot_accuracy(
           jax.random.fold_in(context.key, n_way), embeddings, dataset.labels, n_way,
           episodes=context.episodes, similarity=context.similarity,
-          alphabet_of_class=groups, within_alphabet=groups is not None)
+          group_of_class=groups, within_group=groups is not None)
     except ValueError:  # too few classes (in a group) for n_way
       continue
   return found
