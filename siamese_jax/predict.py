@@ -329,8 +329,8 @@ def _parser() -> argparse.ArgumentParser:
   sub.add_argument("--pairs", metavar="FILE.csv",
                    help="two image paths a line (optional header); prints path_a, path_b, score "
                    "and same/different, tab-separated")
-  sub.add_argument("image_a", metavar="A", nargs="?")
-  sub.add_argument("image_b", metavar="B", nargs="?")
+  sub.add_argument("image_a", metavar="A", nargs="?", help="an image file (without --pairs)")
+  sub.add_argument("image_b", metavar="B", nargs="?", help="the image file to compare it with")
   sub = command("evaluate", evaluate_folder,
                 "measure the model on a folder FOLDER/<class>/<image> of classes never trained "
                 "on: ROC AUC, EER, TAR at FAR 1e-1/1e-2/1e-3, k-fold accuracy, one-shot "
