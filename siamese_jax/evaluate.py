@@ -17,8 +17,6 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from sklearn import metrics as sk_metrics
-from sklearn import pipeline, preprocessing, svm
 
 from siamese_jax import batches, distances, samplers, scoring
 
@@ -43,13 +41,21 @@ def best_threshold(scores, same, higher_means_same: bool) -> float:
   """The threshold with the highest accuracy on these (validation) pairs: scores [M], same [M].
 
   Candidates are the midpoints between consecutive distinct scores (and both ends), so the
-  chosen threshold never sits exactly on a validation score.
+  chosen threshold never sits exactly on a validation score; the lowest of tied candidates wins.
+  Every candidate's accuracy comes from cumulative counts: O(M log M), for 10^5 pairs too.
   """
-  values = np.unique(np.asarray(scores, np.float64))
+  scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
+  values, where = np.unique(scores, return_inverse=True)
   candidates = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2,
                                [values[-1] + 1.0]])
-  accuracies = [accuracy_at_threshold(scores, same, t, higher_means_same) for t in candidates]
-  return float(candidates[int(np.argmax(accuracies))])
+  same_below = np.concatenate([[0], np.cumsum(np.bincount(where, same, len(values)))])
+  different_below = np.concatenate([[0], np.cumsum(np.bincount(where, ~same, len(values)))])
+  # candidate c lies above the c lowest distinct values: those are "same" for a distance
+  if higher_means_same:
+    right = (same.sum() - same_below) + different_below
+  else:
+    right = same_below + (different_below[-1] - different_below)
+  return float(candidates[int(np.argmax(right))])
 
 
 def error_rates(scores, same, threshold: float, higher_means_same: bool) -> dict:
@@ -92,6 +98,7 @@ def calibrate(val_scores, val_same, higher_means_same: bool, far: float | None =
 
 def equal_error_rate(scores, same, higher_means_same: bool) -> float:
   """The error rate where false accepts equal false rejects (ROC interpolated): scores [M]."""
+  from sklearn import metrics as sk_metrics  # scikit-learn takes ~1 s to import: predict verify skips it
   fpr, tpr, _ = sk_metrics.roc_curve(np.asarray(same, bool), _similarity(scores, higher_means_same))
   fnr = 1.0 - tpr
   i = int(np.argmax(fpr >= fnr))  # first ROC point past the crossing
@@ -111,6 +118,7 @@ def pair_verification(test_scores, test_same, val_scores, val_same, higher_means
   ``fixed_threshold``: 0.5 on a distance as the Keras example, 0 on a logit), accuracy_tuned,
   threshold_tuned, roc_auc and eer.
   """
+  from sklearn import metrics as sk_metrics
   tuned = best_threshold(val_scores, val_same, higher_means_same)
   test_same = np.asarray(test_same, bool)
   return {
@@ -166,6 +174,132 @@ def make_pair_scorer(apply_fn: Callable, pair_scoring: scoring.PairScoring, num_
     scores, same = jax.lax.map(one_batch, jnp.arange(num_batches))
     return scores.reshape(-1), same.reshape(-1)
   return score
+
+
+# ------------------------------------------------- every distinct pair (a held-out folder)
+
+MIN_IMPOSTORS_PER_FAR = 1.0  # a FAR is measurable with >= this / FAR different pairs: 1e-3 needs 1000
+_ENUMERATE_PAIRS = 5_000_000  # up to this many i < j pairs are listed, beyond it sampled
+
+
+def distinct_pairs(labels, max_per_kind: int, seed: int = 0) -> dict:
+  """Every distinct pair {i, j} (i < j) of images with labels [N]: {"idx_a", "idx_b" [M] int64,
+  "same" [M] bool, "positives_total", "negatives_total"}. Each kind (same class, different
+  classes) is all its pairs, or a sample of ``max_per_kind`` of them without repetition drawn
+  with ``seed`` where there are more; positives first."""
+  labels = np.asarray(labels)
+  n = len(labels)
+  rng = np.random.default_rng(seed)
+  counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+  positives_total = int(np.sum(counts * (counts - 1) // 2))
+  negatives_total = n * (n - 1) // 2 - positives_total
+  if n * (n - 1) // 2 <= _ENUMERATE_PAIRS:
+    a, b = np.triu_indices(n, 1)
+    same = labels[a] == labels[b]
+    chosen = [_sample(np.flatnonzero(kind), max_per_kind, rng) for kind in (same, ~same)]
+    a, b = a[np.concatenate(chosen)], b[np.concatenate(chosen)]
+  else:
+    a_pos, b_pos = _same_class_pairs(labels, max_per_kind, rng)
+    a_neg, b_neg = _different_class_pairs(labels, max_per_kind, rng)
+    a, b = np.concatenate([a_pos, a_neg]), np.concatenate([b_pos, b_neg])
+  return {"idx_a": a.astype(np.int64), "idx_b": b.astype(np.int64), "same": labels[a] == labels[b],
+          "positives_total": positives_total, "negatives_total": negatives_total}
+
+
+def _sample(rows: np.ndarray, count: int, rng) -> np.ndarray:
+  return rows if len(rows) <= count else np.sort(rng.choice(rows, count, replace=False))
+
+
+def _same_class_pairs(labels, count: int, rng):
+  a, b = [], []
+  for label in np.unique(labels):
+    members = np.flatnonzero(labels == label)
+    i, j = np.triu_indices(len(members), 1)
+    a.append(members[i])
+    b.append(members[j])
+  a, b = np.concatenate(a), np.concatenate(b)
+  rows = _sample(np.arange(len(a)), count, rng)
+  return a[rows], b[rows]
+
+
+def _different_class_pairs(labels, count: int, rng):
+  """``count`` distinct different-class pairs i < j, drawn uniformly (there are far more)."""
+  n, found = len(labels), set()
+  while len(found) < count:
+    i, j = rng.integers(0, n, 2 * count), rng.integers(0, n, 2 * count)
+    i, j = np.minimum(i, j), np.maximum(i, j)
+    keep = labels[i] != labels[j]
+    found.update((i[keep] * n + j[keep]).tolist())
+  flat = np.sort(rng.choice(np.fromiter(found, np.int64), count, replace=False))
+  return flat // n, flat % n
+
+
+def roc_auc(scores, same, higher_means_same: bool) -> float:
+  """Area under the ROC curve of pairs scores [M], same [M] bool (needs both kinds)."""
+  from sklearn import metrics as sk_metrics
+  return float(sk_metrics.roc_auc_score(np.asarray(same, bool),
+                                        _similarity(scores, higher_means_same)))
+
+
+def tar_at_far(scores, same, far: float, higher_means_same: bool) -> float | None:
+  """The true-accept rate (same pairs called same) at the threshold ``threshold_at_far`` picks on
+  these pairs for false-accept rate ``far``; None where it cannot be measured: fewer than
+  MIN_IMPOSTORS_PER_FAR / far different pairs (a FAR of 1e-3 needs 1000). scores [M], same [M]."""
+  same = np.asarray(same, bool)
+  if np.sum(~same) < MIN_IMPOSTORS_PER_FAR / far - 1e-9 or not np.any(same):
+    return None
+  threshold = threshold_at_far(scores, same, far, higher_means_same)
+  return 1.0 - error_rates(scores, same, threshold, higher_means_same)["frr"]
+
+
+def kfold_accuracy(scores, same, higher_means_same: bool, folds: int = 10, seed: int = 0) -> dict:
+  """LFW's protocol: pairs split into ``folds`` folds (seeded, each kind spread evenly), each
+  fold's accuracy at the best-accuracy threshold of the other folds. scores [M], same [M] bool.
+  Returns {"mean", "std" (population, as LFW reports), "accuracies" [folds], "thresholds"}."""
+  scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
+  if folds < 2 or len(scores) < folds:
+    raise ValueError(f"kfold_accuracy: {len(scores)} pairs cannot make {folds} folds (>= 2); "
+                     "pass fewer folds or more pairs")
+  rng = np.random.default_rng(seed)
+  fold = np.empty(len(scores), np.int64)
+  for kind in (same, ~same):
+    rows = rng.permutation(np.flatnonzero(kind))
+    fold[rows] = np.arange(len(rows)) % folds
+  accuracies, thresholds = [], []
+  for k in range(folds):
+    held = fold == k
+    threshold = best_threshold(scores[~held], same[~held], higher_means_same)
+    thresholds.append(threshold)
+    accuracies.append(accuracy_at_threshold(scores[held], same[held], threshold,
+                                            higher_means_same))
+  return {"mean": float(np.mean(accuracies)), "std": float(np.std(accuracies)),
+          "accuracies": accuracies, "thresholds": thresholds}
+
+
+def one_shot_identification(similarity: Callable, gallery_emb, query_emb, labels, draws: int = 10,
+                            seed: int = 0) -> dict:
+  """Closed-set one-shot identification: one image of each class enrolled (drawn with ``seed``),
+  every other image a query given the class of its most similar enrolled image, over ``draws``
+  draws. gallery_emb [N, D] (the enrolled tower's), query_emb [N, D], labels [N];
+  ``similarity(a [B, D], b [B, D]) -> [B]``, higher = more alike. Classes with one image are
+  enrolled but never queried. Returns {"accuracy", "std" over draws, "queries", "classes"}."""
+  labels = np.asarray(labels)
+  classes = np.unique(labels)
+  rng = np.random.default_rng(seed)
+  found = []
+  for _ in range(draws):
+    enrolled = np.array([rng.choice(np.flatnonzero(labels == c)) for c in classes])
+    queries = np.setdiff1d(np.arange(len(labels)), enrolled)
+    if not len(queries):
+      raise ValueError("one_shot_identification: every class has one image; pass at least one "
+                       "class with two")
+    a = np.repeat(query_emb[queries], len(classes), axis=0)
+    b = np.tile(gallery_emb[enrolled], (len(queries), 1))
+    scores = np.asarray(similarity(a, b)).reshape(len(queries), len(classes))
+    found.append(float(np.mean(classes[np.argmax(scores, axis=1)] == labels[queries])))
+  return {"accuracy": float(np.mean(found)), "std": float(np.std(found)),
+          "queries": int(len(labels) - len(classes)), "classes": int(len(classes)),
+          "draws": draws}
 
 
 # ----------------------------------------------------------------------------- retrieval
@@ -318,6 +452,7 @@ def svm_pair_accuracy(train_features, train_same, test_features, test_same, seed
   train_features [M, F], train_same [M] bool, test_features [T, F], test_same [T] bool.
   Returns test accuracy.
   """
+  from sklearn import pipeline, preprocessing, svm
   model = pipeline.make_pipeline(preprocessing.StandardScaler(),
                                  svm.SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed))
   model.fit(np.asarray(train_features, np.float32), np.asarray(train_same, bool))

@@ -181,3 +181,81 @@ def test_one_shot_accuracy_compiles_its_episodes_once_per_shape():
       within_group=True) for scale in (1.0, 2.0, 3.0)]
   assert evaluate._episode_embeddings._cache_size() == before + 1
   assert len(set(results)) > 1  # the three embeddings were really scored
+
+
+# --------------------------------------------------------------------- every distinct pair
+
+def _brute_best_threshold(scores, same, higher_means_same):
+  values = np.unique(np.asarray(scores, np.float64))
+  candidates = np.concatenate([[values[0] - 1.0], (values[1:] + values[:-1]) / 2,
+                               [values[-1] + 1.0]])
+  accuracies = [evaluate.accuracy_at_threshold(scores, same, t, higher_means_same)
+                for t in candidates]
+  return float(candidates[int(np.argmax(accuracies))])
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("higher_means_same", [True, False])
+def test_best_threshold_from_counts_is_the_brute_force_one(seed, higher_means_same):
+  """Cumulative counts (O(M log M), for the 10^5 pairs of predict evaluate) pick the threshold
+  that trying every candidate picked, ties included."""
+  rng = np.random.default_rng(seed)
+  size = int(rng.integers(1, 60))
+  scores = rng.integers(0, 5, size).astype(float) if seed % 2 else rng.normal(size=size)
+  same = rng.random(size) < rng.random()
+  assert evaluate.best_threshold(scores, same, higher_means_same) == _brute_best_threshold(
+      scores, same, higher_means_same)
+
+
+def test_distinct_pairs_are_every_pair_once_or_a_seeded_sample():
+  labels = np.repeat(np.arange(4), 5)  # 4 * 10 same pairs, 190 - 40 = 150 different
+  every = evaluate.distinct_pairs(labels, 10_000)
+  pairs = set(zip(every["idx_a"].tolist(), every["idx_b"].tolist()))
+  assert len(pairs) == 190 == len(every["same"]) and all(a < b for a, b in pairs)
+  assert (every["same"].sum(), every["positives_total"], every["negatives_total"]) == (40, 40, 150)
+  capped = evaluate.distinct_pairs(labels, 30, seed=1)
+  assert capped["same"].sum() == 30 and (~capped["same"]).sum() == 30
+  again = evaluate.distinct_pairs(labels, 30, seed=1)
+  np.testing.assert_array_equal(capped["idx_a"], again["idx_a"])
+  assert np.array_equal(capped["same"], labels[capped["idx_a"]] == labels[capped["idx_b"]])
+
+
+def test_distinct_pairs_of_a_large_set_are_sampled_without_listing_them(monkeypatch):
+  monkeypatch.setattr(evaluate, "_ENUMERATE_PAIRS", 100)
+  labels = np.repeat(np.arange(10), 30)
+  drawn = evaluate.distinct_pairs(labels, 500, seed=0)
+  pairs = set(zip(drawn["idx_a"].tolist(), drawn["idx_b"].tolist()))
+  assert len(pairs) == 1000 and all(a < b for a, b in pairs)
+  assert drawn["same"].sum() == 500 and drawn["negatives_total"] == 300 * 299 // 2 - 10 * 435
+
+
+def test_tar_at_far_needs_enough_impostor_pairs():
+  """A FAR of 1e-3 is not measurable on 999 different pairs, and is on 1000."""
+  rng = np.random.default_rng(0)
+  for negatives, measurable in ((999, False), (1000, True)):
+    scores = np.concatenate([rng.normal(0, 1, 100), rng.normal(3, 1, negatives)])
+    same = np.arange(len(scores)) < 100
+    found = evaluate.tar_at_far(scores, same, 1e-3, higher_means_same=False)
+    assert (found is not None) == measurable
+  perfect = evaluate.tar_at_far(np.r_[np.zeros(10), np.ones(20)], np.arange(30) < 10, 0.1, False)
+  assert perfect == 1.0
+
+
+def test_kfold_accuracy_chooses_each_threshold_on_the_other_folds():
+  rng = np.random.default_rng(0)
+  same = np.arange(200) < 100
+  separable = evaluate.kfold_accuracy(np.where(same, 0.2, 0.8) + rng.normal(0, .01, 200), same,
+                                      higher_means_same=False)
+  assert separable["mean"] == 1.0 and separable["std"] == 0.0 and len(separable["thresholds"]) == 10
+  noise = evaluate.kfold_accuracy(rng.normal(size=2000), np.arange(2000) < 1000, True)
+  assert 0.4 < noise["mean"] < 0.6  # a threshold fitted to noise does not carry to held-out pairs
+  with pytest.raises(ValueError, match="cannot make 10 folds"):
+    evaluate.kfold_accuracy(np.zeros(5), np.ones(5, bool), True)
+
+
+def test_one_shot_identification_is_perfect_for_class_codes():
+  labels = np.repeat(np.arange(5), 4)
+  codes = np.eye(5)[labels] + np.random.default_rng(0).normal(0, 0.01, (20, 5))
+  similarity = lambda a, b: -np.linalg.norm(a - b, axis=1)
+  found = evaluate.one_shot_identification(similarity, codes, codes, labels, draws=3)
+  assert found == {"accuracy": 1.0, "std": 0.0, "queries": 15, "classes": 5, "draws": 3}

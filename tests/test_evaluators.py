@@ -76,6 +76,9 @@ EXPECTED = {
     "cross_retrieval": {"cross_precision_at_1", "cross_map_at_r"},
     "new_classes": {"seen_accuracy", "seen_roc_auc", "seen_2way", "new_accuracy", "new_roc_auc",
                     "new_2way", f"all_{CLASSES}way"},
+    "distinct_pairs": {"pairs", "roc_auc", "eer", "tar_at_far"},
+    "kfold_accuracy": {"kfold_accuracy"},
+    "identification": {"one_shot_identification"},
 }
 
 
@@ -101,6 +104,32 @@ def test_each_evaluator_gives_its_figures_on_a_tiny_run(name):
                                        "mean_average_precision_at_r", "knn_accuracy"}
   if name == "elongation":
     assert found["elongation"] >= 1.0
+
+
+def test_a_folder_context_scores_every_distinct_pair_of_its_images():
+  """predict evaluate's context: 12 classes of 5 images hold 120 same and 1650 different
+  distinct pairs; each evaluator of FOLDER_EVALUATORS reads them, and 1650 impostors measure a
+  FAR of 1e-3 while a cap of 500 does not."""
+  config = _config()
+  state = initial_state(config)
+  test = _part(CLASSES, 5, 3)
+  context = evaluators.for_folder(config, state.params, state.apply_fn, test, folds=5)
+  scores, same, drawn = context.distinct_pairs("test")
+  assert (same.sum(), (~same).sum()) == (120, 1650) and len(scores) == 1770
+  assert len({(a, b) for a, b in zip(drawn["idx_a"], drawn["idx_b"])}) == 1770
+  assert np.all(drawn["idx_a"] < drawn["idx_b"])
+  found = {}
+  for name in evaluators.FOLDER_EVALUATORS:
+    found.update(evaluators.run(name, context))
+  assert set(found["tar_at_far"]) == {"0.1", "0.01", "0.001"}
+  assert all(value is not None for value in found["tar_at_far"].values())
+  assert found["kfold_accuracy"]["pairs"] == 240 and len(found["kfold_accuracy"]["accuracies"]) == 5
+  assert found["one_shot_identification"]["queries"] == CLASSES * 4
+  capped = evaluators.for_folder(config, state.params, state.apply_fn, test, max_pairs=500)
+  figures = evaluators.run("distinct_pairs", capped)
+  assert figures["pairs"] == {"same": 120, "different": 500, "same_total": 120,
+                              "different_total": 1650}
+  assert figures["tar_at_far"]["0.001"] is None and figures["tar_at_far"]["0.01"] is not None
 
 
 def test_bce_head_reads_the_initial_head_and_the_test_logits():

@@ -86,6 +86,17 @@ def test_resize_area_takes_a_pair():
   np.testing.assert_array_equal(pixels.resize_area(images, (14, 7)), np.round(blocks))
 
 
+@pytest.mark.parametrize("source, target", [((112, 92), (48, 48)), ((92, 112), (112, 92)),
+                                            ((30, 30), (40, 40)), ((37, 53), (11, 19)),
+                                            ((105, 105), (28, 28)), ((13, 200), (50, 7))])
+def test_resize_area_gives_tensorflows_pixels_without_tensorflow(source, target):
+  """The NumPy area resize (predict's, without a TensorFlow import) is tf.image.resize's 'area',
+  pixel for pixel, down, up and mixed."""
+  images = np.random.default_rng(0).integers(0, 256, (4, *source, 3), np.uint8)
+  expected = pixels.resize_area_tf(images, target).numpy()
+  np.testing.assert_array_equal(pixels.resize_area(images, target), expected)
+
+
 def test_the_sources_resize_to_height_by_width(tmp_path):
   images, labels = files.read_idx_pair(files.SAMPLE_DIR, *files.MNIST.parts["test"], 40)
   for i, (image, label) in enumerate(zip(images, labels)):

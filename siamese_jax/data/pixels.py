@@ -65,9 +65,34 @@ def resize_area_tf(images, size):
   return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
+def _area_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+  """(first source cell [target] int, weights [target, K] float32, scale) of an area resize of
+  one axis, with TensorFlow's ResizeArea weights (the part of each cell inside the output cell)."""
+  scale = np.float32(source / target)
+  start = np.arange(target, dtype=np.float32) * scale
+  end = (np.arange(target, dtype=np.float32) + 1) * scale
+  first = np.floor(start).astype(np.int64)
+  taps = int(np.max(np.ceil(end).astype(np.int64) - first))
+  cell = (first[:, None] + np.arange(taps)[None, :]).astype(np.float32)
+  a, b = start[:, None], end[:, None]
+  weight = np.where(cell < a, np.where(cell + 1 > b, scale, cell + 1 - a),
+                    np.where(cell + 1 > b, b - cell, np.float32(1)))
+  return first, np.where(cell < np.ceil(b), weight, np.float32(0)).astype(np.float32), scale
+
+
 def resize_area(images: np.ndarray, size) -> np.ndarray:
   """uint8 images [..., h, w, C] -> [..., H, W, C] of ``size`` (an int S: S x S, or (H, W)):
-  area interpolation, aspect not kept."""
+  area interpolation, aspect not kept. NumPy, without TensorFlow (seconds to import): the pixels
+  of ``resize_area_tf``, as its float32 sums are taken in the same order (tests/test_data.py)."""
   if images.shape[-3:-1] == height_width(size):
     return images
-  return resize_area_tf(images, size).numpy()
+  (height, width), (h, w) = height_width(size), images.shape[-3:-1]
+  first_y, weight_y, scale_y = _area_taps(h, height)
+  first_x, weight_x, scale_x = _area_taps(w, width)
+  pixels = images.astype(np.float32)
+  rows = sum(np.take(pixels, np.minimum(first_x + k, w - 1), axis=-2) * weight_x[:, k, None]
+             for k in range(weight_x.shape[1]))
+  out = sum(np.take(rows, np.minimum(first_y + k, h - 1), axis=-3) * weight_y[:, k, None, None]
+            for k in range(weight_y.shape[1]))
+  out = out * (np.float32(1) / (scale_y * scale_x))
+  return np.clip(np.round(out), 0, 255).astype(np.uint8)

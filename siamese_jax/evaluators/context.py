@@ -16,9 +16,14 @@ Two protocols make one:
   (``run_keys.report_key``, folded with 0 for the validation pairs and 1 for the test pairs); a
   split with fewer images than its pairs hold is scored from each image's embedding (the same
   scores up to float rounding, for about half the work).
+
+A third, ``for_folder``, is one held-out folder as the test part (``predict evaluate``): no pairs
+are drawn with repetition there, ``distinct_pairs`` scores every distinct pair of a part instead
+(each kind capped at ``max_pairs``, sampled with ``pair_seed``).
 """
 
 import dataclasses
+import types
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -61,6 +66,9 @@ class Context:
   views: bool = True
   pairs_from_embeddings: bool = False
   unseen_test_classes: bool = False
+  max_pairs: int = 100_000
+  folds: int = 10
+  pair_seed: int = 0
   mesh: Any = None
   shared: dict = dataclasses.field(default_factory=dict)  # device data, compiled pair scorers
   cache: dict = dataclasses.field(default_factory=dict)  # these params' embeddings and scores
@@ -133,6 +141,20 @@ class Context:
                                       emb_b[drawn["idx_b"]], self.pair_scoring)
     return np.asarray(scores), drawn["same"]
 
+  def distinct_pairs(self, part: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(scores [M], same [M] bool, the drawn pairs of ``evaluate.distinct_pairs``) of every
+    distinct pair of a part's images (each kind capped at ``max_pairs``), scored from the
+    embeddings, once."""
+    def compute():
+      drawn = evaluate.distinct_pairs(getattr(self.datasets, part).labels, self.max_pairs,
+                                      self.pair_seed)
+      emb_a = self.embeddings(part, 0)
+      emb_b = emb_a if self.config.model.shared_weights else self.embeddings(part, 1)
+      scores = scoring.score_embeddings(self.apply_fn, self.params, emb_a[drawn["idx_a"]],
+                                        emb_b[drawn["idx_b"]], self.pair_scoring)
+      return np.asarray(scores), drawn["same"], drawn
+    return self._once(("distinct_pairs", part, self._views), compute)
+
   def _scorer(self, pair_source: str):
     key = ("scorer", pair_source, self.num_pairs, self._views)
     if key not in self.shared:
@@ -159,3 +181,12 @@ def for_report(config, params, apply_fn, datasets, num_pairs: int, episodes: int
                  {"validation": jax.random.fold_in(key, 0), "test": jax.random.fold_in(key, 1)},
                  num_pairs, episodes, far=config.eval.far, pairs_from_embeddings=True,
                  mesh=sharding.make_mesh(jax.devices()[:1]))
+
+
+def for_folder(config, params, apply_fn, dataset, *, max_pairs: int = 100_000, folds: int = 10,
+               seed: int = 0) -> Context:
+  """A held-out folder's context (see the module docstring): ``dataset`` (a data.LabelledImages
+  of classes never trained on) as the test part, on one device."""
+  return Context(config, params, apply_fn, types.SimpleNamespace(test=dataset),
+                 jax.random.PRNGKey(seed), {}, 0, unseen_test_classes=True, max_pairs=max_pairs,
+                 folds=folds, pair_seed=seed, mesh=sharding.make_mesh(jax.devices()[:1]))
