@@ -91,15 +91,46 @@ def main(argv):
   return 0
 
 
+def _config_argument(argv) -> str | None:
+  """The value of --config (``--config X`` or ``--config=X``) in ``argv``, else None."""
+  for i, arg in enumerate(argv[1:], start=1):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _fail(message: str):
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _last_traceback_line(message: str) -> str:
+  """The exception line at the end of a traceback's text, without its class name."""
+  lines = [line.strip() for line in message.replace("\\n", "\n").splitlines() if line.strip()]
+  last = lines[-1].strip("'\"") if lines else message
+  head, _, rest = last.partition(": ")
+  return rest if rest and head.replace(".", "").replace("_", "").isalnum() else last
+
+
 def _parse_flags(argv):
   """absl flag parsing, with a one-line error for bad flags and config overrides."""
   if any(arg in ("-h", "--help", "-?", "--helpshort") for arg in argv[1:]):
     global __doc__
     __doc__ += _config_help()
     app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)  # absl's own --help exits 1
+  config_argument = _config_argument(argv)
+  if config_argument is not None:
+    config_file = config_argument.split(":", 1)[0]
+    if not os.path.isfile(config_file):
+      _fail(f"--config {config_file!r}: no such file; pass an experiment config such as "
+            "experiments/contrastive.py (optionally :tiny)")
   try:
     return FLAGS(argv)
   except Exception as error:  # config_flags raises AttributeError/KeyError/TypeError too
+    if "Traceback (most recent call last)" in str(error):  # get_config(variant) raised
+      _fail(f"--config {config_argument}: {_last_traceback_line(str(error))}")
     message = str(error).replace("\\'", "'").replace("\\n", " ")
     if len(message) > 1 and message[0] in "'\"" and message[-1] == message[0]:
       message = message[1:-1]

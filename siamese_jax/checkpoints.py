@@ -5,15 +5,18 @@ killed mid-write leaves the previous checkpoints intact; arrays are stored as te
 and metadata as JSON, never pickled.
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import sys
+import tempfile
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from siamese_jax import config_keys, models, train
+from siamese_jax import config_keys, models, train, workdir as workdir_lib
 from siamese_jax.train import TrainState
 
 # The best checkpoint is the one with the highest ROC AUC on validation pairs (held out of the
@@ -23,6 +26,114 @@ BEST_METRIC = "val_roc_auc"
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be read into the model at hand."""
+
+
+class DamagedCheckpoint(CheckpointError):
+  """A checkpoint whose files are truncated, empty or garbled (not the model's fault); ``what``
+  says which and why, without the fix."""
+
+  def __init__(self, what: str, step: int | None = None):
+    super().__init__(f"{what}; {FIX_DAMAGED}")
+    self.what, self.step = what, step
+
+
+# The JSON files orbax writes into a checkpoint (relative to its folder), with those of every
+# process's array metadata; the state's arrays themselves (OCDBT) are checked by reading them.
+JSON_FILES = ("_CHECKPOINT_METADATA", "metrics/metrics", "progress/metadata", "state/_METADATA",
+              "state/_sharding")
+REQUIRED_FILES = ("progress/metadata", "state/_METADATA")
+FIX_DAMAGED = ("pass --config.train.overwrite=True to train afresh, or train into another "
+               "--workdir")
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+def damage(step_dir: pathlib.Path) -> str | None:
+  """Why checkpoint folder ``step_dir`` cannot be read ("an empty folder", "progress/metadata is
+  not JSON (...)", ...), or None when its JSON files read (its arrays are not read here)."""
+  if not any(step_dir.iterdir()):
+    return "an empty folder"
+  for name in REQUIRED_FILES:
+    if not (step_dir / name).is_file():
+      return f"{name} is missing"
+  files = [step_dir / name for name in JSON_FILES]
+  files += sorted((step_dir / "state" / "array_metadatas").glob("*"))
+  for path in files:
+    if path.is_file():
+      try:
+        json.loads(path.read_bytes().decode("utf-8"))
+      except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return f"{path.relative_to(step_dir)} is not JSON ({_first_line(error)})"
+  return None
+
+
+def damaged_steps(directory) -> dict[int, str]:
+  """{step: why} of the checkpoint folders in ``directory`` that cannot be read (see damage)."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return {}
+  found = {}
+  for path in directory.iterdir():
+    if path.name.isdigit() and path.is_dir():
+      reason = damage(path)
+      if reason:
+        found[int(path.name)] = reason
+  return found
+
+
+def _set_aside(step_dir: pathlib.Path, aside: pathlib.Path) -> pathlib.Path:
+  aside.mkdir(parents=True, exist_ok=True)
+  target, n = aside / step_dir.name, 1
+  while target.exists():
+    target, n = aside / f"{step_dir.name}.{n}", n + 1
+  step_dir.rename(target)
+  return target
+
+
+def set_aside_damaged(directory, aside) -> list[str]:
+  """Before a resumed run lists ``directory``'s checkpoints: removes its empty step folders and
+  moves its damaged ones (see damage) into ``aside`` (kept for inspection, out of orbax's way, so
+  the run resumes from the newest good one and saves those steps again); returns one line for
+  each. CheckpointError (one line) when no checkpoint in it is good."""
+  directory, aside = pathlib.Path(directory), pathlib.Path(aside)
+  damaged = damaged_steps(directory)
+  good = [p for p in directory.iterdir() if p.name.isdigit() and p.is_dir()
+          and int(p.name) not in damaged] if directory.is_dir() else []
+  real = {step: why for step, why in damaged.items() if why != "an empty folder"}
+  if real and not good:
+    listed = "; ".join(f"checkpoint {step}: {why}" for step, why in sorted(real.items()))
+    raise DamagedCheckpoint(f"{directory}: no readable checkpoint ({listed})")
+  lines = []
+  for step, why in sorted(damaged.items(), reverse=True):
+    step_dir = directory / str(step)
+    if why == "an empty folder":
+      step_dir.rmdir()
+      lines.append(f"{step_dir} was an empty folder, not a checkpoint: removed and ignored")
+    else:
+      lines.append(f"checkpoint {step} in {directory} is damaged ({why}): moved to "
+                   f"{_set_aside(step_dir, aside)}; resuming from the previous one")
+  return lines
+
+
+def restore_latest_good(manager: ocp.CheckpointManager, state: TrainState, aside,
+                        say=print):
+  """(state, progress) of the newest checkpoint in ``manager`` whose arrays read, after moving
+  any newer one whose arrays do not into ``aside`` (with a ``say`` line each); None when
+  ``manager`` holds none. CheckpointError when none is readable or they are of another model."""
+  while (step := manager.latest_step()) is not None:
+    try:
+      return restore(manager, state, step)
+    except DamagedCheckpoint as error:
+      if len(manager.all_steps()) == 1:
+        raise
+      directory = pathlib.Path(str(manager.directory))
+      moved = _set_aside(directory / str(step), pathlib.Path(aside))
+      say(f"warning: {error.what}: moved to {moved}; resuming from the previous one")
+      manager.reload()
+  return None
 
 
 def make_manager(directory: str, keep_last: int = 3,
@@ -66,25 +177,37 @@ def save(manager: ocp.CheckpointManager, state: TrainState, metrics: dict | None
 
 
 def restore(manager: ocp.CheckpointManager, state: TrainState, step: int | None = None,
-            fix: str = "use the config it was trained with, or another --workdir"):
+            fix: str = "use the config it was trained with, or another --workdir", where=None):
   """(state, progress) of checkpoint ``step`` (default: the latest), into ``state``'s layout.
 
-  A checkpoint of another model raises CheckpointError; ``fix`` is what its message tells
-  the user to do."""
+  A checkpoint of another model raises CheckpointError, a damaged one DamagedCheckpoint; ``fix``
+  is what its message tells the user to do, ``where`` the folder it names (default: the
+  manager's)."""
   epoch = manager.latest_step() if step is None else step
+  where = where or manager.directory
   target = _savable(state)
   try:
     restored = manager.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), progress=ocp.args.JsonRestore()))
   except (ValueError, KeyError, TypeError, FileNotFoundError) as error:
     first_line = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+    if _is_damage(error):
+      raise DamagedCheckpoint(f"checkpoint {epoch} in {where} is damaged "
+                              f"({first_line})", epoch) from None
     raise CheckpointError(
-        f"checkpoint {epoch} in {manager.directory} does not fit this model ({first_line}); "
+        f"checkpoint {epoch} in {where} does not fit this model ({first_line}); "
         f"{fix}") from None
   saved = restored["state"]
   new_state = state.replace(params=saved["params"], opt_state=saved["opt_state"],
                             step=saved["step"])
   return new_state, restored["progress"]
+
+
+def _is_damage(error: BaseException) -> bool:
+  """Whether an orbax/tensorstore read failed on the files rather than on the model's layout."""
+  return (isinstance(error, (UnicodeDecodeError, json.JSONDecodeError))
+          or any(word in str(error) for word in ("DATA_LOSS", "Invalid JSON", "Error reading",
+                                                  "Error decoding")))
 
 
 # Native image sizes, for runs whose config.json and summary.json do not say which size trained.
@@ -96,10 +219,13 @@ def read_progress(manager: ocp.CheckpointManager, step: int) -> dict:
   return manager.restore(step, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))["progress"]
 
 
-def epoch_steps(manager: ocp.CheckpointManager) -> dict[int, int]:
-  """{epoch: step} of the end-of-epoch checkpoints in ``manager`` (not a preempted run's)."""
+def epoch_steps(manager: ocp.CheckpointManager, skip=()) -> dict[int, int]:
+  """{epoch: step} of the end-of-epoch checkpoints in ``manager`` (not a preempted run's), but
+  those of the steps in ``skip`` (damaged ones)."""
   found = {}
   for step in manager.all_steps():
+    if step in skip:
+      continue
     progress = read_progress(manager, step)
     if not progress.get("next_call"):
       found[int(progress["epoch"])] = step
@@ -156,6 +282,24 @@ def _reader(directory: pathlib.Path) -> ocp.CheckpointManager:
       "state": ocp.StandardCheckpointHandler(), "progress": ocp.JsonCheckpointHandler()})
 
 
+@contextlib.contextmanager
+def _reading(directory: pathlib.Path):
+  """Yields (a reader manager of ``directory``'s good checkpoints, {step: why} of its damaged
+  ones): orbax reads every checkpoint's metrics when it opens a folder, so where some are damaged
+  (see damage) it opens a temporary folder of links to the others, leaving the run's untouched."""
+  damaged = damaged_steps(directory)
+  with contextlib.ExitStack() as stack:
+    view = directory
+    if damaged:
+      view = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="checkpoints-")))
+      for path in directory.iterdir():
+        if path.name.isdigit() and path.is_dir() and int(path.name) not in damaged:
+          (view / path.name).symlink_to(path.resolve(), target_is_directory=True)
+    manager = _reader(view)
+    stack.callback(manager.close)
+    yield manager, damaged
+
+
 def _saved_param_shapes(manager: ocp.CheckpointManager, epoch: int) -> dict[str, tuple]:
   """{"encoder/Dense_0/kernel": shape} of checkpoint ``epoch``'s params, from metadata only."""
   tree = manager.item_metadata(epoch)["state"]
@@ -185,6 +329,9 @@ def _read_run_config(workdir: pathlib.Path) -> tuple[ml_collections.ConfigDict, 
   """(config from config.json with lists as tuples, summary.json or {}) of a run's workdir."""
   if not workdir.is_dir():
     raise CheckpointError(f"{workdir}: no such folder; {PASS_A_RUN}")
+  if not workdir_lib.is_utf8(workdir.resolve()):  # tensorstore reads UTF-8 paths only
+    raise CheckpointError(f"{str(workdir)!r}: its name is not UTF-8, which orbax cannot read; "
+                          "rename the folder (or a link to it) in UTF-8")
   config_path = workdir / "config.json"
   if not config_path.is_file():
     raise CheckpointError(f"{config_path} not found, so the model is unknown; {PASS_A_RUN}")
@@ -238,11 +385,8 @@ def describe_checkpoint(workdir, step: int) -> dict:
   ``load_trained`` reads them)."""
   workdir = pathlib.Path(workdir).expanduser()
   config, summary = _read_run_config(workdir)
-  manager = _reader(workdir / "checkpoints")
-  try:
+  with _reading(workdir / "checkpoints") as (manager, _):
     progress = read_progress(manager, step)
-  finally:
-    manager.close()
   return {"epoch": int(progress["epoch"]), "image_shape": _image_shape(config, summary, progress)}
 
 
@@ -269,30 +413,58 @@ def load_trained(workdir, epoch: int | str | None = None
       f"main.py --workdir {workdir} ...) or {PASS_A_RUN}")
   if not checkpoint_dir.is_dir():
     raise no_checkpoints
-  manager = _reader(checkpoint_dir)
-  try:
-    epochs = epoch_steps(manager)
+  with _reading(checkpoint_dir) as (manager, damaged):
+    for step, why in sorted(damaged.items(), reverse=True):
+      _warn(f"checkpoint {step} in {checkpoint_dir} is damaged ({why}); using the newest good "
+            "one")
+    epochs = epoch_steps(manager, skip=damaged)
     if not epochs:
+      if damaged:
+        raise DamagedCheckpoint(f"{checkpoint_dir}: no readable checkpoint (checkpoint "
+                                f"{max(damaged)}: {damaged[max(damaged)]})")
       raise no_checkpoints
-    if epoch == "best":
-      epoch = best_epoch(manager, epochs)
-    epoch = max(epochs) if epoch in (None, "latest") else epoch
-    if epoch not in epochs:
-      raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
-                            f"{', '.join(map(str, sorted(epochs)))}, best or latest")
-    step = epochs[epoch]
+    while True:
+      try:
+        return config, _restore_epoch(manager, config, summary, workdir, epochs, epoch)
+      except DamagedCheckpoint as error:
+        if epoch not in (None, "latest", "best") or len(epochs) == 1:
+          raise
+        _warn(f"{error.what}; using the newest good one")
+        epochs = {e: s for e, s in epochs.items() if s != error.step}
+
+
+def _warn(message: str) -> None:
+  print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _restore_epoch(manager, config, summary: dict, workdir: pathlib.Path, epochs: dict[int, int],
+                   epoch) -> TrainState:
+  """The state of ``epoch`` (a number, "best", "latest" or None) among ``epochs`` {epoch: step}
+  (see load_trained); fills config.model.num_classes and data.image_size."""
+  checkpoint_dir = workdir / "checkpoints"
+  if epoch == "best":
+    epoch = best_epoch(manager, epochs)
+  epoch = max(epochs) if epoch in (None, "latest") else epoch
+  if epoch not in epochs:
+    raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "
+                          f"{', '.join(map(str, sorted(epochs)))}, best or latest")
+  step = epochs[epoch]
+  try:
     saved = _saved_param_shapes(manager, step)
-    if config.model.head in models.CLASSIFIER_HEADS and not config.model.num_classes:
-      # runs saved before num_classes was filled in before config.json was written
-      config.model.num_classes = saved.get("classifier/kernel", (None,))[-1]
-    config_path = workdir / "config.json"
-    fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
-           "config.json and checkpoints/ together)")
-    state = _abstract_state(config, summary, read_progress(manager, step), config_path)
-    # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
-    check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
-                      f"{checkpoint_dir}", fix)
-    state, _ = restore(manager, state, step, fix=fix)
-  finally:
-    manager.close()
-  return config, state
+    progress = read_progress(manager, step)
+  except (ValueError, KeyError, TypeError) as error:
+    if _is_damage(error):
+      raise DamagedCheckpoint(f"checkpoint {step} in {checkpoint_dir} is damaged "
+                              f"({_first_line(error)})", step) from None
+    raise
+  if config.model.head in models.CLASSIFIER_HEADS and not config.model.num_classes:
+    # runs saved before num_classes was filled in before config.json was written
+    config.model.num_classes = saved.get("classifier/kernel", (None,))[-1]
+  config_path = workdir / "config.json"
+  fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
+         "config.json and checkpoints/ together)")
+  state = _abstract_state(config, summary, progress, config_path)
+  # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
+  check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
+                    f"{checkpoint_dir}", fix)
+  return restore(manager, state, step, fix=fix, where=checkpoint_dir)[0]

@@ -35,8 +35,7 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or inf; the last good checkpoint is kept."""
 
 
-class Preempted(RuntimeError):
-  """A SIGTERM arrived; the run was checkpointed and can be resumed by rerunning it."""
+Preempted = preemption.Preempted  # SIGTERM or SIGINT: checkpointed, rerun to resume
 
 
 def _say(message: str) -> None:
@@ -61,8 +60,14 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
   """Trains ``config`` into ``workdir`` and returns the summary (also in summary.json).
 
   In a multi-process run (``jax.distributed``) every process calls it; process 0 writes the
-  files and returns the summary, the others return None."""
+  files and returns the summary, the others return None. SIGTERM and SIGINT anywhere in it raise
+  ``Preempted`` (see siamese_jax.preemption); rerunning resumes."""
   workdir = pathlib.Path(workdir)
+  with preemption.stop_requests(str(workdir / "checkpoints")) as stops:
+    return _train_and_evaluate(config, workdir, stops)
+
+
+def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopRequests):
   started = time.time()
   config_checks.validate(config)
   for warning in config_checks.unused_keys(config):
@@ -91,11 +96,17 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
                                    datasets.train.num_classes, weights.initializer(config.model))
   state = sharding.put_replicated(state, mesh)
 
+  if resume and workdir_lib.is_primary():  # before orbax lists them: one line for each
+    for line in checkpoints.set_aside_damaged(workdir / "checkpoints",
+                                              workdir / "damaged_checkpoints"):
+      _say(f"warning: {line}")
   manager = checkpoints.make_manager(str(workdir / "checkpoints"), config.train.checkpoints_to_keep,
                                      asynchronous=True)
   progress = {"epoch": 0, "next_call": 0, "history": [], "train_seconds": 0.0, "partial": None}
-  if resume and manager.latest_step() is not None:
-    state, progress = checkpoints.restore(manager, state)
+  restored = checkpoints.restore_latest_good(manager, state, workdir / "damaged_checkpoints",
+                                             say=_say) if resume else None
+  if restored is not None:
+    state, progress = restored
     state = sharding.put_replicated(state, mesh)
     progress = {"next_call": 0, "partial": None, **progress}
     if workdir_lib.is_primary():  # epochs after the checkpoint run again: drop their lines
@@ -127,7 +138,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
 
   bar = tqdm.tqdm(total=schedule.total_steps, initial=int(state.step), unit="step",
                   dynamic_ncols=True, desc="train", disable=not workdir_lib.is_primary())
-  with preemption.sigterm_requests_stop() as stop_requested:
+  stops.phase = "training"
+  with stops.deferred() as stop_requested:
     for epoch in range(progress["epoch"], config.train.epochs):
       epoch_key = jax.random.fold_in(train_key, epoch)
       first_call = progress["next_call"] if epoch == progress["epoch"] else 0
@@ -165,8 +177,8 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
               "train_seconds": train_seconds, "partial": metric_averages.to_json(averages)})
           manager.wait_until_finished()
           bar.close()
-          raise Preempted(f"stopped by SIGTERM at step {int(state.step)} (epoch {epoch + 1}) and "
-                          f"checkpointed in {workdir / 'checkpoints'}; rerun the same command to "
+          raise Preempted(f"stopped by {stops.signal_name} at step {int(state.step)} (epoch "
+                          f"{epoch + 1}) and checkpointed in {workdir / 'checkpoints'}; rerun the same command to "
                           "resume")
       averages = take_metrics(*pending, averages)
       jax.block_until_ready(state)
@@ -196,10 +208,15 @@ def train_and_evaluate(config, workdir: str) -> dict | None:
       if stop_requested.is_set() and epoch + 1 < config.train.epochs:
         manager.wait_until_finished()
         bar.close()
-        raise Preempted(f"stopped by SIGTERM after epoch {epoch + 1}, checkpointed in "
+        raise Preempted(f"stopped by {stops.signal_name} after epoch {epoch + 1}, checkpointed in "
                         f"{workdir / 'checkpoints'}; rerun the same command to resume")
   bar.close()
   writer.close()
+  if stop_requested.is_set():  # during the last epoch: its checkpoint is what a rerun evaluates
+    manager.wait_until_finished()
+    raise Preempted(f"stopped by {stops.signal_name} after the last epoch, checkpointed in "
+                    f"{workdir / 'checkpoints'}; rerun the same command to evaluate it")
+  stops.phase = "the final evaluation"
   # The plots are drawn on one worker thread while this one scores, calibrates and summarises.
   plotter = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plots")
   plot_jobs = [latent.start_drawing(plotter)]

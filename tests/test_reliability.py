@@ -6,20 +6,25 @@ them by marker. Bad command-line flags are tested once, in test_main.py.
 """
 
 import json
+import os
 import pathlib
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
 import numpy as np
+import PIL.Image
 import orbax.checkpoint as ocp
 import pytest
 from hypothesis import given, strategies as st
 
 from experiments import contrastive
-from siamese_jax import checkpoints, config_checks, experiment, idx, models, train
+from siamese_jax import (checkpoints, config_checks, evaluators, experiment, idx, models, train,
+                         workdir as workdir_lib)
+from siamese_jax.data import protocol
 from tests.helpers import REPO_ROOT, main_command, repo_env, tiny_config
 
 
@@ -251,3 +256,213 @@ def test_bad_input_fuzzed_idx_bytes_fail_cleanly_or_round_trip(raw):
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3]))
     assert array.shape == shape and array.dtype.isnative
     assert array.astype(array.dtype.newbyteorder(">")).tobytes() == raw[4 + 4 * raw[3]:]
+
+
+# ----------------------------------------------------- damaged run folders and signals (issue 27)
+
+@pytest.fixture
+def saved_run(tmp_path, tfds_dir):
+  """A run folder as two epochs of ``tiny`` leave it, without training (seconds): config.json and
+  the checkpoints of epoch 1 (step 6, the best) and epoch 2 (step 12)."""
+  config = tiny(tfds_dir)
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(config.to_json_best_effort())
+  tx = train.optimizer_from_config(config, total_steps=12)
+  state = train.create_train_state(jax.random.key(0), models.build_model(config.model),
+                                   [28, 28, 1], tx)
+  manager = checkpoints.make_manager(str(workdir / "checkpoints"))
+  history = []
+  for epoch, step, auc in ((1, 6, 0.9), (2, 12, 0.8)):
+    history.append({"epoch": epoch, "step": step, "val_roc_auc": auc})
+    checkpoints.save(manager, state.replace(step=step), {"val_roc_auc": auc}, {
+        "epoch": epoch, "next_call": 0, "history": list(history), "image_shape": [28, 28, 1],
+        "train_seconds": 0.0, "partial": None})
+  manager.close()
+  return workdir
+
+
+DAMAGES = {"truncated": lambda raw: raw[:len(raw) // 2], "emptied": lambda raw: b"",
+           "garbled": lambda raw: b"\xff\xfe" + raw[2:]}
+CHECKPOINT_FILES = ["progress/metadata", "state/_METADATA", "state/_sharding", "metrics/metrics",
+                    "state/array_metadatas/process_0", "_CHECKPOINT_METADATA", "state/manifest.ocdbt"]
+
+
+def damage(workdir, step, name, how):
+  path = pathlib.Path(workdir) / "checkpoints" / str(step) / name
+  path.write_bytes(DAMAGES[how](path.read_bytes()))
+
+
+def one_line(text: str) -> str:
+  lines = [line for line in text.splitlines() if line.strip()]
+  assert len(lines) == 1, text
+  return lines[0]
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("how", sorted(DAMAGES))
+@pytest.mark.parametrize("name", CHECKPOINT_FILES)
+def test_fault_damaged_latest_checkpoint_loads_the_previous_one(saved_run, name, how, capsys):
+  damage(saved_run, 12, name, how)
+  _, state = checkpoints.load_trained(saved_run, "latest")
+  assert int(state.step) == 6
+  warning = one_line(capsys.readouterr().err)
+  assert warning.startswith("warning: checkpoint 12 in ") and "damaged" in warning
+
+
+@pytest.mark.fault
+def test_fault_every_checkpoint_damaged_is_one_line(saved_run):
+  damage(saved_run, 6, "progress/metadata", "garbled")
+  damage(saved_run, 12, "state/_METADATA", "emptied")
+  for epoch in ("best", "latest"):
+    with pytest.raises(checkpoints.CheckpointError, match="no readable checkpoint") as error:
+      checkpoints.load_trained(saved_run, epoch)
+    assert "\n" not in str(error.value) and "overwrite=True" in str(error.value)
+
+
+@pytest.mark.fault
+def test_fault_predict_and_export_fall_back_from_a_damaged_checkpoint(saved_run, tmp_path):
+  damage(saved_run, 6, "state/_METADATA", "truncated")  # the best one
+  image = tmp_path / "digit.png"
+  PIL.Image.fromarray(np.zeros((28, 28), np.uint8)).save(image)
+  for command in (["predict", "embed", "--workdir", str(saved_run), "--out",
+                   str(tmp_path / "e.npz"), str(image)],
+                  ["export", "--workdir", str(saved_run), "--out", str(tmp_path / "out"),
+                   "--no_saved_model"]):
+    done = subprocess.run([sys.executable, "-m", f"siamese_jax.{command[0]}", *command[1:]],
+                          cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "warning: checkpoint 6 in " in done.stderr and "damaged" in done.stderr
+
+
+@pytest.mark.fault
+def test_fault_resume_sets_damaged_and_stray_checkpoints_aside(saved_run):
+  damage(saved_run, 12, "progress/metadata", "emptied")
+  (saved_run / "checkpoints" / "999999").mkdir()
+  aside = saved_run / "damaged_checkpoints"
+  lines = checkpoints.set_aside_damaged(saved_run / "checkpoints", aside)
+  assert len(lines) == 2 and "999999" in lines[0] and "removed and ignored" in lines[0]
+  assert "checkpoint 12" in lines[1] and "resuming from the previous one" in lines[1]
+  assert sorted(p.name for p in (saved_run / "checkpoints").iterdir()) == ["6"]
+  assert (aside / "12" / "state").is_dir()  # kept for inspection
+
+
+@pytest.mark.fault
+def test_fault_resume_with_damaged_arrays_restores_the_previous_checkpoint(saved_run, tfds_dir):
+  damage(saved_run, 12, "state/manifest.ocdbt", "garbled")
+  config = tiny(tfds_dir)
+  state = train.create_train_state(jax.random.key(1), models.build_model(config.model),
+                                   [28, 28, 1], train.optimizer_from_config(config, 12))
+  said = []
+  manager = checkpoints.make_manager(str(saved_run / "checkpoints"))
+  restored, progress = checkpoints.restore_latest_good(
+      manager, state, saved_run / "damaged_checkpoints", say=said.append)
+  manager.close()
+  assert int(restored.step) == 6 and progress["epoch"] == 1
+  assert len(said) == 1 and "checkpoint 12" in said[0] and "moved to" in said[0]
+
+
+@pytest.mark.fault
+def test_fault_every_checkpoint_damaged_refuses_to_resume(saved_run):
+  damage(saved_run, 6, "state/_METADATA", "emptied")
+  damage(saved_run, 12, "state/_METADATA", "emptied")
+  with pytest.raises(checkpoints.CheckpointError, match="no readable checkpoint"):
+    checkpoints.set_aside_damaged(saved_run / "checkpoints", saved_run / "damaged_checkpoints")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "", "\xff"])
+def test_bad_input_unreadable_config_json_refuses_to_resume(saved_run, tfds_dir, text):
+  (saved_run / "config.json").write_bytes(text.encode("latin-1"))
+  with pytest.raises(config_checks.ConfigError, match="config.json is not a run's config") as error:
+    workdir_lib.prepare(tiny(tfds_dir), saved_run)
+  assert "\n" not in str(error.value) and "overwrite=True" in str(error.value)
+  assert workdir_lib.prepare(tiny(tfds_dir, overwrite=True), saved_run) is False  # afresh
+
+
+@pytest.mark.bad_input
+def test_bad_input_missing_config_json_with_checkpoints_refuses_to_resume(saved_run, tfds_dir):
+  (saved_run / "config.json").unlink()
+  with pytest.raises(config_checks.ConfigError, match="config.json is missing"):
+    workdir_lib.prepare(tiny(tfds_dir), saved_run)
+
+
+@pytest.mark.fault
+def test_fault_checkpoints_that_is_a_file_is_refused_before_training(saved_run, tfds_dir):
+  shutil.rmtree(saved_run / "checkpoints")
+  (saved_run / "checkpoints").write_text("not a folder")
+  with pytest.raises(config_checks.ConfigError, match="checkpoints is a file"):
+    experiment.train_and_evaluate(tiny(tfds_dir), str(saved_run))
+
+
+@pytest.mark.bad_input
+def test_bad_input_workdir_name_not_utf8_is_one_line(tmp_path, tfds_dir):
+  workdir = pathlib.Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9"))
+  with pytest.raises(config_checks.ConfigError, match="not UTF-8"):
+    workdir_lib.prepare(tiny(tfds_dir), workdir)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("config,message", [
+    ("experiments/nonexistent.py", "no such file"),
+    ("experiments/contrastive.py:nosuch", "unknown config variant 'nosuch'")])
+def test_bad_input_config_file_is_one_line(config, message):
+  done = subprocess.run([sys.executable, "main.py", "--config", config], cwd=REPO_ROOT,
+                        env=repo_env(), capture_output=True, text=True, timeout=120)
+  line = one_line(done.stderr)
+  assert done.returncode == 2 and line.startswith("error: --config ") and message in line
+  assert "Traceback" not in line and "File " not in line
+
+
+def signal_at(monkeypatch, module, name, signum=signal.SIGTERM):
+  """``module.name`` sends this process ``signum`` before doing what it does."""
+  original = getattr(module, name)
+
+  def sending(*args, **kwargs):
+    os.kill(os.getpid(), signum)
+    return original(*args, **kwargs)
+  monkeypatch.setattr(module, name, sending)
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_fault_signal_during_data_preparation_stops_cleanly(tmp_path, tfds_dir, monkeypatch,
+                                                            signum):
+  signal_at(monkeypatch, protocol, "load_datasets", signum)
+  with pytest.raises(experiment.Preempted, match="during data preparation"):
+    experiment.train_and_evaluate(tiny(tfds_dir), str(tmp_path / "run"))
+  assert signal.getsignal(signal.SIGTERM) is not experiment.preemption.StopRequests.handle
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_fault_sigterm_during_final_evaluation_stops_and_a_rerun_completes(tmp_path, tfds_dir,
+                                                                          monkeypatch):
+  workdir = tmp_path / "run"
+  with monkeypatch.context() as patch:
+    signal_at(patch, evaluators, "summary_figures")
+    with pytest.raises(experiment.Preempted, match="during the final evaluation"):
+      experiment.train_and_evaluate(tiny(tfds_dir), str(workdir))
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "6"]
+  summary = experiment.train_and_evaluate(tiny(tfds_dir), str(workdir))
+  assert summary["epochs"] == 2 and summary["steps"] == 12
+
+
+@pytest.mark.fault
+@pytest.mark.slow
+def test_fault_sigterm_early_in_main_exits_0_and_a_rerun_completes(tmp_path, tfds_dir):
+  workdir = tmp_path / "run"
+  command = main_command(workdir, tfds_dir, "--config.train.epochs=1")
+  command[3] += ":tiny"
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=repo_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  assert process.stdout.readline().startswith("backend ")  # data preparation starts
+  process.send_signal(signal.SIGTERM)
+  _, stderr = process.communicate(timeout=300)
+  assert process.returncode == 0, stderr[-2000:]
+  assert stderr.strip().splitlines()[-1].startswith("preempted: stopped by SIGTERM")
+  done = subprocess.run(command, cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True,
+                        timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert json.loads((workdir / "summary.json").read_text())["epochs"] == 1
