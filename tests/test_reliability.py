@@ -138,6 +138,13 @@ def test_fault_checkpoint_from_another_model_is_a_clear_error(tmp_path, tfds_dir
   foreign = tmp_path / "foreign"
   foreign.mkdir()
   shutil.copytree(trained / "checkpoints", foreign / "checkpoints")
+  # Without a config.json the checkpoints' config is unknown: refused before any restore.
+  with pytest.raises(config_checks.ConfigError, match="config.json is missing"):
+    experiment.train_and_evaluate(other, str(foreign))
+  # A config.json that claims this model beside checkpoints of another: the restore names it.
+  saved = json.loads((trained / "config.json").read_text())
+  saved["model"]["encoder"] = "mlp_2d"
+  (foreign / "config.json").write_text(json.dumps(saved))
   with pytest.raises(checkpoints.CheckpointError, match="does not fit this model"):
     experiment.train_and_evaluate(other, str(foreign))
 
