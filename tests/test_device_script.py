@@ -21,18 +21,13 @@ import device_tests  # noqa: E402
 import omniglot_zips  # noqa: E402
 
 
-@pytest.mark.parametrize("size_in,size_out", [(105, 28), (105, 105), (64, 32), (10, 3)])
-def test_area_weights_average_each_output_pixel_over_its_share_of_the_input(size_in, size_out):
-  weights = omniglot_zips.area_weights(size_in, size_out)
-  np.testing.assert_allclose(weights.sum(1), 1.0)
-  np.testing.assert_allclose(weights.sum(0), size_out / size_in)
-
-
 def test_resize_area_by_a_whole_factor_is_the_block_mean_rounded():
-  images = np.random.default_rng(0).integers(0, 256, (3, 8, 8), dtype=np.uint8)
-  expected = np.round(images.reshape(3, 4, 2, 4, 2).astype(np.float64).mean((2, 4)))
-  np.testing.assert_array_equal(omniglot_zips.resize_area(images, 4), expected.astype(np.uint8))
-  assert omniglot_zips.resize_area(images, 8) is images
+  """The resize the zips' reader uses (the library's NumPy one, no TensorFlow on the device)."""
+  from siamese_jax.data import pixels
+  images = np.random.default_rng(0).integers(0, 256, (3, 8, 8, 1), dtype=np.uint8)
+  expected = np.round(images.reshape(3, 4, 2, 4, 2, 1).astype(np.float64).mean((2, 4)))
+  np.testing.assert_array_equal(pixels.resize_area(images, 4), expected.astype(np.uint8))
+  assert pixels.resize_area(images, 8) is images
 
 
 @pytest.mark.slow  # prepares a tfds dataset from the zip (TensorFlow)

@@ -4,9 +4,9 @@ with TensorFlow.
 
 ``load_split(folder, split, image_size)`` gives what ``siamese_jax.data.load("omniglot", split,
 image_size=...)`` gives (the same LabelledImages fields, labels, alphabets and class names) from
-``siamese_jax.data.files.read_omniglot_zip``, PIL's PNG decoder and an area resize in NumPy. Two
-differences: the drawings come in file order, not tfds's shuffled order, and a resized pixel can
-differ from TensorFlow's by one grey level (float rounding). ``omniglot_from_zips(folder)`` routes
+``siamese_jax.data.files.read_omniglot_zip``, PIL's PNG decoder and the library's NumPy area
+resize (``pixels.resize_area``: TensorFlow's pixels). One difference: the drawings come in file
+order, not tfds's shuffled order. ``omniglot_from_zips(folder)`` routes
 the run's Omniglot loads here for the duration of a ``with`` block.
 """
 
@@ -21,25 +21,6 @@ from siamese_jax import data
 from siamese_jax.data import files, pixels
 
 
-def area_weights(size_in: int, size_out: int) -> np.ndarray:
-  """[size_out, size_in] float64: output pixel i averages input pixels over [i s, (i+1) s), s =
-  size_in / size_out, each weighted by its overlap (TensorFlow's and PIL's "area" / "box")."""
-  scale = size_in / size_out
-  starts = np.arange(size_out)[:, None] * scale
-  pixel = np.arange(size_in)[None, :]
-  overlap = np.clip(np.minimum(starts + scale, pixel + 1) - np.maximum(starts, pixel), 0, None)
-  return overlap / scale
-
-
-def resize_area(images: np.ndarray, size: int) -> np.ndarray:
-  """uint8 [N, H, W] -> uint8 [N, size, size], area interpolation, rounded to nearest."""
-  if images.shape[1:] == (size, size):
-    return images
-  rows, cols = area_weights(images.shape[1], size), area_weights(images.shape[2], size)
-  resized = rows @ images.astype(np.float64) @ cols.T  # [size, H] @ [N, H, W] @ [W, size]
-  return np.clip(np.round(resized), 0, 255).astype(np.uint8)
-
-
 def load_split(folder, split: str, image_size: int | None = None) -> data.LabelledImages:
   """Omniglot ``split`` ("train", "test", "small1", "small2") from ``folder``'s official zip:
   images uint8 [N, S, S, 1] (white 255 background), labels renumbered 0..C-1 in global order."""
@@ -47,7 +28,7 @@ def load_split(folder, split: str, image_size: int | None = None) -> data.Labell
   drawings = files.read_omniglot_zip(path)
   images = np.stack([np.asarray(PIL.Image.open(io.BytesIO(d.png)).convert("L"))
                      for d in drawings])
-  images = resize_area(images, image_size or files.OMNIGLOT_IMAGE_SIZE)[..., None]
+  images = pixels.resize_area(images[..., None], image_size or files.OMNIGLOT_IMAGE_SIZE)
   classes, labels = np.unique([d.label for d in drawings], return_inverse=True)
   alphabet_names, alphabets = np.unique([d.alphabet for d in drawings], return_inverse=True)
   _, first_of_class = np.unique(labels, return_index=True)
