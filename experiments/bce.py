@@ -5,6 +5,5 @@ from experiments import default
 
 def get_config(arg=None):
   config = default.get_config()
-  config.model.head = "abs_diff"
-  config.loss.name = "bce"
+  config.loss.name = "bce"  # model.head follows it: abs_diff, its first head
   return default.with_variant(config, arg)

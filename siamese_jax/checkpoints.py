@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from siamese_jax import config_keys, models, train, workdir as workdir_lib
+from siamese_jax import config_keys, losses, models, train, workdir as workdir_lib
 from siamese_jax.train import TrainState
 
 # The best checkpoint is the one with the highest ROC AUC on validation pairs (held out of the
@@ -373,8 +373,16 @@ def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) 
     raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
   image_shape = _image_shape(config, summary, progress)
   config.data.image_size = image_shape[0] if image_shape[0] == image_shape[1] else image_shape[:2]
-  abstract = jax.eval_shape(lambda key: train.create_train_state(key, model, image_shape, tx),
-                            jax.random.key(0))
+  # The objective's learned parameters (proxies, class weights: params["loss"]) are part of
+  # the saved state, sized by the model.num_classes the run saved in its config.json.
+  spec = (train.loss_spec_from_config(config)
+          if config.loss.name in losses.OBJECTIVES and losses.OBJECTIVES[config.loss.name].params
+          else None)
+  if spec is not None and not config.model.num_classes:
+    raise CheckpointError(f"{where}: loss.name={config.loss.name!r} learns a parameter per class "
+                          f"but model.num_classes is not set; {PASS_A_RUN}")
+  abstract = jax.eval_shape(lambda key: train.create_train_state(
+      key, model, image_shape, tx, spec, config.model.num_classes), jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)

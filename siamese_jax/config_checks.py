@@ -258,7 +258,8 @@ def unused_keys(config) -> list[str]:
   """One line for each model.* or loss.* key set away from its default that the chosen model or
   loss does not read (it would have no effect)."""
   defaults = config_keys.get_config()
-  model_reads = models.keys_read(config.model)
+  model_reads = models.keys_read(config.model) | (
+      {"num_classes"} if train.needs_num_classes(config) else set())
   loss_reads = {"name"} | set(losses.OBJECTIVES[config.loss.name].reads)
   found = []
   for section, reads, chosen in (
@@ -296,6 +297,10 @@ def validate_against_data(config, datasets, batch_spec) -> None:
   train_set = datasets.train
   counts = np.bincount(train_set.labels, minlength=train_set.num_classes)
   size = len(train_set.labels)
+  classes = config.model.num_classes
+  _require(not (train.needs_num_classes(config) and classes and classes < train_set.num_classes),
+           f"model.num_classes={classes} is fewer than the {train_set.num_classes} training "
+           "classes; leave it unset (None: the data's)")
   _require(batch_spec.examples <= size,
            f"train.batch_size={batch_spec.examples} is larger than the {size} training images; "
            "use a smaller batch")

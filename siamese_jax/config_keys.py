@@ -82,7 +82,8 @@ KEYS = (
         "never trained on (Omniglot)"),
     # model
     Key("model.encoder", "keras_mlp", "the shared tower"),
-    Key("model.head", "distance", "how the two embeddings of a pair become a score"),
+    Key("model.head", "distance", "how the two embeddings of a pair become a score (unless set: "
+        "the first head loss.name trains, e.g. cosine_classifier for cosine_softmax)"),
     Key("model.distance", "euclidean", "distance between embeddings (distance head, triplet, "
         "and how classifier embeddings are compared)"),
     Key("model.embedding_dim", placeholder(int), "encoder output size (None: the encoder's own)"),
@@ -121,10 +122,19 @@ KEYS = (
         "model.pretrained's); 'none': everything trains"),
     # loss
     Key("loss.name", "contrastive", "training objective"),
-    Key("loss.margin", 1.0, "contrastive and triplet margin; cosine_softmax: CosFace's cosine "
-        "margin of the true class (0: NormFace)"),
-    Key("loss.scale", 16.0, "cosine_softmax: the scale s of the logits s * cos (NormFace)"),
+    Key("loss.margin", 1.0, "contrastive and triplet: a distance margin; cosine_softmax, cosface: "
+        "the true class's cosine margin (0: NormFace); arcface, subcenter_arcface: the angular "
+        "margin in degrees (PML's unit: 28.6 = 0.5 rad); proxy_anchor, soft_triple: a cosine "
+        "margin (PML's margin and units throughout)"),
+    Key("loss.scale", 16.0, "the factor on cosines inside the softmax or log-sum-exp (no unit): "
+        "cosine_softmax, cosface, arcface: s; normalized_softmax: 1 / PML's temperature; "
+        "proxy_nca: PML's softmax_scale (on minus squared distances); proxy_anchor: PML's alpha; "
+        "soft_triple: PML's la"),
     Key("loss.mining", "batch_hard", "triplet mining over a P x K batch"),
+    Key("loss.num_centers", 1, "learned centers per class: subcenter_arcface's sub-centers, "
+        "soft_triple's centers"),
+    Key("loss.center_temperature", 0.1, "soft_triple: temperature of the softmax that weighs a "
+        "class's centers (PML's gamma; a cosine, no unit)"),
     # optimizer
     Key("optimizer.name", "rmsprop", "optax optimiser"),
     Key("optimizer.learning_rate", 1e-3, "peak learning rate (> 0)"),
@@ -192,8 +202,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # config into every config made after it.
     node[name] = (placeholder(key.default.get_type())
                   if isinstance(key.default, FieldReference) else key.default)
+  _follow_loss_name(config)
   config.eval.threshold = config.loss.get_ref("margin") * 0.5
   return with_variant(config, arg)
+
+
+def _follow_loss_name(config: ml_collections.ConfigDict) -> None:
+  """Makes ``model.head`` and the ``loss.*`` keys some objective declares its own default for
+  ``FieldReference``s of ``loss.name``: unless set themselves, they take the chosen loss's (its
+  record in ``siamese_jax.losses``), so ``--config.loss.name=arcface`` alone trains an embedding
+  model with PML's ArcFace margin and scale. A value set (by a config or a flag) replaces the
+  reference and stays."""
+  from siamese_jax import losses  # below this module: the records read no config module
+  name = config.loss.get_ref("name")
+  declared = {key.path: key.default for key in KEYS}
+  # FieldReference's ops are ml_collections' own mechanism (what ``ref * 0.5`` builds); the
+  # cast restores the key's type, so a flag still parses and a wrong type is refused.
+  config.model.head = name._apply_op(
+      lambda value: losses.default_head(value, declared["model.head"]))
+  for path in losses.own_defaults():
+    fallback = declared[path]
+    key = path.split(".", 1)[1]
+    config.loss[key] = name._apply_op(
+        lambda value, key=key, fallback=fallback: losses.default_setting(value, key, fallback)
+    )._apply_cast_op(type(fallback))
 
 
 def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:

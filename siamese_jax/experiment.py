@@ -81,8 +81,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   loss_spec = train.loss_spec_from_config(config)
   batch_spec = batches.batch_spec_from_config(config, loss_spec.batch_kind)
   config_checks.validate_against_data(config, datasets, batch_spec)
-  if config.model.head in models.CLASSIFIER_HEADS and not config.model.num_classes:
-    config.model.num_classes = datasets.train.num_classes
+  if train.needs_num_classes(config) and not config.model.num_classes:
+    config.model.num_classes = datasets.train.num_classes  # saved in config.json: restores read it
   resume = workdir_lib.prepare(config, workdir)
   _say("config:\n" + str(config))
 
@@ -93,7 +93,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   tx = train.optimizer_from_config(config, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
   state = train.create_train_state(init_key, model, image_shape, tx, loss_spec,
-                                   datasets.train.num_classes, weights.initializer(config.model))
+                                   config.model.num_classes or datasets.train.num_classes,
+                                   weights.initializer(config.model))
   state = sharding.put_replicated(state, mesh)
 
   if resume and workdir_lib.is_primary():  # before orbax lists them: one line for each

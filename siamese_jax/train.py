@@ -70,6 +70,13 @@ def loss_spec_from_config(config) -> LossSpec:
                         **{key: config.loss[key] for key in objective.reads})
 
 
+def needs_num_classes(config) -> bool:
+  """Whether ``config``'s model or loss has a parameter per training class (a classifier head, or
+  an objective's learned class weights or proxies), so ``model.num_classes`` sizes it."""
+  return (config.model.head in models.CLASSIFIER_HEADS
+          or bool(losses.OBJECTIVES[config.loss.name].params))
+
+
 # ------------------------------------------------------------------------- optimiser
 
 SCHEDULES: dict[str, Callable] = {  # (optimizer config, total steps) -> optax schedule

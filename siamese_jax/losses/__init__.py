@@ -7,12 +7,16 @@ share; where optax already has a loss (binary and softmax cross-entropy), they c
 loss, write one module with its functions and ``OBJECTIVE``, and list it below.
 """
 
-from siamese_jax.losses import bce, contrastive, cosine_softmax, cross_entropy, triplet
+from siamese_jax.losses import (arcface, bce, contrastive, cosface, cosine_softmax, cross_entropy,
+                                normalized_softmax, proxy_anchor, proxy_nca, soft_triple,
+                                subcenter_arcface, triplet)
 from siamese_jax.losses.objective import Objective
 
 OBJECTIVES: dict[str, Objective] = {objective.name: objective for objective in (
     contrastive.OBJECTIVE, bce.OBJECTIVE, triplet.OBJECTIVE, cross_entropy.OBJECTIVE,
-    cosine_softmax.OBJECTIVE)}
+    cosine_softmax.OBJECTIVE, cosface.OBJECTIVE, arcface.OBJECTIVE, subcenter_arcface.OBJECTIVE,
+    normalized_softmax.OBJECTIVE, proxy_nca.OBJECTIVE, proxy_anchor.OBJECTIVE,
+    soft_triple.OBJECTIVE)}
 
 
 def choices() -> dict[str, tuple[str, ...]]:
@@ -31,3 +35,26 @@ def readers() -> dict[str, tuple[str, ...]]:
     for key in record.reads:
       found[f"loss.{key}"] = found.get(f"loss.{key}", ()) + (record.name,)
   return found
+
+
+def own_defaults() -> dict[str, dict[str, object]]:
+  """Every ``loss.*`` key some objective declares its own default for, with {loss.name: that
+  default} (``config_keys.get_config`` makes the key follow ``loss.name``; --help lists them)."""
+  found: dict[str, dict[str, object]] = {}
+  for record in OBJECTIVES.values():
+    for key, value in record.defaults.items():
+      found.setdefault(f"loss.{key}", {})[record.name] = value
+  return found
+
+
+def default_head(name: str, fallback: str) -> str:
+  """The ``model.head`` that ``loss.name`` ``name`` trains first (its record's ``heads[0]``);
+  ``fallback`` for a name that is not a loss (config_checks then names the fix)."""
+  return OBJECTIVES[name].heads[0] if name in OBJECTIVES else fallback
+
+
+def default_setting(name: str, key: str, fallback):
+  """The default of ``loss.<key>`` under ``loss.name`` ``name``: the record's own if it declares
+  one, else ``fallback`` (the declared default)."""
+  record = OBJECTIVES.get(name)
+  return record.defaults.get(key, fallback) if record is not None else fallback

@@ -1,5 +1,5 @@
-"""What the objectives share: the masked batch mean, the model's outputs for a batch, and the
-accuracies they report."""
+"""What the objectives share: the masked batch mean, the model's outputs for a batch, the unit
+vectors and cosines the class-weight and proxy losses compare, and the accuracies they report."""
 
 from typing import Callable
 
@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from siamese_jax import scoring
+from siamese_jax.losses.objective import LOSS_PARAMS
 
 
 def masked_mean(values: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -45,6 +46,26 @@ def class_outputs(params, apply_fn: Callable, batch: dict, key, train: bool) -> 
 def embeddings(params, apply_fn: Callable, batch: dict, key, train: bool) -> jax.Array:
   """The encoder's embeddings [B, D] of a labelled batch {x, label, ...}."""
   return apply_model(params, apply_fn, (batch["x"],), key, train, method="embed")
+
+
+def learned(params, name: str) -> jax.Array:
+  """The objective's learned parameter ``name`` (under ``objective.LOSS_PARAMS``)."""
+  return params[LOSS_PARAMS][name]
+
+
+def unit(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """``x / max(|x|, eps)`` along the last axis ([..., D] -> [..., D]), as PyTorch's
+  ``F.normalize`` (what pytorch-metric-learning's distances do): a zero vector stays zero, and
+  its gradient is finite (``x / eps``'s, not the NaN of ``sqrt``'s at 0)."""
+  sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
+  norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+  return x / jnp.maximum(norm, eps)
+
+
+def cosines(embeddings: jax.Array, weights: jax.Array) -> jax.Array:
+  """Cosine of each embedding with each weight vector: embeddings [B, D], weights [..., D] ->
+  [B, ...] (0 where either is the zero vector)."""
+  return jnp.einsum("bd,...d->b...", unit(embeddings), unit(weights))
 
 
 def pair_accuracy(output: jax.Array, same: jax.Array, mask, pair_scoring) -> jax.Array:

@@ -9,7 +9,7 @@ functions and its record.
 """
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import numpy as np
@@ -89,7 +89,10 @@ class Objective:
   learns beside the model. compute: ``(params, apply_fn, batch, key, spec, train) -> (loss [],
   metrics dict of scalars)`` where ``params`` is the train state's whole tree (the objective's
   own under ``LOSS_PARAMS``) and ``spec`` a ``train.LossSpec``. checks: the ``Check``s a config
-  with this loss must pass.
+  with this loss must pass. defaults: this loss's own default of a ``loss.*`` key it reads (key
+  without "loss." -> value) where it differs from the declared one (PML's: ArcFace's margin 28.6
+  degrees, CosFace's 0.35); ``config_keys.get_config`` makes each such key follow ``loss.name``
+  unless it is set itself.
   """
   name: str
   batch_kind: str
@@ -98,6 +101,7 @@ class Objective:
   compute: Callable
   params: tuple[LearnedParam, ...] = ()
   checks: tuple[Check, ...] = ()
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def init_params(objective: Objective, spec, key, dims: ParamDims) -> dict:
