@@ -36,12 +36,14 @@ from siamese_jax import config_keys  # noqa: E402
 def _config_help() -> str:
   """Every declared key with its default, meaning and (for names) the accepted choices."""
   from siamese_jax import config_checks, losses  # the tables that resolve names
-  choices, readers = config_checks.choices(), losses.readers()
+  choices, readers, own = config_checks.choices(), losses.readers(), losses.own_defaults()
   lines = ["", "Config keys (siamese_jax/config_keys.py; override with --config.<key>=value):"]
   for key in config_keys.KEYS:
     value = key.default.get() if hasattr(key.default, "get") else key.default
     text = key.help + (f"; one of {', '.join(choices[key.path])}" if key.path in choices else "")
     text += f" (read by loss.name {', '.join(readers[key.path])})" if key.path in readers else ""
+    text += (f"; unless set, the loss's own: {', '.join(f'{n} {v}' for n, v in own[key.path].items())}"
+             if key.path in own else "")
     lines.append(f"  {key.path:<28} {value!s:<16} {text}")
   return "\n".join(lines)
 

@@ -108,6 +108,10 @@ def test_help_explains_the_flags():
   assert result.returncode == 0
   for text in ("--config", "--workdir", "loss.margin", "train.resume"):
     assert text in result.stdout
+  from siamese_jax import losses
+  for name in losses.OBJECTIVES:  # every loss.name, and the defaults a loss declares
+    assert f" {name}," in result.stdout or f" {name}\n" in result.stdout, name
+  assert "unless set, the loss's own: " in result.stdout and "arcface 28.6" in result.stdout
 
 
 def test_omniglot_default_tiny_trains_the_cosine_classifier_and_reports_one_shot(tmp_path,
