@@ -1,5 +1,5 @@
 """The class-weight and proxy losses (cosface, arcface, subcenter_arcface, normalized_softmax,
-proxy_nca, proxy_anchor, soft_triple) against pytorch-metric-learning 2.9: values and gradients
+sphereface, proxy_nca, proxy_anchor, soft_triple) against pytorch-metric-learning 2.9: values and gradients
 (with respect to the embeddings and the learned weights) of each record's ``compute`` on the fixed
 batches of tests/fixtures/pml_reference_proxies.npz (made by make_pml_reference_proxies.py with
 torch; these tests need only the file). Then what PML does not check: finite gradients with an
@@ -24,7 +24,7 @@ CASES = sorted({key.split("/")[0] for key in FIXTURE.files if "/" in key})
 # fixture entry -> our loss.name (two entries check a second setting of the same loss)
 OURS = {"arcface_wide": "arcface", "proxy_nca_sharp": "proxy_nca"}
 NEW_LOSSES = ("cosface", "arcface", "subcenter_arcface", "normalized_softmax", "proxy_nca",
-              "proxy_anchor", "soft_triple")
+              "proxy_anchor", "soft_triple", "sphereface")
 PAIR_SCORING = scoring.PairScoring("distance", "euclidean", 0.5)
 
 

@@ -9,14 +9,14 @@ loss, write one module with its functions and ``OBJECTIVE``, and list it below.
 
 from siamese_jax.losses import (arcface, bce, contrastive, cosface, cosine_softmax, cross_entropy,
                                 normalized_softmax, proxy_anchor, proxy_nca, soft_triple,
-                                subcenter_arcface, triplet)
+                                sphereface, subcenter_arcface, triplet)
 from siamese_jax.losses.objective import Objective
 
 OBJECTIVES: dict[str, Objective] = {objective.name: objective for objective in (
     contrastive.OBJECTIVE, bce.OBJECTIVE, triplet.OBJECTIVE, cross_entropy.OBJECTIVE,
     cosine_softmax.OBJECTIVE, cosface.OBJECTIVE, arcface.OBJECTIVE, subcenter_arcface.OBJECTIVE,
     normalized_softmax.OBJECTIVE, proxy_nca.OBJECTIVE, proxy_anchor.OBJECTIVE,
-    soft_triple.OBJECTIVE)}
+    soft_triple.OBJECTIVE, sphereface.OBJECTIVE)}
 
 
 def choices() -> dict[str, tuple[str, ...]]:
