@@ -146,3 +146,17 @@ def test_loss_name_alone_gives_pml_defaults_the_distance_head_and_passes_checks(
   config.loss.margin = 0.2  # a value set stays, whatever loss.name becomes
   config.loss.name = "contrastive"
   assert config.loss.margin == 0.2 and config.model.head == "distance"
+
+
+@pytest.mark.parametrize("experiment", ["contrastive", "bce", "triplet", "embedding_ce", "omniglot",
+                                        "omniglot_full", "cars196"])
+@pytest.mark.parametrize("name", ["arcface", "proxy_anchor", "contrastive", "cross_entropy"])
+def test_loss_name_alone_from_any_experiment_config_passes_the_checks(experiment, name):
+  """No experiment pins model.head for its loss any more, so setting loss.name alone (as
+  ``--config.loss.name=NAME`` does) gives a config the checks accept, with the loss's head."""
+  import importlib
+  from siamese_jax import config_checks
+  config = importlib.import_module(f"experiments.{experiment}").get_config()
+  config.loss.name = name
+  assert config.model.head == losses.OBJECTIVES[name].heads[0]
+  config_checks.validate(config)
