@@ -4,6 +4,7 @@ learned-proxy loss resumes and is read back by predict (embed, index, search) an
 checkpoints hold the proxies beside the model (``params["loss"]``)."""
 
 import json
+import shutil
 import subprocess
 
 import numpy as np
@@ -80,3 +81,16 @@ def test_loss_name_alone_trains_from_the_contrastive_experiment(name, tmp_path, 
   last = json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[-1])
   assert np.isfinite(last["train_loss"]) and np.isfinite(last["train_grad_norm"])
   assert 0 <= summary["test"]["roc_auc"] <= 1
+
+
+def test_a_proxy_run_without_model_num_classes_is_refused_in_one_line(proxy_run, tmp_path):
+  """The proxies' size comes from config.json's model.num_classes; without it the restore says
+  so instead of failing inside JAX."""
+  workdir, _ = proxy_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  saved = json.loads((copy / "config.json").read_text())
+  saved["model"]["num_classes"] = None
+  (copy / "config.json").write_text(json.dumps(saved))
+  with pytest.raises(checkpoints.CheckpointError, match="model.num_classes is not set"):
+    checkpoints.load_trained(copy)
