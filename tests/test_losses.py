@@ -29,6 +29,7 @@ def test_every_record_is_complete():
     assert record.name == name and record.batch_kind in batches.KINDS
     assert record.heads and set(record.heads) <= set(models.HEADS), name
     assert set(record.reads) <= loss_keys, name
+    assert set(record.defaults) <= set(record.reads), name  # a default only for a key it reads
     assert {check.path for check in record.checks} <= set(config_keys.declared_paths()), name
   assert losses.choices()["loss.name"] == tuple(losses.OBJECTIVES)
   assert losses.choices()["loss.mining"] == ("batch_all", "batch_hard", "semi_hard")
