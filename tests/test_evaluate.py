@@ -51,7 +51,7 @@ def _numpy_retrieval(embeddings, labels, knn_k):
                           "euclidean")
   np.fill_diagonal(dist, np.inf)
   order = np.argsort(dist, axis=1, kind="stable")
-  p1, rp, mapr, knn, counted = [], [], [], [], 0
+  p1, rp, mapr, knn = [], [], [], []
   recall = {k: [] for k in evaluate.RECALL_AT}
   for i, row in enumerate(order):
     neighbour_labels = labels[row[:-1]]

@@ -173,7 +173,11 @@ def test_test_classes_keep_only_those_classes_for_test(tfds_dir):
                                                    "data.test_classes": (6, 7, 8, 9)})
   config_checks.validate(config)
   datasets = protocol.load_datasets(config)
-  assert set(datasets.train.labels) == set(range(6))
+  # Every test class new: validation holds out whole training classes (data.validation_by auto);
+  # the sample has no class names, so they are named by their ids.
+  assert datasets.split["by"] == "classes"
+  assert (set(datasets.train.class_names) | set(datasets.validation.class_names)
+          == {"0", "1", "2", "3", "4", "5"})
   assert datasets.test.num_classes == 4 and datasets.test.class_names == ["6", "7", "8", "9"]
   want = np.isin(data.load("mnist", "test").labels, (6, 7, 8, 9)).sum()
   assert len(datasets.test.labels) == want and protocol.unseen(datasets.train, datasets.test)

@@ -125,6 +125,11 @@ def load_datasets(config) -> Datasets:
     line = classes_line(full_train, test_set, config.data.test_split, config.data.split_by)
     if line is not None:
       logging.warning("%s", line)
+  if config.data.test_classes is not None:
+    # Named by their ids ("6") where the source has no names: take renumbers the labels, and
+    # whether every test class is new (``unseen``) is decided by name.
+    full_train, test_set = (part._replace(class_names=class_names(part))
+                            for part in (full_train, test_set))
   if config.data.train_classes is not None:  # the test split keeps classes never trained on
     full_train = splits.take(full_train, np.flatnonzero(np.isin(
         full_train.labels, config.data.train_classes)), f"; classes {config.data.train_classes}")
