@@ -17,7 +17,8 @@ R-precision, MAP@R, Recall@{1,2,4,8} and k-means NMI / AMI (summary.json's ``tes
 - fashion_mnist: trained on classes 0-5 of the training split, tested on the test split's 6-9;
   validation classes 4 and 5 (their test-split images), searched trained on 0-3; 3 epochs.
 - omniglot: trained on small1's 5 alphabets, tested on small2's 3 new ones; validation: small1's
-  last alphabet (Latin), searched trained on the other 4; 28 x 28.
+  last alphabet (Latin), searched trained on the other 4; 28 x 28, 4 epochs of 190 steps (about
+  20 passes over small1: few epochs, as each ends with validation pairs and a checkpoint).
 - any other ``--data.name`` (a tfds dataset or a folder): its classes by id, the first half
   trained on, the second half tested on (the CUB-200 / Cars196 convention), the last quarter of
   the training classes the validation classes. ``--section.key=value`` flags change the base
@@ -67,8 +68,9 @@ DATASETS = {
                       "data.test_classes": (6, 7, 8, 9), "train.epochs": 3},
     "omniglot": {"data.name": "omniglot", "data.train_split": "small1",
                  "data.test_split": "small2", "data.train_classes": None,
-                 "data.test_classes": None, "data.image_size": 28, "train.epochs": 20,
-                 "train.classes_per_batch": 16, "train.samples_per_class": 4},
+                 "data.test_classes": None, "data.image_size": 28, "train.epochs": 4,
+                 "train.steps_per_epoch": 190, "train.classes_per_batch": 16,
+                 "train.samples_per_class": 4},  # 760 steps: ~20 passes over small1
 }
 GENERIC = {"data.train_split": "train", "data.test_split": "test", "data.train_classes": None,
            "data.test_classes": None}  # a named dataset's, before its own flags
