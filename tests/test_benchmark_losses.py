@@ -29,6 +29,37 @@ def test_validation_classes_are_the_last_training_classes_or_whole_groups():
   assert held == [2, 3]
 
 
+def test_a_named_dataset_is_split_in_halves_and_searched_on_its_last_training_classes():
+  """The protocol of --data.name=X (CUB-200 / Cars196's convention) on sklearn's 8 x 8 digits:
+  trained on 0-4, tested on 5-9; the search trains on 0-2 and tests on 3-4 (their test-split
+  images: the same classes are there). Steps: 64 images each over the chosen classes' images."""
+  base = retrieval.get_config()
+  plan = bench.protocol(base, "uci_digits", {**bench.GENERIC, "data.name": "uci_digits"})
+  test, search = plan["test"], plan["search"]
+  assert test["data.train_classes"] == (0, 1, 2, 3, 4)
+  assert test["data.test_classes"] == (5, 6, 7, 8, 9)
+  assert search["data.train_classes"] == (0, 1, 2) and search["data.test_classes"] == (3, 4)
+  assert search["data.test_split"] == "test"
+  assert 0 < search["train.steps_per_epoch"] < test["train.steps_per_epoch"]
+  for part in (test, search):  # the classes trained on and tested on never meet
+    assert not set(part["data.train_classes"]) & set(part["data.test_classes"])
+
+
+def test_omniglot_is_searched_on_small1s_last_alphabet(shared_data, monkeypatch):
+  monkeypatch.setenv("SIAMESE_JAX_OMNIGLOT_DIR", str(shared_data / "omniglot"))
+  base = retrieval.get_config()
+  plan = bench.protocol(base, "omniglot", bench.DATASETS["omniglot"])
+  assert plan["test"]["data.train_classes"] is None and plan["test"]["data.test_split"] == "small2"
+  search = plan["search"]
+  assert search["data.test_split"] == "small1"  # small2's classes are others: small1's own images
+  config = default.override(base.copy_and_resolve_references(), search)
+  from siamese_jax.data import protocol
+  datasets = protocol.load_datasets(config)
+  assert {name.split("/")[0] for name in datasets.test.class_names} == {"Latin"}
+  assert not {name.split("/")[0] for name in datasets.train.class_names} & {"Latin"}
+  assert search["train.steps_per_epoch"] == plan["test"]["train.steps_per_epoch"] == 190
+
+
 def test_search_draws_every_float_setting_and_the_learning_rate_within_a_factor_two():
   base = retrieval.get_config()
   candidates = bench.search_candidates(base, "cosine_softmax", 4)
