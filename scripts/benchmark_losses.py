@@ -218,7 +218,10 @@ def run_one(config, workdir: pathlib.Path, log) -> dict:
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
       summary = experiment.train_and_evaluate(config, str(workdir))
     test = summary["test"]
-    metrics = {**{k: test["retrieval"][k] for k in METRICS if k in test.get("retrieval", {})},
+    if "retrieval" not in test:
+      return {"error": "no retrieval figures: some test classes were trained on (see "
+                       "data.train_classes, data.test_classes)", "wall_s": time.time() - started}
+    metrics = {**{k: test["retrieval"][k] for k in METRICS if k in test["retrieval"]},
                **test.get("clustering", {})}
     return {"metrics": metrics, "wall_s": time.time() - started}
   except Exception as error:  # noqa: BLE001 -- a loss that fails is a row of the table
@@ -410,9 +413,14 @@ def markdown(result: dict) -> list[str]:
                  + (f"; undecided (one seed): {', '.join(found['undecided'])}"
                     if found["undecided"] else "") + ".")
   start = verdict_found["start_from"]
-  lines += ["", f"**Verdict**: start from `experiments/retrieval.py` with "
-            f"`--config.loss.name={start}`." if start else
-            "\n**Verdict**: no loss is within noise of the best on every dataset."]
+  if start:
+    dataset = next(iter(result["chosen"]))
+    flags = " ".join(f"--config.{k}={v}" for k, v in sorted(result["chosen"][dataset][start].items())
+                     if k.startswith(("loss.", "optimizer.", "model.head")))
+    lines += ["", f"**Verdict**: start from `experiments/retrieval.py` with {start}: `{flags}` "
+              f"(the settings the search chose on {dataset})."]
+  else:
+    lines += ["", "**Verdict**: no loss is within noise of the best on every dataset."]
   check = result["check"]
   if check:
     lines += ["", f"*Check*: every loss reaches >= {CHECK_RATIO} x {REFERENCE_LOSS}'s test MAP@R "
