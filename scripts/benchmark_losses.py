@@ -27,7 +27,9 @@ R-precision, MAP@R, Recall@{1,2,4,8} and k-means NMI / AMI (summary.json's ``tes
 The search: candidate 0 is the loss's defaults, each next one every float ``loss.*`` key the loss
 reads and the learning rate scaled by 2**u, u uniform in [-1, 1] (drawn from the loss's name);
 the candidate with the best validation MAP@R is taken. Runs are kept in ``--workdir``/runs.jsonl,
-so an interrupted benchmark resumes. Each run trains through ``experiment.train_and_evaluate``.
+so an interrupted benchmark resumes (delete it after changing the library: runs are keyed by
+their config changes only). Each run trains through ``experiment.train_and_evaluate``; a run
+that fails (a config error, a diverged loss) is a "failed" row of the table, not the end.
 """
 
 import argparse
@@ -48,18 +50,11 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 
 from experiments import default, retrieval  # noqa: E402
-from scripts import report_markdown  # noqa: E402
+from scripts import loss_table, report_markdown  # noqa: E402
 from siamese_jax import caches, config_checks, data, experiment, losses, preemption  # noqa: E402
 
 SECTION = "loss_benchmark"  # results.json key and results.md section (report_markdown)
 IMAGES_PER_STEP = 64
-REFERENCE_LOSS = "contrastive"  # the 3-epoch check's reference
-CHECK_RATIO, CHECK_EPOCHS = 0.8, 3
-METRICS = ("mean_average_precision_at_r", "r_precision", "precision_at_1", "recall_at_1",
-           "recall_at_2", "recall_at_4", "recall_at_8", "nmi", "ami")
-SHORT = {"mean_average_precision_at_r": "MAP@R", "r_precision": "R-prec", "precision_at_1": "P@1",
-         "recall_at_1": "R@1", "recall_at_2": "R@2", "recall_at_4": "R@4", "recall_at_8": "R@8",
-         "nmi": "NMI", "ami": "AMI"}
 VALIDATION_FRACTION = 0.25  # of the training classes (whole groups where the data has them)
 # The datasets of the table: the data of the test runs and the training length.
 DATASETS = {
@@ -77,10 +72,6 @@ GENERIC = {"data.train_split": "train", "data.test_split": "test", "data.train_c
 SMOKE = {"data.name": "mnist", "data.train_classes": (0, 1, 2, 3, 4, 5),
          "data.test_classes": (6, 7, 8, 9), "train.epochs": 1, "train.steps_per_epoch": 6,
          "train.steps_per_call": 3, "eval.pairs": 100}
-# Not quoted: their table could not be checked against the paper's own text from here.
-REALITY_CHECK = ("Musgrave, Belongie, Lim, \"A Metric Learning Reality Check\", ECCV 2020 "
-                 "(arXiv:2003.08505): their CUB-200 / Cars196 MAP@R figures are not quoted here: "
-                 "not verified (the paper's tables could not be read from this machine).")
 
 
 # ------------------------------------------------------------------------- the protocol
@@ -211,7 +202,14 @@ def _value(config, path: str):
 
 def run_one(config, workdir: pathlib.Path, log) -> dict:
   """Trains ``config`` in ``workdir`` (removed after; its printout to ``log``) and returns
-  {"metrics", "wall_s"} or {"error", "wall_s"}."""
+  {"metrics" or "error", "wall_s", "cpu_s"}: cpu_s is this process's CPU time over the run (all
+  threads), which a shared machine's load does not inflate as it does the wall time."""
+  cpu = time.process_time()
+  found = _run_one(config, workdir, log)
+  return {**found, "cpu_s": time.process_time() - cpu}
+
+
+def _run_one(config, workdir: pathlib.Path, log) -> dict:
   started = time.time()
   shutil.rmtree(workdir, ignore_errors=True)
   try:
@@ -221,7 +219,7 @@ def run_one(config, workdir: pathlib.Path, log) -> dict:
     if "retrieval" not in test:
       return {"error": "no retrieval figures: some test classes were trained on (see "
                        "data.train_classes, data.test_classes)", "wall_s": time.time() - started}
-    metrics = {**{k: test["retrieval"][k] for k in METRICS if k in test["retrieval"]},
+    metrics = {**{k: v for k, v in test["retrieval"].items() if k in loss_table.METRICS},
                **test.get("clustering", {})}
     return {"metrics": metrics, "wall_s": time.time() - started}
   except Exception as error:  # noqa: BLE001 -- a loss that fails is a row of the table
@@ -264,7 +262,8 @@ class Runs:
              else f"failed: {record['error'][:120]}")
     print(f"[{self.done}/{self.total}] {what['dataset']} {what['loss']} {what['phase']}"
           f"{' seed ' + str(what['seed']) if 'seed' in what else ''}: {found} "
-          f"({record['wall_s']:.1f} s; {(time.time() - self.started) / 60:.1f} min so far)",
+          f"({record['wall_s']:.1f} s, {record.get('cpu_s', 0.0):.1f} s CPU; "
+          f"{(time.time() - self.started) / 60:.1f} min so far)",
           flush=True)
     return record
 
@@ -294,141 +293,6 @@ def benchmark(base, datasets: dict, names: list, seeds: int, search: int, workdi
                                 {"dataset": dataset, "loss": name, "phase": "test", "seed": seed}))
   return {"chosen": chosen, "runs": records, "plans": plans,
           "wall_s": time.time() - runs.started}
-
-
-# ---------------------------------------------------------------------- table and verdict
-
-
-def table(records: list) -> dict:
-  """{dataset: {loss: {metric: {"mean", "std", "values" by seed}}}} of the test runs (std over
-  seeds with ddof 1; 0 for one seed); a loss whose runs failed has {"errors": [...]}."""
-  found = {}
-  for record in records:
-    if record["phase"] != "test":
-      continue
-    entry = found.setdefault(record["dataset"], {}).setdefault(record["loss"], {})
-    if "error" in record:
-      entry.setdefault("errors", []).append(record["error"])
-      continue
-    for metric, value in record["metrics"].items():
-      entry.setdefault(metric, {"values": {}})["values"][str(record["seed"])] = value
-  for losses_found in found.values():
-    for entry in losses_found.values():
-      for metric, stats in entry.items():
-        if metric != "errors":
-          values = np.array(list(stats["values"].values()))
-          stats["mean"] = float(values.mean())
-          stats["std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-  return found
-
-
-def within_noise(best: dict, other: dict) -> bool | None:
-  """Whether ``other``'s MAP@R is within noise of ``best``'s (values by seed): a two-sided paired
-  t-test at 5 % over the seeds both have does not find best better; None under two seeds."""
-  from scipy import stats
-  seeds = sorted(set(best) & set(other))
-  if len(seeds) < 2:
-    return None
-  differences = np.array([best[s] - other[s] for s in seeds])
-  spread = differences.std(ddof=1) / np.sqrt(len(seeds))
-  if spread == 0:
-    return bool(differences.mean() <= 0)
-  return bool(differences.mean() <= stats.t.ppf(0.975, len(seeds) - 1) * spread)
-
-
-def verdict(found: dict) -> dict:
-  """{dataset: {"best", "within_noise": [...], "behind": [...]}} by test MAP@R, and "start_from":
-  the loss within noise of the best on every dataset with the best mean rank (None without one)."""
-  key = "mean_average_precision_at_r"
-  result, ranks = {}, {}
-  for dataset, by_loss in found.items():
-    scored = {loss: entry[key] for loss, entry in by_loss.items() if key in entry}
-    if not scored:
-      continue
-    best = max(scored, key=lambda loss: scored[loss]["mean"])
-    close = {loss: within_noise(scored[best]["values"], stats["values"])
-             for loss, stats in scored.items() if loss != best}
-    result[dataset] = {"best": best, "within_noise": [l for l, c in close.items() if c],
-                       "behind": [l for l, c in close.items() if c is False],
-                       "undecided": [l for l, c in close.items() if c is None]}
-    for rank, loss in enumerate(sorted(scored, key=lambda l: -scored[l]["mean"])):
-      ranks.setdefault(loss, []).append(rank)
-  candidates = [loss for loss in ranks if len(ranks[loss]) == len(result) and all(
-      loss == r["best"] or loss in r["within_noise"] for r in result.values())]
-  start = min(candidates, key=lambda loss: (np.mean(ranks[loss]), loss)) if candidates else None
-  return {"datasets": result, "start_from": start}
-
-
-def epochs_check(found: dict, dataset: str, epochs: int) -> list[dict]:
-  """Each loss's test MAP@R over the reference loss's on ``dataset`` (means over seeds), and
-  whether it reaches CHECK_RATIO."""
-  by_loss = found.get(dataset, {})
-  key = "mean_average_precision_at_r"
-  reference = by_loss.get(REFERENCE_LOSS, {}).get(key, {}).get("mean")
-  rows = []
-  for loss, entry in by_loss.items():
-    if reference and key in entry:
-      ratio = entry[key]["mean"] / reference
-      rows.append({"loss": loss, "ratio": ratio, "pass": ratio >= CHECK_RATIO, "epochs": epochs})
-    else:
-      rows.append({"loss": loss, "ratio": None, "pass": False, "epochs": epochs,
-                   "why": "failed" if key not in entry else f"no {REFERENCE_LOSS} run"})
-  return rows
-
-
-def _cell(entry: dict, metric: str) -> str:
-  stats = entry.get(metric)
-  return "" if stats is None else f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
-
-
-def markdown(result: dict) -> list[str]:
-  """The results.md section of a benchmark ``result`` (what results.json holds)."""
-  lines = ["## Losses on classes never trained on (issue 28)", "",
-           f"Generated by `python scripts/benchmark_losses.py{result['arguments']}` on "
-           f"{result['date']}: {len(result['losses'])} losses x {len(result['table'])} datasets x "
-           f"{result['seeds']} seeds after a search of {result['search']} candidates per loss "
-           f"and dataset on validation classes; {result['wall_s'] / 60:.1f} min "
-           f"({result['devices']}). Percentages: mean ± std over seeds on the test classes. "
-           "Every loss: the encoder, embedding size and budget of experiments/retrieval.py "
-           "(cosine distance); its settings the search's choice (results.json: `chosen`).", ""]
-  columns = list(METRICS)
-  for dataset, by_loss in result["table"].items():
-    lines += [f"### {dataset}", "", "| loss | " + " | ".join(SHORT[c] for c in columns) + " |",
-              "|---|" + "---|" * len(columns)]
-    order = sorted(by_loss, key=lambda loss: -by_loss[loss].get(
-        "mean_average_precision_at_r", {"mean": -1})["mean"])
-    for loss in order:
-      entry = by_loss[loss]
-      if "errors" in entry and len(entry) == 1:
-        lines.append(f"| {loss} | failed: {entry['errors'][0][:80]} |" + " |" * (len(columns) - 1))
-      else:
-        lines.append(f"| {loss} | " + " | ".join(_cell(entry, c) for c in columns) + " |")
-    lines.append("")
-  lines += [f"*Their figures.* {REALITY_CHECK}", ""]
-  verdict_found = result["verdict"]
-  for dataset, found in verdict_found["datasets"].items():
-    lines.append(f"- {dataset}: best {found['best']}; within noise of it (paired t-test over "
-                 f"seeds, 5 %): {', '.join(found['within_noise']) or 'none'}; behind: "
-                 f"{', '.join(found['behind']) or 'none'}"
-                 + (f"; undecided (one seed): {', '.join(found['undecided'])}"
-                    if found["undecided"] else "") + ".")
-  start = verdict_found["start_from"]
-  if start:
-    dataset = next(iter(result["chosen"]))
-    flags = " ".join(f"--config.{k}={v}" for k, v in sorted(result["chosen"][dataset][start].items())
-                     if k.startswith(("loss.", "optimizer.", "model.head")))
-    lines += ["", f"**Verdict**: start from `experiments/retrieval.py` with {start}: `{flags}` "
-              f"(the settings the search chose on {dataset})."]
-  else:
-    lines += ["", "**Verdict**: no loss is within noise of the best on every dataset."]
-  check = result["check"]
-  if check:
-    lines += ["", f"*Check*: every loss reaches >= {CHECK_RATIO} x {REFERENCE_LOSS}'s test MAP@R "
-              f"after {check[0]['epochs']} epochs on class-disjoint {result['check_dataset']}: "
-              + ", ".join(f"{row['loss']} {row['ratio']:.2f}" if row["ratio"] is not None
-                          else f"{row['loss']} ({row['why']})" for row in check)
-              + f" ({sum(row['pass'] for row in check)} of {len(check)} pass)."]
-  return lines
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -482,7 +346,7 @@ def main(argv=None) -> int:
     datasets = {name: DATASETS[name] for name in args.datasets.split(",")}
     out = pathlib.Path(args.out)
   found = benchmark(base, datasets, names, args.seeds, args.search, workdir)
-  by_dataset = table(found["runs"])
+  by_dataset = loss_table.table(found["runs"])
   check_dataset = next(iter(datasets))
   epochs = (found["plans"][check_dataset]["test"].get("train.epochs") or base.train.epochs)
   result = {"arguments": "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
@@ -490,18 +354,19 @@ def main(argv=None) -> int:
             "search": args.search, "wall_s": found["wall_s"],
             "devices": f"{jax.default_backend()}, {len(jax.devices())} device(s), "
                        f"{os.cpu_count()} CPU cores",
-            "table": by_dataset, "chosen": found["chosen"], "verdict": verdict(by_dataset),
+            "table": by_dataset, "chosen": found["chosen"],
+            "verdict": loss_table.verdict(by_dataset),
             "check_dataset": check_dataset,
-            "check": epochs_check(by_dataset, check_dataset, epochs),
-            "reality_check": REALITY_CHECK}
+            "check": loss_table.epochs_check(by_dataset, check_dataset, epochs),
+            "reality_check": loss_table.REALITY_CHECK}
   out.mkdir(parents=True, exist_ok=True)
   json_path = out / "results.json"
   saved = json.loads(json_path.read_text()) if json_path.exists() else {}
   json_path.write_text(json.dumps({**saved, SECTION: result}, indent=1, default=float))
-  report_markdown.replace_section(out / "results.md", SECTION, markdown(result))
-  print("\n".join(markdown(result)))
-  print(f"\n{CHECK_RATIO} x {REFERENCE_LOSS}'s test MAP@R after {epochs} epochs on "
-        f"{check_dataset}:")
+  report_markdown.replace_section(out / "results.md", SECTION, loss_table.markdown(result))
+  print("\n".join(loss_table.markdown(result)))
+  print(f"\n{loss_table.CHECK_RATIO} x {loss_table.REFERENCE_LOSS}'s test MAP@R after {epochs} "
+        f"epochs on {check_dataset}:")
   for row in result["check"]:
     ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.3f}"
     print(f"  {row['loss']:24s} ratio {ratio:>6s}  {'pass' if row['pass'] else 'FAIL'}")

@@ -1,5 +1,6 @@
-"""scripts/benchmark_losses.py: its protocol pieces (validation classes, search draws, the table,
-the verdict, the results.md section) on hand-made inputs, and its --smoke run end to end (slow)."""
+"""scripts/benchmark_losses.py and loss_table.py: the protocol's pieces (validation classes,
+search draws, the table, the verdict, the results.md section) on hand-made inputs, and the
+--smoke run end to end (slow)."""
 
 import json
 import re
@@ -11,7 +12,7 @@ import pytest
 
 from experiments import default, retrieval
 from scripts import benchmark_losses as bench
-from scripts import report_markdown
+from scripts import loss_table, report_markdown
 from siamese_jax import config_checks, losses
 from tests.helpers import REPO_ROOT, repo_env
 
@@ -103,7 +104,7 @@ def test_table_gives_mean_and_std_over_seeds_and_keeps_failures():
   records = _records({"a": [0.5, 0.7, 0.6]}) + [
       {"phase": "test", "dataset": "d", "loss": "b", "seed": 0, "error": "ValueError: x"},
       {"phase": "search", "dataset": "d", "loss": "a", "seed": 0, "metrics": {}}]
-  found = bench.table(records)
+  found = loss_table.table(records)
   stats = found["d"]["a"]["mean_average_precision_at_r"]
   assert stats["mean"] == pytest.approx(0.6) and stats["std"] == pytest.approx(0.1)
   assert found["d"]["b"] == {"errors": ["ValueError: x"]}
@@ -112,23 +113,24 @@ def test_table_gives_mean_and_std_over_seeds_and_keeps_failures():
 def test_the_verdict_is_a_paired_comparison_over_seeds():
   # b trails a by 0.01 +- 0.001 on every seed: consistently behind. c trails by 0.02 on average
   # but by -0.05 .. +0.08 seed to seed: within noise.
-  found = bench.table(_records({"a": [0.60, 0.70, 0.65], "b": [0.59, 0.689, 0.641],
+  found = loss_table.table(_records({"a": [0.60, 0.70, 0.65], "b": [0.59, 0.689, 0.641],
                                 "c": [0.65, 0.62, 0.62]}))
-  result = bench.verdict(found)
+  result = loss_table.verdict(found)
   assert result["datasets"]["d"] == {"best": "a", "within_noise": ["c"], "behind": ["b"],
                                      "undecided": []}
   assert result["start_from"] == "a"
-  assert bench.within_noise({"0": 0.5}, {"0": 0.4}) is None  # one seed: no verdict
-  one_seed = bench.verdict(bench.table(_records({"a": [0.6], "b": [0.5]})))
+  assert loss_table.within_noise({"0": 0.5}, {"0": 0.4}) is None  # one seed: no verdict
+  one_seed = loss_table.verdict(loss_table.table(_records({"a": [0.6], "b": [0.5]})))
   assert one_seed["datasets"]["d"]["undecided"] == ["b"]
 
 
 def test_the_check_compares_each_loss_with_contrastive():
-  found = bench.table(_records({"contrastive": [0.5, 0.5], "x": [0.45, 0.45], "y": [0.3, 0.3]}))
-  rows = {row["loss"]: row for row in bench.epochs_check(found, "d", 3)}
+  found = loss_table.table(_records({"contrastive": [0.5, 0.5], "x": [0.45, 0.45],
+                                    "y": [0.3, 0.3]}))
+  rows = {row["loss"]: row for row in loss_table.epochs_check(found, "d", 3)}
   assert rows["x"]["ratio"] == pytest.approx(0.9) and rows["x"]["pass"]
   assert rows["y"]["ratio"] == pytest.approx(0.6) and not rows["y"]["pass"]
-  assert bench.epochs_check(bench.table(_records({"x": [0.4]})), "d", 3)[0]["why"] == (
+  assert loss_table.epochs_check(loss_table.table(_records({"x": [0.4]})), "d", 3)[0]["why"] == (
       "no contrastive run")
 
 
@@ -173,6 +175,6 @@ def test_smoke_run_prints_a_line_per_run_the_table_and_the_check(tmp_path):
   assert list(result["table"]["mnist"]) == names
   for name in names:
     stats = result["table"]["mnist"][name]
-    assert set(stats) == set(bench.METRICS)
+    assert set(stats) == set(loss_table.METRICS)
     assert 0.0 < stats["mean_average_precision_at_r"]["mean"] <= 1.0
   assert "## Losses on classes never trained on" in (tmp_path / "results.md").read_text()
