@@ -178,3 +178,10 @@ def test_smoke_run_prints_a_line_per_run_the_table_and_the_check(tmp_path):
     assert set(stats) == set(loss_table.METRICS)
     assert 0.0 < stats["mean_average_precision_at_r"]["mean"] <= 1.0
   assert "## Losses on classes never trained on" in (tmp_path / "results.md").read_text()
+
+
+def test_the_retrieval_config_is_class_disjoint_and_valid():
+  config = retrieval.get_config()
+  config_checks.validate(config)
+  assert not set(config.data.train_classes) & set(config.data.test_classes)
+  config_checks.validate(retrieval.get_config("tiny"))
