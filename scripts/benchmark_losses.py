@@ -35,6 +35,7 @@ that fails (a config error, a diverged loss) is a "failed" row of the table, not
 import argparse
 import ast
 import contextlib
+import copy
 import json
 import os
 import pathlib
@@ -134,7 +135,9 @@ def protocol(base, dataset: str, changes: dict) -> dict:
 
 
 def _copy(config):
-  return config.copy_and_resolve_references()
+  """A copy of ``config`` that keeps its references (``config_keys``): a ``loss.name`` set on it
+  still brings that loss's head and own defaults (PML's ArcFace margin and scale) unless set."""
+  return copy.deepcopy(config)
 
 
 def loss_changes(base, name: str) -> dict:
@@ -170,14 +173,15 @@ def search_candidates(base, name: str, count: int) -> list[dict]:
   """``count`` setting changes for loss ``name`` (see the module docstring): {} first (its
   defaults), then draws that pass config_checks (up to 20 tries each)."""
   record = losses.OBJECTIVES[name]
+  trained = default.override(_copy(base), loss_changes(base, name))  # the loss's own defaults
   keys = [f"loss.{key}" for key in record.reads
-          if isinstance(base.loss.get(key), float) and base.loss.get(key) != 0.0]
+          if isinstance(trained.loss.get(key), float) and trained.loss.get(key) != 0.0]
   keys.append("optimizer.learning_rate")
   rng = np.random.default_rng(zlib.crc32(name.encode()))
   found = [{}]
   while len(found) < count:
     for _ in range(20):
-      changes = {key: float(_value(base, key) * 2.0 ** rng.uniform(-1, 1)) for key in keys}
+      changes = {key: float(_value(trained, key) * 2.0 ** rng.uniform(-1, 1)) for key in keys}
       try:
         config_checks.validate(default.override(_copy(base), {**loss_changes(base, name),
                                                              **changes}))

@@ -76,6 +76,13 @@ def test_search_draws_every_float_setting_and_the_learning_rate_within_a_factor_
   assert bench.search_candidates(base, "cosine_softmax", 4) == candidates  # from the name
   assert bench.search_candidates(base, "triplet", 2)[1].keys() == {"loss.margin",
                                                                   "optimizer.learning_rate"}
+  # around the loss's own defaults (PML's ArcFace margin, 28.6 degrees, and scale, 64), not the
+  # base config's contrastive margin; the first candidate trains with them
+  arcface = bench.search_candidates(base, "arcface", 3)
+  for changes in arcface[1:]:
+    assert 14.3 <= changes["loss.margin"] <= 57.2 and 32.0 <= changes["loss.scale"] <= 128.0
+  first = default.override(bench._copy(base), bench.loss_changes(base, "arcface"))
+  assert (first.loss.margin, first.loss.scale, first.model.head) == (28.6, 64.0, "distance")
 
 
 def test_every_loss_gets_a_head_it_trains_and_64_images_a_step():

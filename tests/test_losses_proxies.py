@@ -149,7 +149,7 @@ def test_loss_name_alone_gives_pml_defaults_the_distance_head_and_passes_checks(
 
 
 @pytest.mark.parametrize("experiment", ["contrastive", "bce", "triplet", "embedding_ce", "omniglot",
-                                        "omniglot_full", "cars196"])
+                                        "omniglot_full", "cars196", "retrieval"])
 @pytest.mark.parametrize("name", ["arcface", "proxy_anchor", "contrastive", "cross_entropy"])
 def test_loss_name_alone_from_any_experiment_config_passes_the_checks(experiment, name):
   """No experiment pins model.head for its loss any more, so setting loss.name alone (as
