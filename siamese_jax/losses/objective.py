@@ -72,6 +72,14 @@ def at_least(path: str, minimum: int, why: str) -> Check:
                f"must be at least {minimum} {why}")
 
 
+def or_default(check: Check) -> Check:
+  """``check``, also passed by None (the key's value is then the objective's own default, from
+  its record's ``defaults``)."""
+  choices = None if check.choices is None else (None, *check.choices)
+  return Check(check.path, lambda v: v is None or check.ok(v), check.must + " (or None: the "
+               "loss's own default)", choices)
+
+
 def one_of(path: str, names) -> Check:
   """``path`` must be one of ``names``."""
   names = tuple(names)
@@ -89,7 +97,12 @@ class Objective:
   learns beside the model. compute: ``(params, apply_fn, batch, key, spec, train) -> (loss [],
   metrics dict of scalars)`` where ``params`` is the train state's whole tree (the objective's
   own under ``LOSS_PARAMS``) and ``spec`` a ``train.LossSpec``. checks: the ``Check``s a config
-  with this loss must pass.
+  with this loss must pass. defaults: the loss's own value of a key it reads whose config value
+  is None (PML's default where losses share a key with different defaults, e.g. temperature).
+  init_state: ``(spec, ParamDims) -> pytree`` of state the objective carries from step to step
+  without training it (xbm's memory; in ``train.TrainState.loss_state``); an objective with one
+  has ``compute(..., train, state) -> (loss, metrics, new_state)``, and ``state=None`` means
+  none yet (compute on the batch alone).
   """
   name: str
   batch_kind: str
@@ -98,6 +111,14 @@ class Objective:
   compute: Callable
   params: tuple[LearnedParam, ...] = ()
   checks: tuple[Check, ...] = ()
+  defaults: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+  init_state: Callable | None = None
+
+
+def setting(spec, key: str, defaults: dict[str, Any]):
+  """``spec[key]``, or ``defaults[key]`` where that is None (see ``Objective.defaults``)."""
+  value = spec[key]
+  return defaults[key] if value is None and key in defaults else value
 
 
 def init_params(objective: Objective, spec, key, dims: ParamDims) -> dict:
