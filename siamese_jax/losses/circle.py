@@ -9,7 +9,9 @@ import jax.numpy as jnp
 
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "cosine_similarity"}  # PML 2.9: m=0.4, gamma=80, CosineSimilarity only
+# PML 2.9: m=0.4, gamma=80, CosineSimilarity only
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "cosine_similarity"}
 
 
 def circle_loss(similarity: jax.Array, positives: jax.Array, negatives: jax.Array,

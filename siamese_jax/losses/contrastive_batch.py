@@ -15,7 +15,9 @@ import jax
 from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "lp"}  # PML 2.9: pos_margin=0, neg_margin=1, LpDistance (normalized)
+# PML 2.9: pos_margin=0, neg_margin=1, LpDistance (normalized)
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "lp"}
 
 
 def contrastive_pair_losses(mat: jax.Array, pos_margin: float = 0.0, neg_margin: float = 1.0,

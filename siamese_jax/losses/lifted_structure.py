@@ -8,7 +8,9 @@ import jax
 from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "lp"}  # PML 2.9: neg_margin=1, pos_margin=0, LpDistance (normalized)
+# PML 2.9: neg_margin=1, pos_margin=0, LpDistance (normalized)
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "lp"}
 
 
 def lifted_structure_loss(mat: jax.Array, positives: jax.Array, negatives: jax.Array,

@@ -1,7 +1,7 @@
 """Margin loss (Wu et al. 2017, "Sampling matters") as PML's MarginLoss with a learned boundary
 beta: for every triplet (anchor i, positive j, negative k), ``relu(d_ij - beta + margin) +
 relu(beta - d_ik + margin)``, summed and divided by the number of non-zero terms (PML's
-DivisorReducer), plus ``nu * beta``; on normalized Euclidean distances. Triplets: every (i, j, k)
+DivisorReducer), plus ``nu * beta`` (when the batch has a triplet); on normalized Euclidean distances. Triplets: every (i, j, k)
 (PML's ``triplets_per_anchor="all"``), or one drawn negative per positive pair with
 ``loss.miner='distance_weighted'`` (Wu et al.'s sampling).
 
@@ -19,7 +19,8 @@ from siamese_jax.losses import objective, pairwise
 
 # PML 2.9: margin=0.2, nu=0, beta=1.2, LpDistance (normalized). ``loss.margin`` is shared with
 # contrastive and triplet: its record default (0.2) applies where loss.margin is None.
-DEFAULTS = {"distance": "lp", "beta": 1.2, "margin": 0.2}
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "lp", "beta": 1.2, "margin": 0.2}
 
 BETA = objective.LearnedParam("beta_offset", lambda spec, dims: (),
                               jax.nn.initializers.zeros)
@@ -65,11 +66,13 @@ def against(loss_params, pairs: pairwise.Pairs, read, key):
     negative_idx, valid = pairwise.distance_weighted(read, pairs, key)
     loss = margin_loss_of_triplets(pairs.matrix, negative_idx, valid, beta, read("margin"),
                                    pairs.distance)
+    any_triplet = jnp.any(valid)
   else:
     loss = margin_loss(pairs.matrix, pairs.positives, pairs.negatives, beta, read("margin"),
                        pairs.distance)
-  if read("learn_beta"):
-    loss = loss + read("nu") * beta
+    any_triplet = jnp.any(jnp.any(pairs.positives, axis=1) & jnp.any(pairs.negatives, axis=1))
+  if read("learn_beta"):  # PML: no regulariser either when the batch has no triplet
+    loss = loss + jnp.where(any_triplet, read("nu") * beta, 0.0)
   return loss, {"beta": beta, **pairwise.pair_metrics(pairs)}
 
 

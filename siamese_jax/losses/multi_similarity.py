@@ -9,7 +9,8 @@ from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
 # PML 2.9: alpha=2, beta=50, base=0.5, CosineSimilarity, MultiSimilarityMiner(epsilon=0.1).
-DEFAULTS = {"distance": "cosine_similarity", "miner": "multi_similarity", "beta": 50.0}
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "cosine_similarity", "miner": "multi_similarity", "beta": 50.0}
 
 
 def multi_similarity_loss(mat: jax.Array, positives: jax.Array, negatives: jax.Array,

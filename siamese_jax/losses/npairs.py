@@ -10,7 +10,8 @@ import jax.numpy as jnp
 from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "dot_product"}
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "dot_product"}
 
 
 def first_pairs(positives: jax.Array) -> tuple[jax.Array, jax.Array]:

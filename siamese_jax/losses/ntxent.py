@@ -9,7 +9,9 @@ import jax.numpy as jnp
 from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "cosine_similarity", "temperature": 0.07}  # PML 2.9
+# PML 2.9
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "cosine_similarity", "temperature": 0.07}
 
 
 def ntxent_pair_losses(mat: jax.Array, negatives: jax.Array, temperature: float = 0.07,

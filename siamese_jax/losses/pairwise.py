@@ -37,6 +37,7 @@ class Pairs(NamedTuple):
 COMMON_READS = ("distance", "distance_p", "normalize_embeddings", "miner", "miner_epsilon",
                 "miner_pos_margin", "miner_neg_margin", "miner_cutoff",
                 "miner_nonzero_loss_cutoff")
+COMMON_DEFAULTS = {"miner": "none"}
 MINERS = ("none", "multi_similarity", "pair_margin", "distance_weighted")
 
 

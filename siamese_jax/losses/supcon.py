@@ -9,7 +9,9 @@ import jax.numpy as jnp
 from siamese_jax import similarities
 from siamese_jax.losses import objective, pairwise
 
-DEFAULTS = {"distance": "cosine_similarity", "temperature": 0.1}  # PML 2.9
+# PML 2.9
+DEFAULTS = {**pairwise.COMMON_DEFAULTS,
+            "distance": "cosine_similarity", "temperature": 0.1}
 
 
 def supcon_loss(mat: jax.Array, positives: jax.Array, negatives: jax.Array,
