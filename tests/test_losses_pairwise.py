@@ -211,3 +211,30 @@ def test_xbm_memory_is_carried_in_the_train_state():
   # Outside the train step (no memory) the loss is the inner loss on the batch alone.
   loss, _ = train.compute_loss(state.params, state.apply_fn, batch, jax.random.key(0), spec)
   assert np.isfinite(float(loss))
+
+
+# ------------------------------------------------------------------ end to end (slow)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PAIR_LOSSES)
+def test_each_pair_loss_trains_from_its_name_alone(name, tmp_path, tfds_dir):
+  from siamese_jax import experiment
+  from tests.helpers import tiny_config
+  config = tiny_config("triplet", tfds_dir, **{"loss.name": name, "train.epochs": 1,
+                                               "plots.latent": False, "eval.pairs": 100})
+  summary = experiment.train_and_evaluate(config, str(tmp_path / name))
+  assert summary["steps"] == 6 and np.isfinite(summary["final"]["train_loss"]), summary["final"]
+
+
+@pytest.mark.slow
+def test_main_py_trains_xbm(tmp_path, tfds_dir):
+  import subprocess
+  from tests.helpers import REPO_ROOT, main_command, repo_env
+  command = main_command(tmp_path / "xbm", tfds_dir, "--config.loss.name=xbm",
+                         "--config.loss.memory_size=64", "--config.train.epochs=1",
+                         "--config.train.steps_per_epoch=4", "--config.train.steps_per_call=2",
+                         "--config.train.classes_per_batch=4", "--config.train.samples_per_class=4")
+  done = subprocess.run(command, cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True,
+                        timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert (tmp_path / "xbm" / "summary.json").is_file()
