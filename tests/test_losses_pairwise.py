@@ -18,7 +18,8 @@ from tests.helpers import all_finite
 
 REFERENCE = np.load(pathlib.Path(__file__).parent / "fixtures" / "pml_reference_pairs.npz")
 CASES = ("b8", "b12_identical", "b6_unique", "b16_clusters")
-PAIR_LOSSES = ("multi_similarity", "circle", "lifted_structure", "npairs", "margin", "supcon",
+PAIR_LOSSES = ("multi_similarity", "circle", "lifted_structure", "lifted_structure_original",
+               "npairs", "margin", "supcon",
                "ntxent", "contrastive_batch", "xbm")
 
 # fixture variant -> (loss.name, loss.* settings that make ours the PML object the script built)
@@ -28,6 +29,7 @@ VARIANTS = {
     "circle": ("circle", {}),
     "lifted_structure": ("lifted_structure", {}),
     "lifted_structure_snr": ("lifted_structure", {"distance": "snr"}),
+    "lifted_structure_original": ("lifted_structure_original", {}),
     "npairs": ("npairs", {}),
     "supcon": ("supcon", {}),
     "ntxent": ("ntxent", {}),
@@ -51,7 +53,7 @@ def spec_of(name: str, **settings) -> train.LossSpec:
 
 
 def pair_loss_of(name: str):
-  return xbm.PAIR_LOSSES[name] if name in xbm.PAIR_LOSSES else losses.npairs.PAIR_LOSS
+  return xbm.PAIR_LOSSES.get(name) or getattr(losses, name).PAIR_LOSS
 
 
 def batch_loss(name: str, spec, embeddings, labels, loss_params=None):

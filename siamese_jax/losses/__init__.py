@@ -8,15 +8,16 @@ loss, write one module with its functions and ``OBJECTIVE``, and list it below.
 """
 
 from siamese_jax.losses import (bce, circle, contrastive, contrastive_batch, cosine_softmax,
-                                cross_entropy, lifted_structure, margin, multi_similarity, npairs,
-                                ntxent, supcon, triplet, xbm)
+                                cross_entropy, lifted_structure, lifted_structure_original, margin,
+                                multi_similarity, npairs, ntxent, supcon, triplet, xbm)
 from siamese_jax.losses.objective import Objective
 
 OBJECTIVES: dict[str, Objective] = {objective.name: objective for objective in (
     contrastive.OBJECTIVE, bce.OBJECTIVE, triplet.OBJECTIVE, cross_entropy.OBJECTIVE,
     cosine_softmax.OBJECTIVE, multi_similarity.OBJECTIVE, circle.OBJECTIVE,
-    lifted_structure.OBJECTIVE, npairs.OBJECTIVE, margin.OBJECTIVE, supcon.OBJECTIVE,
-    ntxent.OBJECTIVE, contrastive_batch.OBJECTIVE, xbm.OBJECTIVE)}
+    lifted_structure.OBJECTIVE, lifted_structure_original.OBJECTIVE, npairs.OBJECTIVE,
+    margin.OBJECTIVE, supcon.OBJECTIVE, ntxent.OBJECTIVE, contrastive_batch.OBJECTIVE,
+    xbm.OBJECTIVE)}
 
 
 def choices() -> dict[str, tuple[str, ...]]:
