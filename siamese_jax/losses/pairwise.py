@@ -6,6 +6,12 @@ and the common ``compute``.
 A pair loss is ``against(loss_params, pairs, read, key) -> (loss [], metrics)`` over a ``Pairs``;
 ``read(name)`` gives a ``loss.*`` setting (None resolved to the loss's own default). The same
 function serves the batch (``make_compute``) and xbm's batch-against-memory.
+
+Where we differ from PML: padding rows (mask 0) take part in no pair and are not counted in
+means over anchors; miners read the loss's own matrix (PML gives a miner its own distance,
+by default cosine for the multi-similarity miner and normalized Lp for the others: the same as
+the losses' defaults that use them); and PML's GenericPairLoss returns 0 when the (mined) pairs
+number at most one positive and one negative, where ours computes the loss of that pair.
 """
 
 from typing import Any, Callable, NamedTuple
