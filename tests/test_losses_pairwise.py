@@ -226,6 +226,10 @@ def test_each_pair_loss_trains_from_its_name_alone(name, tmp_path, tfds_dir):
                                                "plots.latent": False, "eval.pairs": 100})
   summary = experiment.train_and_evaluate(config, str(tmp_path / name))
   assert summary["steps"] == 6 and np.isfinite(summary["final"]["train_loss"]), summary["final"]
+  if losses.OBJECTIVES[name].params:  # a run with learned loss parameters loads for inference
+    from siamese_jax import checkpoints
+    _, state = checkpoints.load_trained(tmp_path / name)
+    assert set(state.params[objective.LOSS_PARAMS]) == {"beta_offset"}
 
 
 @pytest.mark.slow
