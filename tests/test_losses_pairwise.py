@@ -244,3 +244,28 @@ def test_main_py_trains_xbm(tmp_path, tfds_dir):
                         timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
   assert (tmp_path / "xbm" / "summary.json").is_file()
+
+
+def test_config_checks_accept_none_and_name_the_key():
+  from siamese_jax import config_checks
+  config = default.override(default.get_config(), {"loss.name": "ntxent"})
+  config_checks.validate(config)  # loss.distance, loss.miner, loss.temperature left None
+  config.loss.distance = "l2"
+  with pytest.raises(config_checks.ConfigError, match=r"^loss.distance='l2' is not known; "
+                     r"choose one of cosine_similarity, dot_product, lp, snr$"):
+    config_checks.validate(config)
+  config.loss.distance = None
+  config.loss.temperature = -1.0
+  with pytest.raises(config_checks.ConfigError, match=r"^loss.temperature=-1.0 must be a positive"):
+    config_checks.validate(config)
+  config = default.override(default.get_config(), {"loss.name": "circle", "loss.distance": "lp"})
+  with pytest.raises(config_checks.ConfigError, match=r"^loss.distance='lp' must be "
+                     r"cosine_similarity \(or None\) for loss.name='circle'$"):
+    config_checks.validate(config)
+
+
+def test_help_lists_the_pair_loss_keys():
+  import main
+  text = main._config_help()
+  assert "loss.distance" in text and "one of cosine_similarity, dot_product, lp, snr" in text
+  assert "one of none, multi_similarity, pair_margin, distance_weighted" in text

@@ -74,10 +74,10 @@ def at_least(path: str, minimum: int, why: str) -> Check:
 
 def or_default(check: Check) -> Check:
   """``check``, also passed by None (the key's value is then the objective's own default, from
-  its record's ``defaults``)."""
-  choices = None if check.choices is None else (None, *check.choices)
+  its record's ``defaults``; declare such a key with a None placeholder default, which the config
+  checks accept beside its ``choices``)."""
   return Check(check.path, lambda v: v is None or check.ok(v), check.must + " (or None: the "
-               "loss's own default)", choices)
+               "loss's own default)", check.choices)
 
 
 def one_of(path: str, names) -> Check:
