@@ -277,8 +277,11 @@ def main(argv=None) -> int:
   report_markdown.write_markdown(
       out_dir / name, mode, seeds, sections, started, figures,
       {run: t for runs in run_seconds.values() for run, t in runs.items()}, kept)
-  (out_dir / name).with_suffix(".json").write_text(json.dumps(
-      {**{f.key: s for f, s, _ in sections},
+  json_path = (out_dir / name).with_suffix(".json")
+  earlier = json.loads(json_path.read_text()) if json_path.exists() else {}
+  json_path.write_text(json.dumps(
+      {**{key: earlier[key] for key in report_markdown.OTHER_SECTIONS if key in earlier},
+       **{f.key: s for f, s, _ in sections},
        report_markdown.META: {"runs": run_seconds, "figures": figures}}, indent=1, default=float))
   print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min"
         + (f", keeping the sections of {', '.join(kept)} from the last report" if kept else ""))

@@ -18,6 +18,39 @@ from experiments import findings as findings_lib
 from siamese_jax import plots
 
 META = "_meta"  # results.json: {"runs": {finding: {workdir: wall s}}, "figures": {finding: [...]}}
+# Sections that other scripts write into results.md (between section_markers) and results.json
+# (under the same key): scripts/benchmark_losses.py's. The report keeps them as they are.
+OTHER_SECTIONS = ("loss_benchmark",)
+
+
+def section_markers(name: str) -> tuple[str, str]:
+  """The lines that open and close section ``name`` of results.md written by another script."""
+  return (f"<!-- section {name}: written by its own script, kept by make_report.py -->",
+          f"<!-- end of section {name} -->")
+
+
+def other_sections(text: str) -> str:
+  """The OTHER_SECTIONS blocks of a results.md text (markers included), "" if none."""
+  blocks = []
+  for name in OTHER_SECTIONS:
+    start, end = section_markers(name)
+    if start in text and end in text.split(start, 1)[1]:
+      blocks.append(start + text.split(start, 1)[1].split(end, 1)[0] + end)
+  return "\n\n".join(blocks)
+
+
+def replace_section(path: pathlib.Path, name: str, lines: list[str]) -> None:
+  """Writes ``lines`` as section ``name`` of the markdown file at ``path``: in place of its last
+  version, else at the end (a new file holds the section alone)."""
+  start, end = section_markers(name)
+  block = "\n".join([start, *lines, end])
+  text = path.read_text() if path.exists() else ""
+  if start in text and end in text.split(start, 1)[1]:
+    before, rest = text.split(start, 1)
+    text = before + block + rest.split(end, 1)[1]
+  else:
+    text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+  path.write_text(text)
 
 
 def verdict_with_unrun_arms(finding, stats, workdirs: dict, seeds: list) -> tuple:
@@ -147,7 +180,8 @@ def write_markdown(path, mode, seeds, sections, started, figures, run_seconds,
       lines += ["", f"![{caption}]({figure})"]
     summary_rows.append(f"| {finding.title} | {label} |")
   lines[intro_end:intro_end] = ["", "| finding | verdict |", "|---|---|", *summary_rows]
-  pathlib.Path(path).write_text("\n".join(lines) + "\n")
+  kept = other_sections(pathlib.Path(path).read_text()) if pathlib.Path(path).exists() else ""
+  pathlib.Path(path).write_text("\n".join(lines) + "\n" + (f"\n{kept}\n" if kept else ""))
 
 
 def latent_figures(finding, workdirs, out_dir) -> list:

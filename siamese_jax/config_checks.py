@@ -212,13 +212,14 @@ def _check_two_sources(config) -> None:
   _require((model.encoder_b is None and model.input_size_b is None) or not model.shared_weights,
            "model.encoder_b and model.input_size_b shape a second tower: set "
            "model.shared_weights=False")
-  classes = config.data.train_classes
-  _require(classes is None or (isinstance(classes, (tuple, list)) and len(set(classes)) >= 2
-                               and len(set(classes)) == len(classes)
-                               and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
-                                       for c in classes)),
-           f"data.train_classes={classes!r} must be None or distinct class ids >= 0, at least "
-           "2 (e.g. (0, 1, 2, 3, 4, 5, 6, 7))")
+  for path, example in (("train_classes", "(0, 1, 2, 3, 4, 5, 6, 7)"), ("test_classes", "(8, 9)")):
+    classes = config.data[path]
+    _require(classes is None or (isinstance(classes, (tuple, list)) and len(set(classes)) >= 2
+                                 and len(set(classes)) == len(classes)
+                                 and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0
+                                         for c in classes)),
+             f"data.{path}={classes!r} must be None or distinct class ids >= 0, at least 2 "
+             f"(e.g. {example})")
 
 
 def _check_resnet_and_norm(model_config) -> None:

@@ -59,6 +59,9 @@ KEYS = (
     Key("data.train_classes", placeholder(tuple), "train and validate on these class ids only "
         "(e.g. (0, 1, 2, 3, 4, 5, 6, 7)); the test split keeps every class, so the others are "
         "classes never trained on; None: all"),
+    Key("data.test_classes", placeholder(tuple), "test on these class ids of the test split only "
+        "(e.g. (6, 7, 8, 9) beside data.train_classes=(0, 1, 2, 3, 4, 5): a class-disjoint test "
+        "without pooling the splits); None: all"),
     Key("data.split_by", "images", "'classes': test on whole classes never trained on (a tfds "
         "dataset's two splits are pooled first; Omniglot's are already disjoint); 'images': the "
         "dataset's own splits ('folder' without train/ and test/: test_fraction of each class)"),

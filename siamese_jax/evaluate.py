@@ -8,7 +8,11 @@ host memory; only the [N, k] neighbour lists come back.
 Retrieval metrics are those of pytorch-metric-learning's ``AccuracyCalculator`` with the query set
 equal to the reference set (each query's own row excluded): ``precision_at_1``, ``r_precision``
 and ``mean_average_precision_at_r`` (Musgrave et al. 2020), where R is the number of other
-examples of the query's class; queries whose class has no other example are skipped.
+examples of the query's class; queries whose class has no other example are skipped. Beside them
+``recall_at_<k>`` for k in RECALL_AT (the fraction of those queries with a same-class example among
+their k nearest others: the "Recall@k" of the deep metric learning literature, Song et al. 2016)
+and, in ``clustering_metrics``, NMI and AMI of a k-means clustering of the embeddings into as many
+clusters as classes (scikit-learn's scores, as PML's ``AccuracyCalculator``).
 """
 
 import functools
@@ -359,8 +363,12 @@ def nearest_neighbours(query, reference, k: int, distance: str = "euclidean",
   return _nearest_blocks(query, reference, k, distance, exclude_self, block)
 
 
+RECALL_AT = (1, 2, 4, 8)  # the k of the retrieval metrics' recall_at_<k>
+
+
 def _retrieval_sums(neighbour_labels, labels, class_counts, knn_k: int):
-  """Per-metric sums over queries: neighbour_labels [N, K], labels [N], class_counts [C]."""
+  """Per-metric sums over queries: neighbour_labels [N, K], labels [N], class_counts [C].
+  recall_at_<k> looks at the first min(k, K) neighbours."""
   relevant = neighbour_labels == labels[:, None]  # [N, K]
   r = class_counts[labels] - 1  # other examples of the query's class
   ranks = jnp.arange(1, neighbour_labels.shape[1] + 1)
@@ -382,6 +390,8 @@ def _retrieval_sums(neighbour_labels, labels, class_counts, knn_k: int):
       "mean_average_precision_at_r": jnp.sum(jnp.where(counted, average_precision, 0.0)),
       "knn_accuracy": jnp.sum(knn_correct),
       "counted": jnp.sum(counted),
+      **{f"recall_at_{k}": jnp.sum(jnp.where(counted, jnp.any(relevant[:, :k], axis=1), False))
+         for k in RECALL_AT},
   }
 
 
@@ -389,9 +399,10 @@ def retrieval_metrics(embeddings, labels, knn_k: int = 5, distance: str = "eucli
                       block_size: int | None = None) -> dict:
   """Leave-one-out retrieval on one labelled set: embeddings [N, D], labels [N] int.
 
-  Returns knn_accuracy (majority of the ``knn_k`` nearest others), precision_at_1, r_precision
-  and mean_average_precision_at_r, each a float in [0, 1]; the last three over queries whose
-  class has another example (knn_accuracy over all queries).
+  Returns knn_accuracy (majority of the ``knn_k`` nearest others), precision_at_1, r_precision,
+  mean_average_precision_at_r and recall_at_<k> (k in RECALL_AT: a same-class example among the
+  k nearest others), each a float in [0, 1]; all but knn_accuracy over queries whose class has
+  another example (knn_accuracy over all queries).
   """
   labels_np = np.asarray(labels)
   if labels_np.ndim != 1 or len(labels_np) != len(embeddings):
@@ -403,7 +414,7 @@ def retrieval_metrics(embeddings, labels, knn_k: int = 5, distance: str = "eucli
                      f"{labels_np.dtype}, smallest {smallest}); renumber them, e.g. "
                      "np.unique(labels, return_inverse=True)[1]")
   class_counts = np.bincount(labels_np)
-  k = int(min(max(class_counts.max() - 1, knn_k), len(labels_np) - 1))
+  k = int(min(max(class_counts.max() - 1, knn_k, max(RECALL_AT)), len(labels_np) - 1))
   _, idx = nearest_neighbours(embeddings, embeddings, k, distance, exclude_self=True,
                               block_size=block_size)
   labels_dev = jnp.asarray(labels_np, jnp.int32)
@@ -422,14 +433,14 @@ def cross_retrieval_metrics(query, query_labels, reference, reference_labels, kn
   MNIST images of its digit): query [N, D], query_labels [N], reference [M, D],
   reference_labels [M], int class ids >= 0 shared by both.
 
-  Returns ``retrieval_metrics``'s four figures, with R the number of references of the query's
+  Returns ``retrieval_metrics``'s figures, with R the number of references of the query's
   class (the query is not among them); queries whose class has no reference are skipped
   (knn_accuracy: over all queries).
   """
   query_labels, reference_labels = np.asarray(query_labels), np.asarray(reference_labels)
   classes = int(max(query_labels.max(), reference_labels.max())) + 1
   counts = np.bincount(reference_labels, minlength=classes)
-  k = int(min(max(counts.max(), knn_k), len(reference_labels)))
+  k = int(min(max(counts.max(), knn_k, max(RECALL_AT)), len(reference_labels)))
   _, idx = nearest_neighbours(query, reference, k, distance)
   # _retrieval_sums takes R as class_counts - 1 (there the query is one of the references).
   sums = jax.jit(_retrieval_sums, static_argnames="knn_k")(
@@ -440,6 +451,29 @@ def cross_retrieval_metrics(query, query_labels, reference, reference_labels, kn
   result = {name: value / counted for name, value in sums.items() if name != "knn_accuracy"}
   result["knn_accuracy"] = sums["knn_accuracy"] / len(query_labels)
   return result
+
+
+def clustering_metrics(embeddings, labels, distance: str = "euclidean", seed: int = 0) -> dict:
+  """How well k-means recovers the classes: embeddings [N, D], labels [N] int.
+
+  k-means (scikit-learn's, k-means++ seeded with ``seed``) groups the embeddings into as many
+  clusters as there are classes, on unit rows where ``distance`` is "cosine" (spherical k-means'
+  assignment); returns {"nmi", "ami"}: scikit-learn's ``normalized_mutual_info_score`` (arithmetic
+  mean normalisation) and ``adjusted_mutual_info_score`` of the clusters against the labels,
+  as pytorch-metric-learning's AccuracyCalculator reports them (there with faiss' k-means).
+  """
+  from sklearn import cluster, metrics as sk_metrics
+  embeddings, labels = np.asarray(embeddings, np.float64), np.asarray(labels)
+  if labels.ndim != 1 or len(labels) != len(embeddings):
+    raise ValueError(f"clustering_metrics: labels must be [N] for {len(embeddings)} embeddings; "
+                     f"got {labels.shape}")
+  if distance == "cosine":
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    embeddings = embeddings / np.maximum(norms, 1e-12)
+  num_classes = len(np.unique(labels))
+  clusters = cluster.KMeans(num_classes, n_init=1, random_state=seed).fit_predict(embeddings)
+  return {"nmi": float(sk_metrics.normalized_mutual_info_score(labels, clusters)),
+          "ami": float(sk_metrics.adjusted_mutual_info_score(labels, clusters))}
 
 
 # ---------------------------------------------------------------- SVM on pair features

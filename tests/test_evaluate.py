@@ -51,7 +51,8 @@ def _numpy_retrieval(embeddings, labels, knn_k):
                           "euclidean")
   np.fill_diagonal(dist, np.inf)
   order = np.argsort(dist, axis=1, kind="stable")
-  p1, rp, mapr, knn, counted = [], [], [], [], 0
+  p1, rp, mapr, knn = [], [], [], []
+  recall = {k: [] for k in evaluate.RECALL_AT}
   for i, row in enumerate(order):
     neighbour_labels = labels[row[:-1]]
     votes = np.bincount(neighbour_labels[:knn_k], minlength=labels.max() + 1)
@@ -61,13 +62,16 @@ def _numpy_retrieval(embeddings, labels, knn_k):
     r = int(np.sum(labels == labels[i])) - 1
     if r == 0:
       continue
+    for k in recall:
+      recall[k].append(np.any(neighbour_labels[:k] == labels[i]))
     rel = neighbour_labels[:r] == labels[i]
     p1.append(rel[0])
     rp.append(rel.mean())
     precision = np.cumsum(rel) / np.arange(1, r + 1)
     mapr.append(np.sum(precision * rel) / r)
   return {"precision_at_1": np.mean(p1), "r_precision": np.mean(rp),
-          "mean_average_precision_at_r": np.mean(mapr), "knn_accuracy": np.mean(knn)}
+          "mean_average_precision_at_r": np.mean(mapr), "knn_accuracy": np.mean(knn),
+          **{f"recall_at_{k}": np.mean(found) for k, found in recall.items()}}
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -78,8 +82,64 @@ def test_retrieval_metrics_match_numpy(seed):
   embeddings = (rng.normal(size=(60, 3)) + 1.5 * np.eye(6)[labels][:, :3]).astype(np.float32)
   got = evaluate.retrieval_metrics(embeddings, labels, knn_k=3, block_size=16)
   want = _numpy_retrieval(embeddings, labels, 3)
+  assert set(got) == set(want)
   for name, value in want.items():
     assert got[name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_recall_at_k_counts_a_same_class_example_among_the_k_nearest():
+  """By hand, on a line: 0 (class 0), 1 (1), 2.5 (1), 4.2 (0). Nearest others, in order: of 0:
+  1, 2.5, 4.2 (first of its class 3rd); of 1: 0, 2.5 (2nd); of 2.5: 1 (1st); of 4.2: 2.5, 1, 0
+  (3rd). So Recall@1 = 1/4, @2 = 2/4, @4 = @8 = 4/4 (three others: k = 8 sees all of them)."""
+  embeddings = np.array([[0.0], [1.0], [2.5], [4.2]], np.float32)
+  got = evaluate.retrieval_metrics(embeddings, np.array([0, 1, 1, 0]))
+  assert [got[f"recall_at_{k}"] for k in (1, 2, 4, 8)] == [0.25, 0.5, 1.0, 1.0]
+  assert got["precision_at_1"] == got["recall_at_1"]
+  cross = evaluate.cross_retrieval_metrics(embeddings[:1], [0], embeddings[1:], [1, 1, 0])
+  assert [cross[f"recall_at_{k}"] for k in (1, 2, 4, 8)] == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_clustering_metrics_by_hand():
+  """Points 0, 0, 0, 10 with classes 0, 0, 1, 1: k-means with two clusters must part {0, 0, 0}
+  from {10}. The contingency table [[2, 1], [0, 1]] (clusters by classes) of 4 points gives
+  MI = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2, H(classes) = ln 2,
+  H(clusters) = -(3/4 ln 3/4 + 1/4 ln 1/4); NMI = MI / mean of the entropies."""
+  embeddings = np.array([[0.0], [0.0], [0.0], [10.0]])
+  labels = np.array([0, 0, 1, 1])
+  got = evaluate.clustering_metrics(embeddings, labels)
+  mutual = 0.5 * np.log(4 / 3) + 0.25 * np.log(2 / 3) + 0.25 * np.log(2)
+  entropies = (np.log(2), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25)))
+  assert got["nmi"] == pytest.approx(mutual / np.mean(entropies), abs=1e-12)
+  from sklearn import metrics as sk_metrics
+  assert got["ami"] == pytest.approx(sk_metrics.adjusted_mutual_info_score(labels, [0, 0, 0, 1]),
+                                     abs=1e-12)
+  assert got["ami"] < got["nmi"] < 1.0  # AMI takes off what chance agreement would give
+
+
+def test_clustering_metrics_are_one_for_perfect_clusters_and_cosine_reads_directions():
+  labels = np.repeat(np.arange(4), 5)
+  assert evaluate.clustering_metrics(np.eye(4)[labels] * 10, labels) == {"nmi": 1.0, "ami": 1.0}
+  # Two directions at very different lengths: one class each by cosine, not by Euclidean.
+  scale = np.array([1.0, 50.0, 1.0, 50.0, 2.0, 60.0])[:, None]
+  directions = np.array([[1.0, 0.1], [1.0, 0.1], [0.1, 1.0], [0.1, 1.0], [1.0, 0.0], [0.0, 1.0]])
+  labels = np.array([0, 0, 1, 1, 0, 1])
+  found = evaluate.clustering_metrics(directions * scale, labels, distance="cosine")
+  assert found == pytest.approx({"nmi": 1.0, "ami": 1.0})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_clustering_metrics_equal_scikit_learns_on_k_means_of_the_embeddings(seed):
+  from sklearn import cluster, metrics as sk_metrics
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 6, 300)
+  embeddings = rng.normal(size=(300, 8)) + 0.8 * np.eye(8)[labels]
+  got = evaluate.clustering_metrics(embeddings, labels, seed=3)
+  clusters = cluster.KMeans(6, n_init=1, random_state=3).fit_predict(embeddings)
+  assert got["nmi"] == sk_metrics.normalized_mutual_info_score(labels, clusters)
+  assert got["ami"] == sk_metrics.adjusted_mutual_info_score(labels, clusters)
+  assert 0.0 < got["ami"] < got["nmi"] < 1.0
+  with pytest.raises(ValueError, match="^clustering_metrics: labels must be"):
+    evaluate.clustering_metrics(embeddings, labels[:10])
 
 
 def test_retrieval_metrics_are_one_for_perfect_clusters():

@@ -68,6 +68,7 @@ EXPECTED = {
     "pairs": {"accuracy_fixed", "accuracy_tuned", "threshold_tuned", "roc_auc", "eer"},
     "validation_pairs": {"accuracy", "roc_auc"},
     "retrieval": {"retrieval"},
+    "clustering": {"clustering"},
     "one_shot": {"one_shot"},
     "validation_one_shot": {"one_shot"},
     "calibration": {"threshold", "target", "higher_means_same", "validation", "test"},
@@ -101,7 +102,10 @@ def test_each_evaluator_gives_its_figures_on_a_tiny_run(name):
     assert set(found["one_shot"]) == {"5_way"}
   if name == "retrieval":
     assert set(found["retrieval"]) == {"precision_at_1", "r_precision",
-                                       "mean_average_precision_at_r", "knn_accuracy"}
+                                       "mean_average_precision_at_r", "knn_accuracy",
+                                       "recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8"}
+  if name == "clustering":
+    assert set(found["clustering"]) == {"nmi", "ami"}
   if name == "elongation":
     assert found["elongation"] >= 1.0
 

@@ -137,6 +137,8 @@ def test_second_tower_keys_are_read_only_with_two_towers():
     ({"model.encoder_b": "nope", "model.shared_weights": False}, "model.encoder_b"),
     ({"data.train_classes": (3,)}, "data.train_classes"),
     ({"data.train_classes": (1, 1, 2)}, "data.train_classes"),
+    ({"data.test_classes": (3,)}, "data.test_classes"),
+    ({"data.test_classes": (-1, 2)}, "data.test_classes"),
 ])
 def test_config_checks_name_the_key(changes, message):
   config = default.override(default.get_config(), changes)
@@ -162,6 +164,26 @@ def test_train_classes_keep_the_other_classes_for_test(tfds_dir):
   datasets = protocol.load_datasets(config)
   assert set(datasets.train.labels) == set(range(8)) == set(datasets.validation.labels)
   assert datasets.train.num_classes == 8 and set(datasets.test.labels) == set(range(10))
+
+
+def test_test_classes_keep_only_those_classes_for_test(tfds_dir):
+  """data.train_classes with data.test_classes: a class-disjoint test without pooling the splits;
+  every test class is new, so the run scores retrieval and clustering on them."""
+  config = tiny_config("contrastive", tfds_dir, **{"data.train_classes": tuple(range(6)),
+                                                   "data.test_classes": (6, 7, 8, 9)})
+  config_checks.validate(config)
+  datasets = protocol.load_datasets(config)
+  # Every test class new: validation holds out whole training classes (data.validation_by auto);
+  # the sample has no class names, so they are named by their ids.
+  assert datasets.split["by"] == "classes"
+  assert (set(datasets.train.class_names) | set(datasets.validation.class_names)
+          == {"0", "1", "2", "3", "4", "5"})
+  assert datasets.test.num_classes == 4 and datasets.test.class_names == ["6", "7", "8", "9"]
+  want = np.isin(data.load("mnist", "test").labels, (6, 7, 8, 9)).sum()
+  assert len(datasets.test.labels) == want and protocol.unseen(datasets.train, datasets.test)
+  config.data.test_classes = (10, 11)
+  with pytest.raises(ValueError, match=r"^data.test_classes=\(10, 11\): none of these class ids"):
+    protocol.load_datasets(config)
 
 
 def test_cross_retrieval_matches_a_brute_force_count():

@@ -4,7 +4,8 @@ protocol. ``load_datasets(config)`` is what training, ``inference.recalibrate`` 
 1. The training and test splits (``data.train_split``, ``data.test_split``) of the source that
    ``data.name`` chooses in ``siamese_jax.data.SOURCES`` (with ``data.source_b``: paired with a
    second source, see ``two_sources``).
-2. ``data.train_classes``: training keeps those classes; the test split keeps every class.
+2. ``data.train_classes``: training keeps those classes; the test split keeps every class, or
+   those of ``data.test_classes`` where it is set (ids of the source's labels, as train_classes').
 3. Classes never trained on: where the data has groups of classes (Omniglot's alphabets) and the
    splits differ, the test part keeps only the groups absent from training; else, with
    ``data.split_by='classes'`` and a source that does not split by itself (a folder does), both
@@ -36,8 +37,8 @@ import numpy as np
 from siamese_jax import data, splits
 
 # The data.* keys read here, beside those of the chosen sources (siamese_jax.data.SOURCES).
-READS = ("name", "train_split", "test_split", "train_classes", "split_by", "test_fraction",
-         "validation_by", "validation_fraction", "rotation_classes", "mirror_classes")
+READS = ("name", "train_split", "test_split", "train_classes", "test_classes", "split_by",
+         "test_fraction", "validation_by", "validation_fraction", "rotation_classes", "mirror_classes")
 NAMES_SHOWN = 10  # class names printed per part (all go to summary.json)
 
 
@@ -124,9 +125,21 @@ def load_datasets(config) -> Datasets:
     line = classes_line(full_train, test_set, config.data.test_split, config.data.split_by)
     if line is not None:
       logging.warning("%s", line)
+  if config.data.test_classes is not None:
+    # Named by their ids ("6") where the source has no names: take renumbers the labels, and
+    # whether every test class is new (``unseen``) is decided by name.
+    full_train, test_set = (part._replace(class_names=class_names(part))
+                            for part in (full_train, test_set))
   if config.data.train_classes is not None:  # the test split keeps classes never trained on
     full_train = splits.take(full_train, np.flatnonzero(np.isin(
         full_train.labels, config.data.train_classes)), f"; classes {config.data.train_classes}")
+  if config.data.test_classes is not None:
+    kept = np.flatnonzero(np.isin(test_set.labels, config.data.test_classes))
+    if not len(kept):
+      raise ValueError(f"data.test_classes={config.data.test_classes!r}: none of these class ids "
+                       f"is in the {config.data.test_split} split (its ids are 0.."
+                       f"{test_set.num_classes - 1}); choose ids it has")
+    test_set = splits.take(test_set, kept, f"; classes {config.data.test_classes}")
   if test_set.group_names is not None and config.data.train_split != config.data.test_split:
     test_set = splits.without_groups(test_set, full_train.group_names)
   elif config.data.split_by == "classes" and "split_by" not in source.reads:

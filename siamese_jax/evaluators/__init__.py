@@ -12,16 +12,16 @@ A new evaluator is a module with its ``EVALUATOR`` record (and a test), added to
 the tuple below; with ``summary`` set, every training run's summary.json carries its figures.
 """
 
-from siamese_jax.evaluators import (bce_head, calibration, cross_retrieval, distinct_pairs,
-                                    elongation, identification, kfold_accuracy, new_classes,
-                                    one_shot, pairs, retrieval, svm, validation_one_shot,
-                                    validation_pairs)
+from siamese_jax.evaluators import (bce_head, calibration, clustering, cross_retrieval,
+                                    distinct_pairs, elongation, identification, kfold_accuracy,
+                                    new_classes, one_shot, pairs, retrieval, svm,
+                                    validation_one_shot, validation_pairs)
 from siamese_jax.evaluators.context import (Context, Evaluator, for_folder, for_report,  # noqa: F401
                                             for_run)
 
 EVALUATORS: dict[str, Evaluator] = {module.EVALUATOR.name: module.EVALUATOR for module in (
-    pairs, validation_pairs, retrieval, one_shot, validation_one_shot, calibration, svm,
-    elongation, cross_retrieval, new_classes, bce_head, distinct_pairs, kfold_accuracy,
+    pairs, validation_pairs, retrieval, clustering, one_shot, validation_one_shot, calibration,
+    svm, elongation, cross_retrieval, new_classes, bce_head, distinct_pairs, kfold_accuracy,
     identification)}
 
 # What ``predict evaluate`` reports on a folder of classes never trained on (context.for_folder).

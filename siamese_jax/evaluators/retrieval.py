@@ -1,6 +1,6 @@
 """``retrieval``: leave-one-out retrieval over the test embeddings (P@1, R-precision, MAP@R,
-k-NN accuracy; ``evaluate.retrieval_metrics``) on the model's distance. In a run's summary where
-the test classes were never trained on."""
+k-NN accuracy, Recall@{1,2,4,8}; ``evaluate.retrieval_metrics``) on the model's distance. In a
+run's summary where the test classes were never trained on (``clustering`` beside it)."""
 
 from siamese_jax import evaluate
 from siamese_jax.evaluators.context import Context, Evaluator
