@@ -133,8 +133,8 @@ KEYS = (
     Key("loss.distance", placeholder(str), "pair-based losses: how embeddings are compared "
         "(siamese_jax.similarities); None: the loss's own (PML's: cosine_similarity for "
         "multi_similarity, circle, supcon, ntxent; dot_product for npairs; lp for the others)"),
-    Key("loss.distance_p", 2.0, "pair-based losses: p of loss.distance='lp' and of its row "
-        "normalization"),
+    Key("loss.distance_p", 2, "pair-based losses: p (an integer) of loss.distance='lp' and of its "
+        "row normalization"),
     Key("loss.normalize_embeddings", True, "pair-based losses: scale embeddings to unit norm "
         "before comparing them (PML's default; cosine_similarity always does)"),
     Key("loss.miner", placeholder(str), "pair-based losses: pairs kept ('none', "
