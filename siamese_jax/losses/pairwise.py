@@ -38,8 +38,8 @@ class Pairs(NamedTuple):
   same_rows: bool
 
 
-# The keys every pair loss reads (the comparison and the miner), with the loss's own defaults
-# where the declared default is None.
+# The keys every pair loss reads (the comparison and the miner); ``COMMON_DEFAULTS`` holds the
+# values of those declared None that every pair loss shares (a module's DEFAULTS extends it).
 COMMON_READS = ("distance", "distance_p", "normalize_embeddings", "miner", "miner_epsilon",
                 "miner_pos_margin", "miner_neg_margin", "miner_cutoff",
                 "miner_nonzero_loss_cutoff")
