@@ -363,9 +363,13 @@ def _onto_defaults(saved: dict, where: pathlib.Path) -> ml_collections.ConfigDic
   return config_keys.override(config, flat)
 
 
-def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) -> TrainState:
+def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path,
+                    saved: dict[str, tuple] | None = None) -> TrainState:
   """The run's TrainState as shapes on one device (no init compiled or run), whatever the mesh
-  it was saved from; sets config.data.image_size to the size the run trained on."""
+  it was saved from; sets config.data.image_size to the size the run trained on. ``saved``: the
+  checkpoint's param shapes, whose objective's learned parameters (``params["loss"]``, e.g.
+  margin's beta, proxies) join the model's with those shapes, float32, so that their optimiser
+  state is restored too."""
   try:
     model = models.build_model(config.model)
     tx = train.optimizer_from_config(config, total_steps=1)  # model.freeze: a split state
@@ -373,16 +377,19 @@ def _abstract_state(config, summary: dict, progress: dict, where: pathlib.Path) 
     raise CheckpointError(f"{where}: {str(error).splitlines()[0]}; {PASS_A_RUN}") from None
   image_shape = _image_shape(config, summary, progress)
   config.data.image_size = image_shape[0] if image_shape[0] == image_shape[1] else image_shape[:2]
-  # The objective's learned parameters (proxies, class weights: params["loss"]) are part of
-  # the saved state, sized by the model.num_classes the run saved in its config.json.
-  spec = (train.loss_spec_from_config(config)
-          if config.loss.name in losses.OBJECTIVES and losses.OBJECTIVES[config.loss.name].params
-          else None)
-  if spec is not None and not config.model.num_classes:
-    raise CheckpointError(f"{where}: loss.name={config.loss.name!r} learns a parameter per class "
-                          f"but model.num_classes is not set; {PASS_A_RUN}")
-  abstract = jax.eval_shape(lambda key: train.create_train_state(
-      key, model, image_shape, tx, spec, config.model.num_classes), jax.random.key(0))
+  loss_prefix = losses.objective.LOSS_PARAMS + "/"
+  loss_shapes = {name[len(loss_prefix):]: shape for name, shape in (saved or {}).items()
+                 if name.startswith(loss_prefix)}
+
+  def make(key):
+    state = train.create_train_state(key, model, image_shape, tx)
+    if not loss_shapes:
+      return state
+    params = {**state.params, losses.objective.LOSS_PARAMS: {
+        name: jax.numpy.zeros(shape, jax.numpy.float32) for name, shape in loss_shapes.items()}}
+    return TrainState.create(apply_fn=state.apply_fn, params=params, tx=tx, loss_state={})
+
+  abstract = jax.eval_shape(make, jax.random.key(0))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   return jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
@@ -471,7 +478,7 @@ def _restore_epoch(manager, config, summary: dict, workdir: pathlib.Path, epochs
   config_path = workdir / "config.json"
   fix = (f"{config_path} is not the config of these checkpoints; {PASS_A_RUN} (its "
          "config.json and checkpoints/ together)")
-  state = _abstract_state(config, summary, progress, config_path)
+  state = _abstract_state(config, summary, progress, config_path, saved)
   # Checked on metadata first: a failed orbax restore leaves never-awaited reads behind.
   check_same_params(saved, _param_shapes(state.params), f"checkpoint {step} in "
                     f"{checkpoint_dir}", fix)

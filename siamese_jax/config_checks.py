@@ -61,6 +61,15 @@ def _value(config, path: str):
   return node
 
 
+def _nullable() -> frozenset[str]:
+  from ml_collections.config_dict import FieldReference
+  return frozenset(key.path for key in config_keys.KEYS
+                   if key.default is None or isinstance(key.default, FieldReference))
+
+
+_NULLABLE = _nullable()  # keys declared None (a placeholder): None is a value they may keep
+
+
 def _check_declared_values_set(config) -> None:
   """Every key declared with a value (not a None placeholder) must keep one."""
   from ml_collections.config_dict import FieldReference
@@ -76,7 +85,10 @@ def validate(config) -> None:
   """Raises ConfigError for the first value that cannot work."""
   _check_declared_values_set(config)
   for key, valid in choices().items():
-    _choice(_value(config, key), valid, key)
+    value = _value(config, key)
+    if value is None and key in _NULLABLE:  # None: the loss's own default (its record's)
+      continue
+    _choice(value, valid, key)
   for key in ("name", "train_split", "test_split"):
     _require(isinstance(config.data[key], str) and config.data[key] != "",
              f"data.{key}={config.data[key]!r} must be a name, e.g. "

@@ -138,6 +138,41 @@ KEYS = (
         "soft_triple's centers"),
     Key("loss.center_temperature", 0.1, "soft_triple: temperature of the softmax that weighs a "
         "class's centers (PML's gamma; a cosine, no unit)"),
+    # pair-based losses (pytorch-metric-learning 2.9's defaults; None: the loss's own, in its
+    # record's defaults)
+    Key("loss.distance", placeholder(str), "pair-based losses: how embeddings are compared "
+        "(siamese_jax.similarities); None: the loss's own (PML's: cosine_similarity for "
+        "multi_similarity, circle, supcon, ntxent; dot_product for npairs; lp for the others)"),
+    Key("loss.distance_p", 2, "pair-based losses: p (an integer) of loss.distance='lp' and of its "
+        "row normalization"),
+    Key("loss.normalize_embeddings", True, "pair-based losses: scale embeddings to unit norm "
+        "before comparing them (PML's default; cosine_similarity always does)"),
+    Key("loss.miner", placeholder(str), "pair-based losses: pairs kept ('none', "
+        "'multi_similarity', 'pair_margin') or triplets drawn ('distance_weighted'); None: the "
+        "loss's own (multi_similarity for multi_similarity, else none)"),
+    Key("loss.miner_epsilon", 0.1, "multi_similarity miner: epsilon"),
+    Key("loss.miner_pos_margin", 0.2, "pair_margin miner: keep positives farther than this"),
+    Key("loss.miner_neg_margin", 0.8, "pair_margin miner: keep negatives closer than this"),
+    Key("loss.miner_cutoff", 0.5, "distance_weighted miner: distances clipped below at this"),
+    Key("loss.miner_nonzero_loss_cutoff", 1.4, "distance_weighted miner: negatives at least "
+        "this far are never drawn"),
+    Key("loss.alpha", 2.0, "multi_similarity: weight of positive pairs"),
+    Key("loss.beta", placeholder(float), "multi_similarity: weight of negative pairs (50); "
+        "margin: initial boundary beta (1.2); None: the loss's own"),
+    Key("loss.base", 0.5, "multi_similarity: the similarity the exponents are centred on"),
+    Key("loss.relaxation", 0.4, "circle: the relaxation factor m"),
+    Key("loss.gamma", 80.0, "circle: the scale factor gamma"),
+    Key("loss.pos_margin", 0.0, "contrastive_batch, lifted_structure: positive pairs closer "
+        "than this cost nothing"),
+    Key("loss.neg_margin", 1.0, "contrastive_batch, lifted_structure: negative pairs farther "
+        "than this cost nothing"),
+    Key("loss.nu", 0.0, "margin: weight of the beta regulariser nu * beta"),
+    Key("loss.learn_beta", True, "margin: learn beta with the model (PML's flag: False)"),
+    Key("loss.temperature", placeholder(float), "ntxent (0.07), supcon (0.1): the softmax "
+        "temperature; None: the loss's own"),
+    Key("loss.memory_loss", "contrastive_batch", "xbm: the pair-based loss computed between "
+        "the batch and the memory"),
+    Key("loss.memory_size", 1024, "xbm: past embeddings kept in the memory"),
     # optimizer
     Key("optimizer.name", "rmsprop", "optax optimiser"),
     Key("optimizer.learning_rate", 1e-3, "peak learning rate (> 0)"),

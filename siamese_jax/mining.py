@@ -64,3 +64,78 @@ def semi_hard_mining(dist: jax.Array, labels: jax.Array, mask: jax.Array | None 
   negative_idx = jnp.where(jnp.any(farther, axis=2), nearest_farther, farthest[:, None])
   valid = positives & jnp.any(negatives, axis=1)[:, None]
   return negative_idx, valid
+
+
+# ------------------------------------------- pair miners (pytorch-metric-learning's, as masks)
+# They take a comparison matrix ``mat`` [B, M] (a distance, or a similarity when
+# ``higher_means_closer``) and the candidate ``positives``/``negatives`` [B, M] bool (e.g.
+# ``positive_mask``/``negative_mask``, or a batch against a memory), and return the kept subset.
+
+def multi_similarity_mining(mat: jax.Array, positives: jax.Array, negatives: jax.Array,
+                            epsilon: float = 0.1, higher_means_closer: bool = True):
+  """Wang et al. (2019)'s pair mining, as PML's MultiSimilarityMiner: keep a positive that is
+  less similar than the anchor's most similar negative plus ``epsilon``, and a negative more
+  similar than the anchor's least similar positive minus ``epsilon`` (for a distance, the same
+  with "closer" for "more similar"). Returns (positives [B, M], negatives [B, M]) bool; an anchor
+  without positives keeps no negatives and one without negatives keeps no positives."""
+  mat = jax.lax.stop_gradient(mat)
+  if higher_means_closer:
+    hardest_negative = jnp.max(jnp.where(negatives, mat, -jnp.inf), axis=1, keepdims=True)
+    easiest_positive = jnp.min(jnp.where(positives, mat, jnp.inf), axis=1, keepdims=True)
+    return (positives & (mat - epsilon < hardest_negative),
+            negatives & (mat + epsilon > easiest_positive))
+  hardest_negative = jnp.min(jnp.where(negatives, mat, jnp.inf), axis=1, keepdims=True)
+  easiest_positive = jnp.max(jnp.where(positives, mat, -jnp.inf), axis=1, keepdims=True)
+  return (positives & (mat + epsilon > hardest_negative),
+          negatives & (mat - epsilon < easiest_positive))
+
+
+def pair_margin_mining(mat: jax.Array, positives: jax.Array, negatives: jax.Array,
+                       pos_margin: float = 0.2, neg_margin: float = 0.8,
+                       higher_means_closer: bool = False):
+  """PML's PairMarginMiner: positives farther than ``pos_margin`` and negatives closer than
+  ``neg_margin`` (similarities: below and above them). Returns (positives, negatives) [B, M]."""
+  mat = jax.lax.stop_gradient(mat)
+  if higher_means_closer:
+    return positives & (mat < pos_margin), negatives & (mat > neg_margin)
+  return positives & (mat > pos_margin), negatives & (mat < neg_margin)
+
+
+def distance_weighted_weights(dist: jax.Array, negatives: jax.Array, dim: int,
+                              cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4) -> jax.Array:
+  """Wu et al. (2017)'s sampling distribution over each anchor's negatives, as PML's
+  DistanceWeightedMiner: ``q(d)^-1`` for unit-norm embeddings in ``dim`` dimensions,
+  ``d^(2 - dim) (1 - d^2 / 4)^((3 - dim) / 2)`` with d clipped below at ``cutoff``, zero for
+  d >= ``nonzero_loss_cutoff`` and for non-negatives. dist [B, M] Euclidean distances of unit
+  rows; returns weights [B, M], each row summing to 1 (or all 0: no usable negative).
+
+  PML subtracts one global maximum of the log-weights before exponentiating; this subtracts each
+  row's (the same distribution after the row's normalisation, and no overflow for large
+  ``dim``). Rows with no usable negative are 0 here, NaN in PML (which then skips them)."""
+  mat = jnp.maximum(jax.lax.stop_gradient(dist), cutoff)
+  usable = negatives & (mat < nonzero_loss_cutoff) & (mat < 2.0)
+  safe = jnp.where(usable, mat, 1.0)
+  log_weights = (2.0 - dim) * jnp.log(safe) - ((dim - 3.0) / 2.0) * jnp.log(
+      1.0 - 0.25 * jnp.square(safe))
+  log_weights = jnp.where(usable, log_weights, -jnp.inf)
+  row_max = jnp.max(log_weights, axis=1, keepdims=True)
+  weights = jnp.exp(log_weights - jnp.where(jnp.isfinite(row_max), row_max, 0.0))
+  total = jnp.sum(weights, axis=1, keepdims=True)
+  return weights / jnp.where(total > 0, total, 1.0)
+
+
+def distance_weighted_mining(key, dist: jax.Array, positives: jax.Array, negatives: jax.Array,
+                             dim: int, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4):
+  """One triplet per anchor-positive pair (i, j), its negative drawn from
+  ``distance_weighted_weights`` of anchor i with ``key``.
+
+  Returns (negative_idx [B, M] int, valid [B, M] bool: j is a positive of i and i has a usable
+  negative). PML draws, per anchor, as many positives (with replacement) as its class has
+  members; this takes each positive once, the same triplets in expectation."""
+  weights = distance_weighted_weights(dist, negatives, dim, cutoff, nonzero_loss_cutoff)
+  has_negative = jnp.any(weights > 0, axis=1, keepdims=True)
+  logits = jnp.log(jnp.where(weights > 0, weights, 1.0))
+  logits = jnp.where(weights > 0, logits, -jnp.inf)
+  rows = jnp.broadcast_to(logits[:, None, :], (*positives.shape, logits.shape[1]))
+  negative_idx = jax.random.categorical(key, jnp.where(has_negative[:, :, None], rows, 0.0))
+  return negative_idx, positives & has_negative

@@ -21,7 +21,11 @@ from jax.sharding import Mesh
 
 from siamese_jax import batches, losses, models, random_bits, scoring, sharding
 
-TrainState = train_state.TrainState
+class TrainState(train_state.TrainState):
+  """flax's TrainState plus ``loss_state``: what the objective carries from step to step without
+  training it (``Objective.init_state``, e.g. xbm's memory of past embeddings; ``{}`` for the
+  others). Checkpoints keep params, opt_state and step only: a resumed run starts it afresh."""
+  loss_state: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +71,8 @@ def loss_spec_from_config(config) -> LossSpec:
   """config.loss (the keys its objective reads) and the model's pair scoring as a LossSpec."""
   objective = losses.OBJECTIVES[config.loss.name]
   return make_loss_spec(config.loss.name, scoring.pair_scoring_from_config(config),
-                        **{key: config.loss[key] for key in objective.reads})
+                        **{key: losses.objective.setting(config.loss, key, objective.defaults)
+                           for key in objective.reads})
 
 
 def needs_num_classes(config) -> bool:
@@ -143,18 +148,23 @@ def create_train_state(key, model: nn.Module, image_shape, tx, spec: LossSpec | 
   ``load_weights(params) -> params`` (e.g. ``siamese_jax.weights.initializer``: model.pretrained)
   replaces those a file gives; beside them (under ``losses.objective.LOSS_PARAMS``) the parameters
   that ``spec``'s objective learns, if it declares any (their shapes may use ``num_classes``, the
-  training classes). All before the optimiser state is made."""
+  training classes), and its ``loss_state`` (``Objective.init_state``, {} if none). All before
+  the optimiser state is made."""
   dummy = jnp.zeros((1, *image_shape), jnp.float32)
   towers = (dummy,) if isinstance(model, models.Classifier) else (dummy, dummy)
   # One compiled program: op by op, init compiles each of its ~40 operations on its own.
   variables = jax.jit(lambda key: model.init({"params": key}, *towers, train=False))(key)
   params = variables["params"] if load_weights is None else load_weights(variables["params"])
-  if spec is not None and spec.objective.params:
+  loss_state = {}
+  if spec is not None and (spec.objective.params or spec.objective.init_state):
     embedding = jax.eval_shape(lambda: model.apply(variables, dummy, method="embed"))
     dims = losses.objective.ParamDims(num_classes, embedding.shape[-1])
-    params = {**params, losses.objective.LOSS_PARAMS: losses.objective.init_params(
-        spec.objective, spec, jax.random.fold_in(key, 1), dims)}
-  return TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+    if spec.objective.params:
+      params = {**params, losses.objective.LOSS_PARAMS: losses.objective.init_params(
+          spec.objective, spec, jax.random.fold_in(key, 1), dims)}
+    if spec.objective.init_state:
+      loss_state = spec.objective.init_state(spec, dims)
+  return TrainState.create(apply_fn=model.apply, params=params, tx=tx, loss_state=loss_state)
 
 
 # ------------------------------------------------------------------------------ loss
@@ -165,17 +175,35 @@ def compute_loss(params, apply_fn: Callable, batch: dict, key, spec: LossSpec, t
 
   Pair batches: x_a, x_b [B, H, W, C], same [B], mask [B]. Labelled batches: x [B, H, W, C],
   label [B], mask [B]. ``params``: the state's tree (an objective's learned parameters under
-  ``losses.objective.LOSS_PARAMS``).
+  ``losses.objective.LOSS_PARAMS``). An objective with a ``loss_state`` (xbm) computes on the
+  batch alone here; ``train_step`` gives it the state.
   """
-  return losses.OBJECTIVES[spec.name].compute(params, apply_fn, batch, key, spec, train)
+  objective = losses.OBJECTIVES[spec.name]
+  if objective.init_state is None:
+    return objective.compute(params, apply_fn, batch, key, spec, train)
+  loss, metrics, _ = objective.compute(params, apply_fn, batch, key, spec, train, None)
+  return loss, metrics
+
+
+def _loss_and_state(params, apply_fn, batch: dict, key, spec: LossSpec, loss_state):
+  """(loss, (metrics, new loss_state)) of one training batch."""
+  objective = losses.OBJECTIVES[spec.name]
+  if objective.init_state is None:
+    loss, metrics = objective.compute(params, apply_fn, batch, key, spec, True)
+    return loss, (metrics, loss_state)
+  loss, metrics, new_state = objective.compute(params, apply_fn, batch, key, spec, True,
+                                               loss_state)
+  return loss, (metrics, new_state)
 
 
 def train_step(state: TrainState, batch: dict, key, spec: LossSpec):
-  """One optimiser step: (state, batch, key) -> (new state, metrics). Pure; jit it."""
-  grad_fn = jax.value_and_grad(compute_loss, has_aux=True)
-  (_, metrics), grads = grad_fn(state.params, state.apply_fn, batch, key, spec)
+  """One optimiser step: (state, batch, key) -> (new state, metrics). Pure; jit it. The
+  objective's ``loss_state`` (if any) is updated beside the parameters."""
+  grad_fn = jax.value_and_grad(_loss_and_state, has_aux=True)
+  (_, (metrics, loss_state)), grads = grad_fn(state.params, state.apply_fn, batch, key, spec,
+                                              state.loss_state)
   metrics["grad_norm"] = optax.global_norm(grads)
-  return state.apply_gradients(grads=grads), metrics
+  return state.apply_gradients(grads=grads, loss_state=loss_state), metrics
 
 
 # --------------------------------------------------------------- compiled programs

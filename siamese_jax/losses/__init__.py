@@ -7,16 +7,22 @@ share; where optax already has a loss (binary and softmax cross-entropy), they c
 loss, write one module with its functions and ``OBJECTIVE``, and list it below.
 """
 
-from siamese_jax.losses import (arcface, bce, contrastive, cosface, cosine_softmax, cross_entropy,
-                                normalized_softmax, proxy_anchor, proxy_nca, soft_triple,
-                                sphereface, subcenter_arcface, triplet)
+from siamese_jax.losses import (arcface, bce, circle, contrastive, contrastive_batch, cosface,
+                                cosine_softmax, cross_entropy, lifted_structure,
+                                lifted_structure_original, margin, multi_similarity,
+                                normalized_softmax, npairs, ntxent, proxy_anchor, proxy_nca,
+                                soft_triple, sphereface, subcenter_arcface, supcon, triplet,
+                                xbm)
 from siamese_jax.losses.objective import Objective
 
 OBJECTIVES: dict[str, Objective] = {objective.name: objective for objective in (
     contrastive.OBJECTIVE, bce.OBJECTIVE, triplet.OBJECTIVE, cross_entropy.OBJECTIVE,
     cosine_softmax.OBJECTIVE, cosface.OBJECTIVE, arcface.OBJECTIVE, subcenter_arcface.OBJECTIVE,
     normalized_softmax.OBJECTIVE, proxy_nca.OBJECTIVE, proxy_anchor.OBJECTIVE,
-    soft_triple.OBJECTIVE, sphereface.OBJECTIVE)}
+    soft_triple.OBJECTIVE, sphereface.OBJECTIVE, multi_similarity.OBJECTIVE, circle.OBJECTIVE,
+    lifted_structure.OBJECTIVE, lifted_structure_original.OBJECTIVE, npairs.OBJECTIVE,
+    margin.OBJECTIVE, supcon.OBJECTIVE, ntxent.OBJECTIVE, contrastive_batch.OBJECTIVE,
+    xbm.OBJECTIVE)}
 
 
 def choices() -> dict[str, tuple[str, ...]]:

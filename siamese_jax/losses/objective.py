@@ -72,6 +72,14 @@ def at_least(path: str, minimum: int, why: str) -> Check:
                f"must be at least {minimum} {why}")
 
 
+def or_default(check: Check) -> Check:
+  """``check``, also passed by None (the key's value is then the objective's own default, from
+  its record's ``defaults``; declare such a key with a None placeholder default, which the config
+  checks accept beside its ``choices``)."""
+  return Check(check.path, lambda v: v is None or check.ok(v), check.must + " (or None: the "
+               "loss's own default)", check.choices)
+
+
 def one_of(path: str, names) -> Check:
   """``path`` must be one of ``names``."""
   names = tuple(names)
@@ -91,8 +99,12 @@ class Objective:
   own under ``LOSS_PARAMS``) and ``spec`` a ``train.LossSpec``. checks: the ``Check``s a config
   with this loss must pass. defaults: this loss's own default of a ``loss.*`` key it reads (key
   without "loss." -> value) where it differs from the declared one (PML's: ArcFace's margin 28.6
-  degrees, CosFace's 0.35); ``config_keys.get_config`` makes each such key follow ``loss.name``
-  unless it is set itself.
+  degrees, CosFace's 0.35, ntxent's temperature 0.07); ``config_keys.get_config`` makes each such
+  key follow ``loss.name`` unless it is set itself, and ``setting`` resolves a key still None at
+  run time (xbm's inner loss). init_state: ``(spec, ParamDims) -> pytree`` of state the
+  objective carries from step to step without training it (xbm's memory; in
+  ``train.TrainState.loss_state``); an objective with one has ``compute(..., train, state) ->
+  (loss, metrics, new_state)``, and ``state=None`` means none yet (compute on the batch alone).
   """
   name: str
   batch_kind: str
@@ -101,7 +113,14 @@ class Objective:
   compute: Callable
   params: tuple[LearnedParam, ...] = ()
   checks: tuple[Check, ...] = ()
-  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
+  init_state: Callable | None = None
+
+
+def setting(spec, key: str, defaults: Mapping[str, Any]):
+  """``spec[key]``, or ``defaults[key]`` where that is None (see ``Objective.defaults``)."""
+  value = spec[key]
+  return defaults[key] if value is None and key in defaults else value
 
 
 def init_params(objective: Objective, spec, key, dims: ParamDims) -> dict:
