@@ -260,10 +260,14 @@ def _follow_loss_name(config: ml_collections.ConfigDict) -> None:
       lambda value: losses.default_head(value, declared["model.head"]))
   for path in losses.own_defaults():
     fallback = declared[path]
+    # A placeholder (None, typed) stays None for a loss without its own value (a None skips
+    # the cast), and casts the others to the placeholder's type.
+    field_type = fallback.get_type() if isinstance(fallback, FieldReference) else type(fallback)
+    fallback = fallback.get() if isinstance(fallback, FieldReference) else fallback
     key = path.split(".", 1)[1]
     config.loss[key] = name._apply_op(
         lambda value, key=key, fallback=fallback: losses.default_setting(value, key, fallback)
-    )._apply_cast_op(type(fallback))
+    )._apply_cast_op(field_type)
 
 
 def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
