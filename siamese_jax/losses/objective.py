@@ -89,7 +89,9 @@ class Objective:
   learns beside the model. compute: ``(params, apply_fn, batch, key, spec, train) -> (loss [],
   metrics dict of scalars)`` where ``params`` is the train state's whole tree (the objective's
   own under ``LOSS_PARAMS``) and ``spec`` a ``train.LossSpec``. checks: the ``Check``s a config
-  with this loss must pass.
+  with this loss must pass. constraints: needs over several keys or the data
+  (``siamese_jax.constraints.Constraint``); those of its batch kind are declared once in
+  ``siamese_jax.batches.CONSTRAINTS``.
   """
   name: str
   batch_kind: str
@@ -98,6 +100,7 @@ class Objective:
   compute: Callable
   params: tuple[LearnedParam, ...] = ()
   checks: tuple[Check, ...] = ()
+  constraints: tuple = ()
 
 
 def init_params(objective: Objective, spec, key, dims: ParamDims) -> dict:
