@@ -42,17 +42,19 @@ class BatchSpec:
 
 
 def _pk_size(config, datasets) -> str | None:
-  """train.batch_size is P x K, or left at its default (then P x K is the batch)."""
+  """A warning where train.batch_size is neither P x K nor left at its default: a P x K batch
+  kind does not read it (the steps draw P x K examples), which the user may not know. A warning,
+  not an error: a config's variant (``:tiny``) sets one batch size for every loss."""
   from siamese_jax import config_keys  # noqa: PLC0415 (config_keys imports nothing of ours)
   t = config.train
   size, default = t.batch_size, config_keys.get_config().train.batch_size
   if size == default or size == t.classes_per_batch * t.samples_per_class:
     return None
-  return (f"train.batch_size={size} differs from train.classes_per_batch x "
-          f"train.samples_per_class = {t.classes_per_batch} x {t.samples_per_class} = "
-          f"{t.classes_per_batch * t.samples_per_class}, the P x K batch that loss.name="
-          f"{config.loss.name!r} trains on; set train.batch_size="
-          f"{t.classes_per_batch * t.samples_per_class} or change P and K")
+  return (f"train.batch_size={size} has no effect: loss.name={config.loss.name!r} trains on P x "
+          f"K batches of train.classes_per_batch x train.samples_per_class = "
+          f"{t.classes_per_batch} x {t.samples_per_class} = "
+          f"{t.classes_per_batch * t.samples_per_class} examples; set P and K for the batch you "
+          "want")
 
 
 def _pk_classes(config, datasets) -> str | None:
@@ -73,7 +75,7 @@ def _pk_classes(config, datasets) -> str | None:
 CONSTRAINTS = {
     "pk": (constraints.Constraint(("train.batch_size", "train.classes_per_batch",
                                    "train.samples_per_class"), _pk_size,
-                                  {"loss.name": "triplet", "train.batch_size": 64}),
+                                  {"loss.name": "triplet", "train.batch_size": 64}, warn=True),
            constraints.Constraint(("train.classes_per_batch", "train.samples_per_class"),
                                   _pk_classes,
                                   {"loss.name": "triplet", "train.classes_per_batch": 11})),

@@ -325,7 +325,8 @@ def _check_augmentation(train_config) -> None:
 
 def unused_keys(config) -> list[str]:
   """One line for each model.* or loss.* key set away from its default that the chosen model or
-  loss does not read (it would have no effect)."""
+  loss does not read (it would have no effect), and for each warning the chosen records'
+  constraints give (``Constraint.warn``: a train.batch_size that P x K batches do not read)."""
   defaults = config_keys.get_config()
   model_reads = models.keys_read(config.model)
   loss_reads = {"name"} | set(losses.OBJECTIVES[config.loss.name].reads)
@@ -338,7 +339,8 @@ def unused_keys(config) -> list[str]:
       if key not in reads and config[section][key] != defaults[section][key]:
         found.append(f"{section}.{key}={config[section][key]!r} has no effect: {chosen} does "
                      f"not read it (it reads {', '.join(f'{section}.{k}' for k in sorted(reads))})")
-  return found + _unused_data_keys(config, defaults)
+  return (found + _unused_data_keys(config, defaults)
+          + constraints.warnings(chosen_constraints(config), config))
 
 
 LOOP_READS = ("device_budget_mb",)  # data.* keys the training loop reads (streaming.py)

@@ -22,19 +22,28 @@ class Constraint:
   """One need of a record. ``keys``: the dotted keys involved (the first is the one to change);
   ``problem(config, datasets) -> str | None`` (datasets: a ``data.protocol.Datasets`` or None
   before the data is read; never raises for a config that passed the per-key checks);
-  ``breaks``: {"section.key": value} overrides of the tiny MNIST config that violate it."""
+  ``breaks``: {"section.key": value} overrides of the tiny MNIST config that violate it;
+  ``warn``: a value that still runs (a key that would have no effect): its message is a warning
+  line, not an error."""
   keys: tuple[str, ...]
   problem: Callable[[Any, Any], str | None]
   breaks: dict = dataclasses.field(default_factory=dict)
+  warn: bool = False
 
 
 def first_problem(constraints, config, datasets=None) -> str | None:
-  """The first message of ``constraints`` on (config, datasets), or None."""
+  """The first error message of ``constraints`` on (config, datasets), or None."""
   for constraint in constraints:
-    message = constraint.problem(config, datasets)
+    message = None if constraint.warn else constraint.problem(config, datasets)
     if message is not None:
       return message
   return None
+
+
+def warnings(constraints, config, datasets=None) -> list[str]:
+  """The messages of the ``warn`` constraints of ``constraints`` that apply."""
+  found = [c.problem(config, datasets) for c in constraints if c.warn]
+  return [message for message in found if message is not None]
 
 
 def image_hw(config, datasets) -> tuple[int, int] | None:
