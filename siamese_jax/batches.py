@@ -42,13 +42,16 @@ class BatchSpec:
 
 
 def _pk_size(config, datasets) -> str | None:
-  """A warning where train.batch_size is neither P x K nor left at its default: a P x K batch
-  kind does not read it (the steps draw P x K examples), which the user may not know. A warning,
-  not an error: a config's variant (``:tiny``) sets one batch size for every loss."""
+  """A warning where train.batch_size is neither P x K nor the declared default or a variant's
+  (``:tiny`` sets one batch size for every loss): a P x K batch kind does not read it (the steps
+  draw P x K examples), which the user may not know."""
   from siamese_jax import config_keys  # noqa: PLC0415 (config_keys imports nothing of ours)
   t = config.train
-  size, default = t.batch_size, config_keys.get_config().train.batch_size
-  if size == default or size == t.classes_per_batch * t.samples_per_class:
+  size = t.batch_size
+  declared = {config_keys.get_config().train.batch_size} | {  # not a user's choice
+      variant["train.batch_size"] for variant in config_keys.VARIANTS.values()
+      if "train.batch_size" in variant}
+  if size in declared or size == t.classes_per_batch * t.samples_per_class:
     return None
   return (f"train.batch_size={size} has no effect: loss.name={config.loss.name!r} trains on P x "
           f"K batches of train.classes_per_batch x train.samples_per_class = "

@@ -64,8 +64,9 @@ def _check_finite(config) -> None:
   """No declared key takes NaN or inf (a rate, a size or a momentum of NaN trains nothing)."""
   for key in config_keys.KEYS:
     value = _value(config, key.path)
-    _require(_finite(value), f"{key.path}={value!r} must be a finite number, e.g. "
-             f"{key.default.get() if hasattr(key.default, 'get') else key.default!r}")
+    example = key.default.get() if hasattr(key.default, "get") else key.default
+    _require(_finite(value), f"{key.path}={value!r} must be a number, not nan or inf"
+             + (f", e.g. {example!r}" if example is not None else ""))
 
 
 def _check_only_for(config) -> None:
