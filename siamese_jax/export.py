@@ -23,6 +23,8 @@ import os
 import pathlib
 import sys
 
+from siamese_jax import arguments
+
 EXPORT_FORMAT = "siamese_jax.export/1"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -140,7 +142,7 @@ def export(model, out, saved_model: bool = True) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = arguments.OneLineParser(
       prog="python -m siamese_jax.export", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=__doc__.split("\n\n", 1)[0], epilog=__doc__.split("\n\n", 1)[1])
   parser.add_argument("--workdir", required=True, metavar="W",

@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+from siamese_jax import arguments
+
 EMBEDDINGS_FORMAT = "siamese_jax.embeddings/1"
 
 
@@ -312,7 +314,7 @@ def _add_model_args(parser, required: bool = True) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = arguments.OneLineParser(
       prog="python -m siamese_jax.predict", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=__doc__.split("\n\n", 1)[0],
       epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
