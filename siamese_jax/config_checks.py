@@ -6,8 +6,8 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import (batches, config_keys, constraints, data, distances, evaluators, losses,
-                         memory, models, normalization, splits, train)
+from siamese_jax import (batches, config_keys, constraints, data, distances, losses, memory, models,
+                         normalization, splits, train)
 from siamese_jax.data import protocol
 
 MIN_FREE_BYTES = 50 * 2 ** 20
@@ -20,6 +20,8 @@ def chosen_constraints(config) -> tuple[constraints.Constraint, ...]:
   protocol's and the memory estimates, the data sources', the encoders' and the head's
   (models.ENCODERS, models.HEADS), the objective's and its batch kind's (batches.CONSTRAINTS),
   and every evaluator's. The one walk over the records: no name is special-cased here."""
+  from siamese_jax import evaluators  # here: it imports plots (matplotlib, sklearn: seconds),
+  # which checkpoints -> config_checks must not cost predict's fast verify
   model, objective = config.model, losses.OBJECTIVES[config.loss.name]
   encoders = dict.fromkeys(name for name in (model.encoder, model.encoder_b) if name is not None)
   return (*protocol.CONSTRAINTS,
@@ -34,6 +36,7 @@ def chosen_constraints(config) -> tuple[constraints.Constraint, ...]:
 def every_constraint() -> tuple[constraints.Constraint, ...]:
   """The constraints of every record in the tables, chosen or not (for the reliability report,
   which breaks each one)."""
+  from siamese_jax import evaluators  # see chosen_constraints
   return (*protocol.CONSTRAINTS,
           *(c for record in data.SOURCES for c in record.constraints),
           *(c for table in (models.ENCODERS, models.HEADS) for record in table.values()

@@ -433,3 +433,15 @@ def test_a_k_that_is_not_a_whole_number_is_one_line(capsys, k):
   out, err = capsys.readouterr()
   assert stop.value.code == 2 and not out and err.count("\n") == 1, err
   assert err.startswith("error: ") and "--k" in err and repr(k) in err
+
+
+@pytest.mark.bad_input
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(capsys, run, gallery,
+                                                                monkeypatch):
+  def exhausted(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 TiB.\n"
+                       "  more XLA lines")
+  monkeypatch.setattr(inference.Model, "embed", exhausted)
+  last = one_line_error(capsys, "embed", "--workdir", run, "--out", gallery / "e.npz",
+                        gallery / "query", expected="out of memory while running embed")
+  assert "--max-pairs" in last
