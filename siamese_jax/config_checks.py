@@ -183,10 +183,11 @@ def validate(config) -> None:
   _require(len(config.model.dropout_rates) in (0, len(config.model.features)),
            f"model.dropout_rates has {len(config.model.dropout_rates)} rates for "
            f"{len(config.model.features)} model.features layers; give one rate per layer or ()")
+  rate_ok = lambda r: isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < 1
   for i, rate in enumerate(config.model.dropout_rates):
-    _require(0 <= rate < 1, f"model.dropout_rates[{i}]={rate} must be in [0, 1)")
-  _require(0 <= config.model.input_dropout < 1,
-           f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
+    _require(rate_ok(rate), f"model.dropout_rates[{i}]={rate!r} must be in [0, 1)")
+  _require(rate_ok(config.model.input_dropout),
+           f"model.input_dropout={config.model.input_dropout!r} must be in [0, 1)")
   _positive(config.model.filters, "model.filters", int)
   _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
@@ -197,6 +198,11 @@ def validate(config) -> None:
            "loss.margin / 2)")
   batch_kind = losses.OBJECTIVES[config.loss.name].batch_kind
   _positive(config.optimizer.learning_rate, "optimizer.learning_rate")
+  momentum, warmup = config.optimizer.momentum, config.optimizer.warmup_steps
+  _require(isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
+           and 0 <= momentum < 1, f"optimizer.momentum={momentum!r} must be in [0, 1), e.g. 0.9")
+  _require(isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0,
+           f"optimizer.warmup_steps={warmup!r} must be a whole number >= 0 (0: no warm-up)")
   for key in ("epochs", "batch_size", "classes_per_batch", "samples_per_class", "steps_per_call",
               "checkpoints_to_keep"):
     _positive(config.train[key], f"train.{key}", int)

@@ -187,3 +187,14 @@ def test_every_declared_constraint_is_broken_by_its_overrides():
     config = config_with(**{k.replace(".", "__"): v for k, v in constraint.breaks.items()})
     message = constraint.problem(config, None) or constraint.problem(config, fake_datasets(28))
     assert message is not None, constraint.keys
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("changes,message", [
+    ({"optimizer__momentum": -1.0}, "optimizer.momentum=-1.0 must be in [0, 1)"),
+    ({"optimizer__momentum": 1e300}, "optimizer.momentum=1e+300 must be in [0, 1)"),
+    ({"optimizer__warmup_steps": -1}, "optimizer.warmup_steps=-1 must be a whole number >= 0"),
+    ({"model__dropout_rates": ("abc", 0.1, 0.0)}, "model.dropout_rates[0]='abc' must be in"),
+])
+def test_values_the_reliability_report_found_accepted_are_refused(changes, message):
+  assert refused(config_with(**changes)).startswith(message)
