@@ -323,7 +323,12 @@ def run_tests(pytest_args: list[str]) -> int | None:
   import pytest
   tally_plugin = MarkerTally(int(os.environ.get("HYPOTHESIS_EXAMPLES", "12")))
   files = [str(REPO_ROOT / "tests" / name) for name in TEST_FILES]
-  code = pytest.main(["-q", "-p", "no:logging", "-m", "bad_input or fault", *pytest_args, *files],
+  marks, rest = "bad_input or fault", list(pytest_args)
+  if "-m" in rest:  # one -m: the given expression within the marked tests
+    at = rest.index("-m")
+    marks = f"({marks}) and ({rest[at + 1]})"
+    del rest[at:at + 2]
+  code = pytest.main(["-q", "-p", "no:logging", "-m", marks, *rest, *files],
                      plugins=[tally_plugin])
   if not tally_plugin.kinds or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
     print(f"could not run the tests (pytest exit code {int(code)}; see above)", file=sys.stderr)

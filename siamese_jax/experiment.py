@@ -75,7 +75,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   for warning in config_checks.unused_keys(config):
     print(f"warning: {warning}", flush=True)
   _say(_describe_devices())
-  datasets = protocol.load_datasets(config)
+  with memory.answers_exhaustion("data.image_size (or data.channels)", "reading the data"):
+    datasets = protocol.load_datasets(config)
   _say(f"data: {config.data.name} {config.data.train_split} {datasets.train.images.shape} "
        f"(+ {len(datasets.validation.labels)} validation) / {config.data.test_split} "
        f"{datasets.test.images.shape}; from {datasets.train.source}")
