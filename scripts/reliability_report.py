@@ -266,12 +266,20 @@ def run_main(case: dict, workdir: pathlib.Path) -> dict:
   return {"ending": "long", "line": f"exit {result.returncode}: {result.stderr[-300:]}"}
 
 
-def sample(cases: list[dict], count: int) -> list[int]:
-  """``count`` case indices spread evenly over ``cases``."""
+def _spread(indices: list[int], count: int) -> list[int]:
+  step = max(len(indices) / max(count, 1), 1)
+  return [indices[int(i * step + step / 2)] for i in range(min(count, len(indices)))]
+
+
+def sample(results: list[dict], count: int) -> list[int]:
+  """``count`` case indices spread evenly over the cases, a third of them among those the
+  in-process run accepted (so that main.py trains them), the rest among the others."""
   if count <= 0:
     return []
-  step = max(len(cases) // count, 1)
-  return list(range(step // 2, len(cases), step))[:count]
+  accepted = [i for i, r in enumerate(results) if r["ending"] in ("accepted", "warning")]
+  others = [i for i, r in enumerate(results) if i not in set(accepted)]
+  picked = _spread(accepted, count // 3)
+  return sorted(picked + _spread(others, count - len(picked)))
 
 
 def tally(results: list[dict]) -> dict[str, int]:
@@ -369,7 +377,7 @@ def main(argv: list[str]) -> int:
     print_tally(f"generated config cases (in-process, {time.time() - started:.0f} s)", results,
                 cases)
     failures += sum(tally(results)[e] for e in BAD_ENDINGS)
-    picked = sample(cases, count)
+    picked = sample(results, count)
     if picked:
       started = time.time()
       with tempfile.TemporaryDirectory() as folder:
@@ -377,7 +385,9 @@ def main(argv: list[str]) -> int:
       print_tally(f"sample through main.py ({time.time() - started:.0f} s)", through_main,
                   [cases[i] for i in picked])
       for i, result in zip(picked, through_main):
-        print(f"  {result['ending']}: {cases[i]['name']}")
+        print(f"  {result['ending']} (in-process: {results[i]['ending']}): {cases[i]['name']}")
+      agree = sum(results[i]["ending"] == r["ending"] for i, r in zip(picked, through_main))
+      print(f"  main.py ended as the in-process run did in {agree} of {len(picked)}")
       failures += sum(tally(through_main)[e] for e in BAD_ENDINGS)
   if run_pytest:
     failed_tests = run_tests(rest)
