@@ -28,7 +28,7 @@ def chosen_constraints(config) -> tuple[constraints.Constraint, ...]:
           *(c for record in data.chosen(config.data) for c in record.constraints),
           *(c for name in encoders for c in models.ENCODERS[name].constraints),
           *models.HEADS[model.head].constraints,
-          *objective.constraints, *batches.CONSTRAINTS[objective.batch_kind],
+          *objective.constraints, *batches.CONSTRAINTS.get(objective.batch_kind, ()),
           *(c for evaluator in evaluators.EVALUATORS.values() for c in evaluator.constraints),
           *memory.CONSTRAINTS)
 
@@ -48,12 +48,8 @@ def every_constraint() -> tuple[constraints.Constraint, ...]:
 
 
 def _check_constraints(config, datasets=None) -> None:
-  _require_none(constraints.first_problem(chosen_constraints(config), config, datasets))
-
-
-def _require_none(problem) -> None:
-  if problem is not None:
-    raise ConfigError(problem)
+  problem = constraints.first_problem(chosen_constraints(config), config, datasets)
+  _require(problem is None, problem)
 
 
 def _finite(value) -> bool:
