@@ -198,3 +198,19 @@ def test_every_declared_constraint_is_broken_by_its_overrides():
 ])
 def test_values_the_reliability_report_found_accepted_are_refused(changes, message):
   assert refused(config_with(**changes)).startswith(message)
+
+
+@pytest.mark.bad_input
+@pytest.mark.slow
+def test_running_out_of_memory_in_the_final_evaluation_is_one_line(tfds_dir, tmp_path,
+                                                                   monkeypatch):
+  from siamese_jax import evaluators, experiment
+
+  def exhausted(context):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 5 TiB.\nXLA")
+  monkeypatch.setattr(evaluators, "summary_figures", exhausted)
+  config = tiny_config("contrastive", tfds_dir, **{"train.epochs": 1, "plots.latent": False})
+  with pytest.raises(config_checks.ConfigError, match=r"^out of memory while evaluating the "
+                     r"final state; lower eval.pairs") as error:
+    experiment.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "\n" not in str(error.value)
