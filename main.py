@@ -61,6 +61,8 @@ flags.DEFINE_string("coordinator_address", None, "With --distributed: host:port 
 flags.DEFINE_integer("num_processes", None, "With --distributed: how many processes.")
 flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 to "
                      "num_processes - 1.")
+flags.DEFINE_integer("distributed_timeout", 120, "With --distributed: seconds to wait for the "
+                     "coordinator (and the other processes) before giving up with one error line.")
 
 
 def _default_workdir(config_path: str) -> str:
@@ -71,8 +73,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   if FLAGS.distributed:
-    import jax  # must join the other processes before any device is touched
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    problem = _join_distributed()
+    if problem is not None:
+      print(f"error: {problem}", file=sys.stderr)
+      return 2
   from siamese_jax import caches, checkpoints, config_checks, data, experiment  # after flags: fast --help
   caches.enable_compilation_cache()  # ~/.cache/siamese_jax/jax; SIAMESE_JAX_CACHE_DIR=off: none
   config_path = FLAGS["config"].config_filename
@@ -91,6 +95,53 @@ def main(argv):
           "command to resume", file=sys.stderr)
     return 130
   return 0
+
+
+def _coordinator_problem(address: str, timeout: float) -> str | None:
+  """Why --coordinator_address cannot be joined (malformed, or nothing answers there within
+  ``timeout`` seconds), or None. JAX itself would abort the process (SIGABRT) after its own
+  timeout rather than raise."""
+  import socket
+  import time
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    return (f"--coordinator_address={address!r} is not host:port; pass process 0's address, e.g. "
+            "localhost:12345")
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host.strip("[]"), int(port)), timeout=max(
+          0.1, min(2.0, deadline - time.monotonic()))):
+        return None
+    except OSError as error:
+      if time.monotonic() >= deadline:
+        return (f"--coordinator_address={address}: nothing answers there after {timeout:g} s "
+                f"({error.strerror or error}); start process 0 first, check host:port, or raise "
+                "--distributed_timeout")
+      time.sleep(0.2)
+
+
+def _join_distributed() -> str | None:
+  """jax.distributed.initialize() before anything touches a device; a one-line problem instead
+  of a traceback or an abort (None: joined)."""
+  import jax
+  address, timeout = FLAGS.coordinator_address, FLAGS.distributed_timeout
+  if address is not None and FLAGS.process_id not in (None, 0):  # process 0 is the coordinator
+    problem = _coordinator_problem(address, timeout)
+    if problem is not None:
+      return problem
+  elif address is not None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+      return _coordinator_problem(address, 0)
+  try:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                               initialization_timeout=int(timeout))
+  except Exception as error:  # noqa: BLE001 - jax raises ValueError, IndexError, RuntimeError
+    text = " ".join(str(error).split())[:200] or type(error).__name__
+    return (f"--distributed: cannot join ({text}); give --coordinator_address host:port, "
+            "--num_processes and --process_id where the cluster is not detected")
+  return None
 
 
 def _config_argument(argv) -> str | None:

@@ -11,8 +11,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from siamese_jax import augment, samplers
+from siamese_jax import augment, constraints, samplers
 from siamese_jax.sharding import DeviceData
 
 KINDS = ("pairs", "pk", "uniform")
@@ -38,6 +39,52 @@ class BatchSpec:
   @property
   def examples(self) -> int:
     return self.classes_per_batch * self.samples_per_class if self.kind == "pk" else self.batch_size
+
+
+def _pk_size(config, datasets) -> str | None:
+  """A warning where train.batch_size is neither P x K nor the declared default or a variant's
+  (``:tiny`` sets one batch size for every loss): a P x K batch kind does not read it (the steps
+  draw P x K examples), which the user may not know."""
+  from siamese_jax import config_keys  # noqa: PLC0415 (config_keys imports nothing of ours)
+  t = config.train
+  size = t.batch_size
+  declared = {config_keys.get_config().train.batch_size} | {  # not a user's choice
+      variant["train.batch_size"] for variant in config_keys.VARIANTS.values()
+      if "train.batch_size" in variant}
+  if size in declared or size == t.classes_per_batch * t.samples_per_class:
+    return None
+  return (f"train.batch_size={size} has no effect: loss.name={config.loss.name!r} trains on P x "
+          f"K batches of train.classes_per_batch x train.samples_per_class = "
+          f"{t.classes_per_batch} x {t.samples_per_class} = "
+          f"{t.classes_per_batch * t.samples_per_class} examples; set P and K for the batch you "
+          "want")
+
+
+def _pk_classes(config, datasets) -> str | None:
+  """P classes of K images each must exist in the training part."""
+  if datasets is None:
+    return None
+  p, k = config.train.classes_per_batch, config.train.samples_per_class
+  counts = np.bincount(datasets.train.labels, minlength=datasets.train.num_classes)
+  filled = int(np.sum(counts >= k))
+  if p <= filled:
+    return None
+  return (f"train.classes_per_batch={p}: P x K = {p} x {k} cannot be filled: only {filled} "
+          f"classes have {k} images; lower train.classes_per_batch or train.samples_per_class")
+
+
+# What each batch kind needs of the config and the data (siamese_jax.constraints), walked by
+# config_checks for the chosen objective's kind.
+CONSTRAINTS = {
+    "pk": (constraints.Constraint(("train.batch_size", "train.classes_per_batch",
+                                   "train.samples_per_class"), _pk_size,
+                                  {"loss.name": "triplet", "train.batch_size": 64}, warn=True),
+           constraints.Constraint(("train.classes_per_batch", "train.samples_per_class"),
+                                  _pk_classes,
+                                  {"loss.name": "triplet", "train.classes_per_batch": 11})),
+    "pairs": (),
+    "uniform": (),
+}
 
 
 def batch_spec_from_config(config, kind: str) -> BatchSpec:

@@ -6,14 +6,79 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import config_keys, data, distances, losses, models, normalization, splits, train
+from siamese_jax import (batches, config_keys, constraints, data, distances, losses, memory, models,
+                         normalization, splits, train)
 from siamese_jax.data import protocol
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
+ConfigError = constraints.ConfigError  # a value that cannot work; the message names the key
 
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key and what to do."""
+
+def chosen_constraints(config) -> tuple[constraints.Constraint, ...]:
+  """Every constraint the config's chosen records declare (siamese_jax.constraints): the data
+  protocol's and the memory estimates, the data sources', the encoders' and the head's
+  (models.ENCODERS, models.HEADS), the objective's and its batch kind's (batches.CONSTRAINTS),
+  and every evaluator's. The one walk over the records: no name is special-cased here."""
+  from siamese_jax import evaluators  # here: it imports plots (matplotlib, sklearn: seconds),
+  # which checkpoints -> config_checks must not cost predict's fast verify
+  model, objective = config.model, losses.OBJECTIVES[config.loss.name]
+  encoders = dict.fromkeys(name for name in (model.encoder, model.encoder_b) if name is not None)
+  return (*protocol.CONSTRAINTS,
+          *(c for record in data.chosen(config.data) for c in record.constraints),
+          *(c for name in encoders for c in models.ENCODERS[name].constraints),
+          *models.HEADS[model.head].constraints,
+          *objective.constraints, *batches.CONSTRAINTS.get(objective.batch_kind, ()),
+          *(c for evaluator in evaluators.EVALUATORS.values() for c in evaluator.constraints),
+          *memory.CONSTRAINTS)
+
+
+def every_constraint() -> tuple[constraints.Constraint, ...]:
+  """The constraints of every record in the tables, chosen or not (for the reliability report,
+  which breaks each one)."""
+  from siamese_jax import evaluators  # see chosen_constraints
+  return (*protocol.CONSTRAINTS,
+          *(c for record in data.SOURCES for c in record.constraints),
+          *(c for table in (models.ENCODERS, models.HEADS) for record in table.values()
+            for c in record.constraints),
+          *(c for record in losses.OBJECTIVES.values() for c in record.constraints),
+          *(c for kind in batches.CONSTRAINTS.values() for c in kind),
+          *(c for evaluator in evaluators.EVALUATORS.values() for c in evaluator.constraints),
+          *memory.CONSTRAINTS)
+
+
+def _check_constraints(config, datasets=None) -> None:
+  problem = constraints.first_problem(chosen_constraints(config), config, datasets)
+  _require(problem is None, problem)
+
+
+def _finite(value) -> bool:
+  """Whether every number in ``value`` (a number or a tuple of them) is finite."""
+  if isinstance(value, (tuple, list)):
+    return all(_finite(v) for v in value)
+  return not isinstance(value, float) or bool(np.isfinite(value))
+
+
+def _check_finite(config) -> None:
+  """No declared key takes NaN or inf (a rate, a size or a momentum of NaN trains nothing)."""
+  for key in config_keys.KEYS:
+    value = _value(config, key.path)
+    example = key.default.get() if hasattr(key.default, "get") else key.default
+    _require(_finite(value), f"{key.path}={value!r} must be a number, not nan or inf"
+             + (f", e.g. {example!r}" if example is not None else ""))
+
+
+def _check_only_for(config) -> None:
+  """A data.* key that names something only another source has (SOURCES' ``only_for``)."""
+  chosen = data.chosen(config.data)
+  defaults = config_keys.get_config().data
+  for record in data.SOURCES:
+    if record in chosen:
+      continue
+    for key in record.only_for:
+      _require(config.data[key] == defaults[key],
+               f"data.{key}={config.data[key]!r} is read only by data.name={record.name} "
+               f"(data.name={config.data.name!r} has no such feature); leave data.{key} unset")
 
 
 PAIR_SOURCES = ("balanced", "two_source")
@@ -82,8 +147,11 @@ def _check_declared_values_set(config) -> None:
 
 
 def validate(config) -> None:
-  """Raises ConfigError for the first value that cannot work."""
+  """Raises ConfigError for the first value that cannot work: each key's own checks, then the
+  constraints of the records the config chooses (``chosen_constraints``) that are known before
+  any data is read."""
   _check_declared_values_set(config)
+  _check_finite(config)
   for key, valid in choices().items():
     value = _value(config, key)
     if value is None and key in _NULLABLE:  # None: the loss's own default (its record's)
@@ -123,10 +191,11 @@ def validate(config) -> None:
   _require(len(config.model.dropout_rates) in (0, len(config.model.features)),
            f"model.dropout_rates has {len(config.model.dropout_rates)} rates for "
            f"{len(config.model.features)} model.features layers; give one rate per layer or ()")
+  rate_ok = lambda r: isinstance(r, (int, float)) and not isinstance(r, bool) and 0 <= r < 1
   for i, rate in enumerate(config.model.dropout_rates):
-    _require(0 <= rate < 1, f"model.dropout_rates[{i}]={rate} must be in [0, 1)")
-  _require(0 <= config.model.input_dropout < 1,
-           f"model.input_dropout={config.model.input_dropout} must be in [0, 1)")
+    _require(rate_ok(rate), f"model.dropout_rates[{i}]={rate!r} must be in [0, 1)")
+  _require(rate_ok(config.model.input_dropout),
+           f"model.input_dropout={config.model.input_dropout!r} must be in [0, 1)")
   _positive(config.model.filters, "model.filters", int)
   _positive(config.model.filter_growth, "model.filter_growth", int)
   _check_resnet_and_norm(config.model)
@@ -137,6 +206,11 @@ def validate(config) -> None:
            "loss.margin / 2)")
   batch_kind = losses.OBJECTIVES[config.loss.name].batch_kind
   _positive(config.optimizer.learning_rate, "optimizer.learning_rate")
+  momentum, warmup = config.optimizer.momentum, config.optimizer.warmup_steps
+  _require(isinstance(momentum, (int, float)) and not isinstance(momentum, bool)
+           and 0 <= momentum < 1, f"optimizer.momentum={momentum!r} must be in [0, 1), e.g. 0.9")
+  _require(isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0,
+           f"optimizer.warmup_steps={warmup!r} must be a whole number >= 0 (0: no warm-up)")
   for key in ("epochs", "batch_size", "classes_per_batch", "samples_per_class", "steps_per_call",
               "checkpoints_to_keep"):
     _positive(config.train[key], f"train.{key}", int)
@@ -154,6 +228,8 @@ def validate(config) -> None:
     _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,
              f"eval.far={config.eval.far!r} must be a false-accept rate in [0, 1), e.g. 0.001")
   _positive(config.eval.plot_points, "eval.plot_points", int)
+  _check_only_for(config)
+  _check_constraints(config)
 
 
 def _check_image_size(size) -> None:
@@ -176,8 +252,7 @@ def _check_data_source(data_config) -> None:
     _require(records[0].knows_split(data_config[key]),
              f"data.{key}={data_config[key]!r} is not known; choose one of "
              f"{', '.join(records[0].splits or ())}")
-  for problem in [record.check(data_config) for record in records] + [
-      protocol.check(data_config)]:
+  for problem in [record.check(data_config) for record in records]:
     _require(problem is None, problem)
 
 
@@ -269,7 +344,8 @@ def _check_augmentation(train_config) -> None:
 
 def unused_keys(config) -> list[str]:
   """One line for each model.* or loss.* key set away from its default that the chosen model or
-  loss does not read (it would have no effect)."""
+  loss does not read (it would have no effect), and for each warning the chosen records'
+  constraints give (``Constraint.warn``: a train.batch_size that P x K batches do not read)."""
   defaults = config_keys.get_config()
   model_reads = models.keys_read(config.model) | (
       {"num_classes"} if train.needs_num_classes(config) else set())
@@ -283,7 +359,8 @@ def unused_keys(config) -> list[str]:
       if key not in reads and config[section][key] != defaults[section][key]:
         found.append(f"{section}.{key}={config[section][key]!r} has no effect: {chosen} does "
                      f"not read it (it reads {', '.join(f'{section}.{k}' for k in sorted(reads))})")
-  return found + _unused_data_keys(config, defaults)
+  return (found + _unused_data_keys(config, defaults)
+          + constraints.warnings(chosen_constraints(config), config))
 
 
 LOOP_READS = ("device_budget_mb",)  # data.* keys the training loop reads (streaming.py)
@@ -306,9 +383,9 @@ def _unused_data_keys(config, defaults) -> list[str]:
 
 def validate_against_data(config, datasets, batch_spec) -> None:
   """Checks that the batches and evaluation pairs the config asks for can be drawn from the
-  training, validation and test parts (a data.protocol.Datasets)."""
+  training, validation and test parts (a data.protocol.Datasets), and the chosen records'
+  constraints that need the data (``chosen_constraints``), before anything compiles."""
   train_set = datasets.train
-  counts = np.bincount(train_set.labels, minlength=train_set.num_classes)
   size = len(train_set.labels)
   classes = config.model.num_classes
   _require(not (train.needs_num_classes(config) and classes and classes < train_set.num_classes),
@@ -317,12 +394,7 @@ def validate_against_data(config, datasets, batch_spec) -> None:
   _require(batch_spec.examples <= size,
            f"train.batch_size={batch_spec.examples} is larger than the {size} training images; "
            "use a smaller batch")
-  if batch_spec.kind == "pk":
-    _require(batch_spec.classes_per_batch <= int(np.sum(counts >= batch_spec.samples_per_class)),
-             f"P x K = {batch_spec.classes_per_batch} x {batch_spec.samples_per_class} cannot be "
-             f"filled: only {int(np.sum(counts >= batch_spec.samples_per_class))} classes have "
-             f"{batch_spec.samples_per_class} images; lower train.classes_per_batch or "
-             "train.samples_per_class")
+  _check_constraints(config, datasets)
   for name, part in (("training", train_set), ("validation", datasets.validation),
                      ("test", datasets.test)):
     part_counts = np.bincount(part.labels, minlength=part.num_classes)

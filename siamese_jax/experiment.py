@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import tqdm
 
-from siamese_jax import (batches, call_schedule, checkpoints, config_checks, evaluators,
+from siamese_jax import (batches, call_schedule, checkpoints, config_checks, evaluators, memory,
                          metric_averages, models, normalization, preemption, run_keys, run_plots,
                          sharding, streaming, summary_writer, train, weights,
                          workdir as workdir_lib)
@@ -36,6 +36,8 @@ class TrainingDiverged(RuntimeError):
 
 
 Preempted = preemption.Preempted  # SIGTERM or SIGINT: checkpointed, rerun to resume
+# What to lower when evaluation runs out of memory (siamese_jax.memory.answers_exhaustion).
+EVAL_KEYS = "eval.pairs or model.test_time_shift (or eval.plot_points)"
 
 
 def _say(message: str) -> None:
@@ -73,7 +75,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   for warning in config_checks.unused_keys(config):
     print(f"warning: {warning}", flush=True)
   _say(_describe_devices())
-  datasets = protocol.load_datasets(config)
+  with memory.answers_exhaustion("data.image_size (or data.channels)", "reading the data"):
+    datasets = protocol.load_datasets(config)
   _say(f"data: {config.data.name} {config.data.train_split} {datasets.train.images.shape} "
        f"(+ {len(datasets.validation.labels)} validation) / {config.data.test_split} "
        f"{datasets.test.images.shape}; from {datasets.train.source}")
@@ -186,8 +189,9 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
       epoch_seconds = time.time() - epoch_start
       train_seconds += epoch_seconds
       report_progress(int(state.step))
-      validation = evaluators.run(  # without test-time views, which cost (2s+1)^2
-          "validation_pairs", evaluation.replace(params=state.params, views=False))
+      with memory.answers_exhaustion(EVAL_KEYS, "scoring the validation pairs"):
+        validation = evaluators.run(  # without test-time views, which cost (2s+1)^2
+            "validation_pairs", evaluation.replace(params=state.params, views=False))
       calls_run = schedule.calls_per_epoch - first_call
       record = {"epoch": epoch + 1, "step": int(state.step), "epoch_seconds": epoch_seconds,
                 "examples_per_second": (calls_run * schedule.steps_per_call
@@ -224,8 +228,9 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   manager.wait_until_finished()  # the last checkpoint written before it is read
   # The final state's validation and test pairs, scored once for calibration, plots and summary.
   final = evaluation.replace(params=state.params)
-  final.pairs("validation")  # on every process: one program over all devices
-  test_pairs = final.pairs("test")
+  with memory.answers_exhaustion(EVAL_KEYS, "scoring the evaluation pairs"):
+    final.pairs("validation")  # on every process: one program over all devices
+    test_pairs = final.pairs("test")
   if workdir_lib.is_primary():
     plot_jobs.append(plotter.submit(run_plots.final_plots, workdir / "plots", history, test_pairs,
                                     final.pair_scoring))
@@ -259,7 +264,8 @@ def _summarise(config, workdir, state, datasets, final, history, manager,
   drawn ({name: path} each; waited for here)."""
   if not workdir_lib.is_primary():
     return None
-  figures = evaluators.summary_figures(final)
+  with memory.answers_exhaustion(EVAL_KEYS, "evaluating the final state"):
+    figures = evaluators.summary_figures(final)
   outputs = run_plots.collect(config, workdir / "plots", plot_jobs)
   best_step = manager.best_step()
   best_epoch = next((h["epoch"] for h in history if h["step"] == best_step), None)

@@ -23,6 +23,8 @@ import os
 import pathlib
 import sys
 
+from siamese_jax import arguments
+
 EXPORT_FORMAT = "siamese_jax.export/1"
 PLATFORMS = ("cpu", "cuda", "tpu")
 
@@ -140,7 +142,7 @@ def export(model, out, saved_model: bool = True) -> dict:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = arguments.OneLineParser(
       prog="python -m siamese_jax.export", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=__doc__.split("\n\n", 1)[0], epilog=__doc__.split("\n\n", 1)[1])
   parser.add_argument("--workdir", required=True, metavar="W",
@@ -150,12 +152,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="which checkpoint: best (default), latest, or epoch N")
   parser.add_argument("--no_saved_model", action="store_true",
                       help="only the jax.export artefacts (no TensorFlow)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="write into an --out folder that is not empty (its files of the same "
+                      "names are replaced)")
   return parser
+
+
+def _out_problem(out: str, overwrite: bool) -> str | None:
+  """Why --out cannot be written into as asked, or None: a file, or a folder that holds
+  something (without --overwrite)."""
+  path = pathlib.Path(out).expanduser()
+  if path.exists() and not path.is_dir():
+    return f"--out {out} is a file; pass a folder (new or empty)"
+  if path.is_dir() and not overwrite and any(path.iterdir()):
+    return (f"--out {out} is not empty ({len(list(path.iterdir()))} entries); choose a new or "
+            "empty folder, or pass --overwrite to write over it")
+  return None
 
 
 def main(argv: list[str] | None = None) -> int:
   """The CLI; 2 with a one-line ``error: ...`` for bad input."""
   args = _parser().parse_args(argv)
+  problem = _out_problem(args.out, args.overwrite)
+  if problem is not None:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
   from siamese_jax import inference
   from siamese_jax.checkpoints import CheckpointError
   try:

@@ -187,6 +187,12 @@ class Model:
   def fingerprint(self) -> str:
     return fingerprint(self.config, self.params)
 
+  @functools.cached_property
+  def embedding_dim(self) -> int:
+    """D of this model's embeddings (from its traced program: nothing runs)."""
+    x = jax.ShapeDtypeStruct((1, *self.image_shape), jnp.float32)
+    return int(jax.eval_shape(self._embed[1], self.params, x).shape[-1])
+
   def embed(self, images, tower: int = 0) -> np.ndarray:
     """float32 [N, D] embeddings of ``images`` (one image gives [1, D]); ``tower`` 1 is the second
     input's tower of a model with separate weights (a gallery's), the same as 0 otherwise."""
@@ -503,7 +509,28 @@ class Index:
           f"{path} was built by another model (fingerprint {str(fields['fingerprint'])[:12]}, "
           f"this model's {model.fingerprint[:12]}); rebuild it with this model or use the run it "
           f"was built with ({workdir or 'unknown'}, epoch {epoch})")
+    _check_index_fields(path, fields, model, build_one)
     return cls(model, fields["embeddings"].astype(np.float32), fields["labels"], fields["paths"])
+
+
+def _check_index_fields(path, fields: dict, model: "Model", build_one: str) -> None:
+  """An index's arrays, checked at load: embeddings [M, D] of finite numbers with this model's D,
+  one label and one path per row."""
+  embeddings = fields.get("embeddings")
+  if embeddings is None or embeddings.ndim != 2 or not np.issubdtype(embeddings.dtype,
+                                                                        np.number):
+    raise InferenceError(f"{path}: its embeddings are not a [M, D] array of numbers; {build_one}")
+  if embeddings.shape[1] != model.embedding_dim:
+    raise InferenceError(f"{path}: its embeddings have {embeddings.shape[1]} dimensions, this "
+                         f"model's {model.embedding_dim}; rebuild the index with this model")
+  bad = np.flatnonzero(~np.all(np.isfinite(embeddings), axis=1))
+  if len(bad):
+    raise InferenceError(f"{path}: {len(bad)} of its {len(embeddings)} embeddings hold NaN or inf "
+                         f"(row {bad[0]} first); rebuild the index ({build_one})")
+  for name in ("labels", "paths"):
+    if name not in fields or fields[name].shape != (len(embeddings),):
+      raise InferenceError(f"{path}: {name} do not match its {len(embeddings)} embeddings (one "
+                           f"each); {build_one}")
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import distances, normalization, resnet
+from siamese_jax import constraints, distances, normalization, resnet
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
@@ -358,12 +358,15 @@ class Component(NamedTuple):
   see ``param_labels``) and may bring its own ``load_weights(path, encoder params) -> encoder
   params`` for ``model.pretrained`` (None: ``siamese_jax.weights.load_encoder``, a file written
   by siamese_jax). Both see the encoder's own params, without the input normalisation around it.
+  ``constraints``: what it needs of the config and the data (``siamese_jax.constraints``: an
+  encoder's smallest image, a classifier's classes), walked by ``config_checks``.
   """
   build: Callable
   reads: tuple[str, ...] = ()
   convolutional: bool = False
   head_layers: Callable = last_dense
   load_weights: Callable | None = None
+  constraints: tuple = ()
 
 
 def _dim(model_config) -> dict:
@@ -381,6 +384,31 @@ def _mlp(model_config) -> MLPEncoder:
                     final_activation=model_config.final_activation)
 
 
+def _smallest(name: str, side) -> tuple:
+  """The constraint of encoder ``name``: images of at least ``side`` pixels (its kernels and
+  pools leave no feature map on smaller ones)."""
+  return (constraints.image_at_least("model.encoder", side,
+                                     {"model.encoder": name, "data.image_size": 8}),)
+
+
+def _classes_cover_labels(config, datasets) -> str | None:
+  """model.num_classes (when set) must cover every training label."""
+  wanted = config.model.num_classes
+  if wanted is None:
+    return None
+  if not (isinstance(wanted, int) and not isinstance(wanted, bool) and wanted >= 2):
+    return f"model.num_classes={wanted!r} must be an int >= 2, or None (the data's classes)"
+  if datasets is not None and wanted < datasets.train.num_classes:
+    return (f"model.num_classes={wanted} is smaller than the {datasets.train.num_classes} "
+            f"training classes; set model.num_classes={datasets.train.num_classes} or None")
+  return None
+
+
+CLASSIFIER_CONSTRAINTS = (constraints.Constraint(
+    ("model.num_classes",), _classes_cover_labels,
+    {"loss.name": "cross_entropy", "model.head": "classifier", "model.num_classes": 3}),)
+
+
 def _resnet_args(model_config) -> dict:
   return {"filters": model_config.filters, "norm_groups": model_config.norm_groups,
           **_dim(model_config)}
@@ -392,14 +420,18 @@ ENCODERS: dict[str, Component] = {
     "mlp_2d": Component(lambda m: mlp_2d(**_dim(m)), ("embedding_dim",)),
     "mlp": Component(_mlp, ("features", "dropout_rates", "input_dropout", "activation",
                             "final_activation")),
-    "embedding_net": Component(lambda m: EmbeddingNet(**_dim(m)), ("embedding_dim",), True),
-    "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True),
-    "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True),
+    "embedding_net": Component(lambda m: EmbeddingNet(**_dim(m)), ("embedding_dim",), True,
+                               constraints=_smallest("embedding_net", 16)),
+    "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True,
+                      constraints=_smallest("koch", 65)),
+    "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True,
+                        constraints=_smallest("koch28", 24)),
     "convnet4": Component(lambda m: ConvNet4(filters=m.filters, norm_groups=m.norm_groups,
                                              final_pool=m.final_pool,
                                              filter_growth=m.filter_growth, **_dim(m)),
                           ("embedding_dim", "filters", "norm_groups", "final_pool",
-                           "filter_growth"), True),
+                           "filter_growth"), True,
+                          constraints=_smallest("convnet4", lambda m: 16 if m.final_pool else 8)),
     "resnet18": Component(lambda m: resnet.resnet18(**_resnet_args(m)),
                           ("embedding_dim", "filters", "norm_groups"), True),
     "resnet34": Component(lambda m: resnet.resnet34(**_resnet_args(m)),
@@ -422,8 +454,10 @@ HEADS: dict[str, Component] = {
     "abs_diff": Component(lambda m: AbsDiffHead(), ("shared_weights",)),
     "concat": Component(lambda m: ConcatHead(), ("shared_weights",)),
     "subtract": Component(lambda m: SubtractHead(), ("shared_weights",)),
-    "classifier": Component(None, ("distance", "num_classes")),
-    "cosine_classifier": Component(None, ("distance", "num_classes")),
+    "classifier": Component(None, ("distance", "num_classes"),
+                            constraints=CLASSIFIER_CONSTRAINTS),
+    "cosine_classifier": Component(None, ("distance", "num_classes"),
+                                   constraints=CLASSIFIER_CONSTRAINTS),
 }
 LOGIT_HEADS = ("abs_diff", "concat", "subtract")
 CLASSIFIER_HEADS = ("classifier", "cosine_classifier")  # Classifier models, one tower

@@ -26,6 +26,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from siamese_jax import arguments
+
 LABELS_FILE = "class_labels.txt"
 RUN_SIZE = 105  # side of every image of the official runs
 
@@ -60,6 +62,16 @@ def parse_class_labels(text: str, where: str = LABELS_FILE) -> list[tuple[str, s
     pairs.append((fields[0], fields[1]))
   if not pairs:
     raise OneShotError(f"{where}: no lines; each line pairs a test image with its training image")
+  seen = {}
+  for number, (test, _) in enumerate(pairs, 1):
+    if test in seen:
+      raise OneShotError(f"{where}: test image {test} is listed twice (pairs {seen[test]} and "
+                         f"{number}); each test image is classified once, remove the repeat")
+    seen[test] = number
+  ways = len({train for _, train in pairs})
+  if ways < 2:
+    raise OneShotError(f"{where}: a {ways}-way run (every line names the same training image) "
+                       "tests nothing; a run needs at least 2 candidate training images")
   return pairs
 
 
@@ -184,7 +196,7 @@ def model_similarity(config, state, batch: int | None = None) -> Similarity:
 # --------------------------------------------------------------------------------------- CLI
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = arguments.OneLineParser(
       prog="python -m siamese_jax.oneshot", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=__doc__.split("\n\n", 1)[1].rsplit("\n\n", 1)[0],
       epilog="example:\n" + __doc__.rsplit("\n\n", 1)[1])
@@ -235,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
   """The CLI: prints the table (and writes --json); 2 with a one-line error for bad input."""
   args = _parser().parse_args(argv)
   from siamese_jax.checkpoints import CheckpointError  # after parsing: --help answers fast
+  if args.json and pathlib.Path(args.json).expanduser().is_dir():  # before minutes of scoring
+    print(f"error: --json {args.json} is a folder; pass a file path such as "
+          f"{pathlib.Path(args.json) / 'oneshot.json'}", file=sys.stderr)
+    return 2
   try:
     runs, columns, model, size = _evaluate(args)
     ways = "/".join(str(n) for n in sorted({len(run.training) for run in runs}))

@@ -28,7 +28,11 @@ import sys
 
 import numpy as np
 
+from siamese_jax import arguments
+
 EMBEDDINGS_FORMAT = "siamese_jax.embeddings/1"
+# What to lower when a command runs out of memory (siamese_jax.memory.answers_exhaustion).
+OUT_OF_MEMORY_ARGS = "--max-pairs (evaluate) or pass fewer images at a time"
 
 
 class UsageError(ValueError):
@@ -312,7 +316,7 @@ def _add_model_args(parser, required: bool = True) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
+  parser = arguments.OneLineParser(
       prog="python -m siamese_jax.predict", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=__doc__.split("\n\n", 1)[0],
       epilog="examples:\n" + __doc__.split("\n\n", 1)[1])
@@ -377,9 +381,12 @@ def main(argv: list[str] | None = None) -> int:
   caches.enable_compilation_cache()  # a warm call loads the compiled embedding, as main.py
   from siamese_jax.checkpoints import CheckpointError
   from siamese_jax.idx import DataFileError
+  from siamese_jax import memory
   try:
-    args.run(args)
-  except (UsageError, inference.InferenceError, CheckpointError, DataFileError) as error:
+    with memory.answers_exhaustion(OUT_OF_MEMORY_ARGS, f"running {args.command}"):
+      args.run(args)
+  except (UsageError, inference.InferenceError, CheckpointError, DataFileError,
+          memory.constraints.ConfigError) as error:
     print(f"error: {error}", file=sys.stderr)
     return 2
   return 0

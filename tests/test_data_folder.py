@@ -413,13 +413,26 @@ def test_two_spellings_of_one_split_are_refused(tmp_path, digits):
   _assert_one_line(e, root)
 
 
-def test_class_folders_without_images_are_named_in_one_warning(tmp_path, digits, caplog):
+@pytest.mark.bad_input
+def test_class_folders_without_images_are_refused_in_one_line(tmp_path, digits):
+  root = _grey_folder(tmp_path / "digits", digits)
+  (root / "five").mkdir()
+  (root / "six").mkdir()
+  (root / "six" / "notes.txt").write_text("to do")
+  with pytest.raises(DataFileError, match=r"five: a class folder without images \(2 such\); "
+                     "add its images or remove the folder") as error:
+    _load(root, tmp_path)
+  assert "\n" not in str(error.value)
+
+
+def test_class_folders_without_images_are_named_in_one_warning_when_skipped(tmp_path, digits,
+                                                                              caplog):
   root = _grey_folder(tmp_path / "digits", digits)
   (root / "five").mkdir()
   (root / "six").mkdir()
   (root / "six" / "notes.txt").write_text("to do")
   with caplog.at_level(logging.INFO):
-    got = _load(root, tmp_path)
+    got = _load(root, tmp_path, skip_bad_images=True)
   assert got.class_names == ["one", "two", "zero"]
   (line,) = [r for r in caplog.records if "skipped" in r.message]
   assert line.levelno == logging.WARNING and "\n" not in line.message

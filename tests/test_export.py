@@ -122,3 +122,21 @@ def test_artefacts_reload_without_siamese_jax(tmp_path, head, shared):
         np.testing.assert_allclose(got[name], emb_b, atol=1e-5, err_msg=name)
   info = json.loads((out / "model.json").read_text())
   assert info["score"]["higher_means_same"] == (head != "distance")
+
+
+@pytest.mark.bad_input
+def test_out_into_a_non_empty_folder_is_refused_unless_overwrite(tmp_path, capsys):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "keep.txt").write_text("mine")
+  assert export.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "--out" in err and "not empty" in err and "--overwrite" in err
+  assert (out / "keep.txt").read_text() == "mine"
+  # with --overwrite the folder is accepted: the next problem is the missing run
+  assert export.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(out),
+                      "--overwrite"]) == 2
+  assert "no such folder" in capsys.readouterr().err
+  (tmp_path / "file").write_text("x")
+  assert export.main(["--workdir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "file")]) == 2
+  assert "is a file" in capsys.readouterr().err

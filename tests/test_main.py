@@ -4,6 +4,7 @@ one-line errors for bad flags. Every test trains or starts main.py: all are slow
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -136,3 +137,23 @@ def test_omniglot_default_tiny_trains_the_cosine_classifier_and_reports_one_shot
   for way in ("5_way", "20_way"):
     assert 0.0 <= summary["test"]["one_shot"][way] <= 1.0
   assert set(summary["validation"]["one_shot"]) == {"5_way", "10_way"}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags,message", [
+    (["--coordinator_address=localhost:1", "--num_processes=2", "--process_id=1",
+      "--distributed_timeout=2"], "--coordinator_address=localhost:1: nothing answers there"),
+    (["--coordinator_address=notanaddress", "--num_processes=2", "--process_id=1"],
+     "--coordinator_address='notanaddress' is not host:port"),
+    ([], "--distributed: cannot join"),
+])
+def test_distributed_without_a_reachable_coordinator_is_one_line_not_a_hang(tmp_path, flags,
+                                                                             message):
+  started = time.monotonic()
+  result = subprocess.run(
+      [sys.executable, "main.py", "--config", "experiments/contrastive.py:tiny", "--workdir",
+       str(tmp_path / "run"), "--distributed", *flags],
+      cwd=REPO_ROOT, env=repo_env(), capture_output=True, text=True, timeout=120)
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
+  assert time.monotonic() - started < 60

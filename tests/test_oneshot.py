@@ -309,3 +309,38 @@ def test_bad_checkpoints(trained, tmp_path, runs_dir, capsys):
                  "is not the config of these checkpoints")
   (foreign / "config.json").write_text("{not json")
   one_line_error(capsys, [*runs, "--checkpoint", foreign], "cannot read it as JSON")
+
+
+@pytest.mark.bad_input
+def test_a_one_way_run_is_refused(tmp_path, runs_dir, capsys):
+  labels = runs_dir / "run02" / "class_labels.txt"
+  first_training = labels.read_text().split()[1]
+  labels.write_text("".join(f"{line.split()[0]} {first_training}\n"
+                            for line in labels.read_text().splitlines() if line.strip()))
+  one_line_error(capsys, ["--runs", runs_dir], "run02/class_labels.txt: a 1-way run",
+                 "at least 2 candidate")
+
+
+@pytest.mark.bad_input
+def test_a_run_with_a_duplicated_line_is_refused(tmp_path, runs_dir, capsys):
+  labels = runs_dir / "run01" / "class_labels.txt"
+  lines = labels.read_text().splitlines()
+  labels.write_text("\n".join(lines + lines[:1]) + "\n")
+  one_line_error(capsys, ["--runs", runs_dir], "run01/class_labels.txt: test image",
+                 f"listed twice (pairs 1 and {len(lines) + 1})")
+
+
+@pytest.mark.bad_input
+def test_json_pointing_at_a_folder_is_refused_before_scoring(tmp_path, runs_dir, capsys):
+  assert oneshot.main(["--runs", str(runs_dir), "--json", str(tmp_path)]) == 2
+  out, err = capsys.readouterr()
+  assert not out and err.count("\n") == 1 and "--json" in err and "is a folder" in err, err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv", [["--runs", "x", "--epoch", "abc"], ["--bogus"], []])
+def test_bad_arguments_are_one_line(argv, capsys):
+  with pytest.raises(SystemExit) as stop:
+    oneshot.main(argv)
+  err = capsys.readouterr().err
+  assert stop.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err

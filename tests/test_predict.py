@@ -390,3 +390,58 @@ def test_cli_errors_have_no_traceback(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: ")
   help_text = run_cli("search", "--help")
   assert help_text.returncode == 0 and "--k" in help_text.stdout
+
+
+# ------------------------------------------------------------- issue 31: bad files and flags
+
+def tampered_index(capsys, run, gallery, tmp_path, change) -> str:
+  """An index built by ``run`` whose embeddings ``change(embeddings)`` rewrote (same fingerprint)."""
+  index_file = tmp_path / "gallery.npz"
+  assert cli(capsys, "index", "--workdir", run, "--out", index_file, gallery / "gallery")[0] == 0
+  with np.load(index_file, allow_pickle=False) as saved:
+    fields = {name: saved[name] for name in saved.files}
+  fields["embeddings"] = change(fields["embeddings"])
+  np.savez(index_file, **fields)
+  return index_file
+
+
+@pytest.mark.bad_input
+def test_an_index_of_another_embedding_size_is_refused_at_load(capsys, run, gallery, tmp_path):
+  index_file = tampered_index(capsys, run, gallery, tmp_path,
+                              lambda e: np.concatenate([e, e], axis=1))
+  last = one_line_error(capsys, "search", "--index", index_file, "--workdir", run,
+                        gallery / "query" / "q0.png", expected="dimensions, this model's")
+  assert "rebuild the index" in last
+
+
+@pytest.mark.bad_input
+def test_an_index_holding_nan_embeddings_is_refused_at_load(capsys, run, gallery, tmp_path):
+  def poison(embeddings):
+    embeddings = embeddings.copy()
+    embeddings[1, 0] = np.nan
+    return embeddings
+  index_file = tampered_index(capsys, run, gallery, tmp_path, poison)
+  one_line_error(capsys, "search", "--index", index_file, "--workdir", run,
+                 gallery / "query" / "q0.png", expected="1 of its 5 embeddings hold NaN or inf")
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("k", ["abc", "1.5"])
+def test_a_k_that_is_not_a_whole_number_is_one_line(capsys, k):
+  with pytest.raises(SystemExit) as stop:
+    predict.main(["search", "--index", "x.npz", "--k", k, "q.png"])
+  out, err = capsys.readouterr()
+  assert stop.value.code == 2 and not out and err.count("\n") == 1, err
+  assert err.startswith("error: ") and "--k" in err and repr(k) in err
+
+
+@pytest.mark.bad_input
+def test_running_out_of_memory_is_one_line_naming_what_to_lower(capsys, run, gallery,
+                                                                monkeypatch):
+  def exhausted(*args, **kwargs):
+    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 TiB.\n"
+                       "  more XLA lines")
+  monkeypatch.setattr(inference.Model, "embed", exhausted)
+  last = one_line_error(capsys, "embed", "--workdir", run, "--out", gallery / "e.npz",
+                        gallery / "query", expected="out of memory while running embed")
+  assert "--max-pairs" in last

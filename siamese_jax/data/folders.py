@@ -189,7 +189,13 @@ def check_classes(root: pathlib.Path, class_names: list[str]) -> None:
                         f"(e.g. {single[0]}), so no positive pair; add images or remove them")
 
 
-def _check_layout(found: Scan, nested_classes: bool = False) -> None:
+def _check_layout(found: Scan, nested_classes: bool = False,
+                  skip_bad_images: bool = False) -> None:
+  empty = sorted(found.skipped.get(_EMPTY, ()))
+  if empty and found.files and not skip_bad_images:  # (none at all: check_classes says so)
+    raise DataFileError(f"{found.root / printable(empty[0])}: a class folder without images "
+                        f"({len(empty)} such); add its images or remove the folder, or set "
+                        "data.skip_bad_images=True to leave it out")
   loose = [rel for rel, _, _ in found.files if not found.class_of(rel)]
   if loose:
     raise DataFileError(f"{found.root / printable(loose[0])}: image outside a class folder "
@@ -338,7 +344,7 @@ def read_folder(root: pathlib.Path, data_dir: pathlib.Path, *, image_size=None, 
   """Every image under ``root`` (one split) as LabelledImages, from the cache when it is there."""
   found = scan(root, boundary)
   _log_skipped(found)
-  _check_layout(found, nested_classes)
+  _check_layout(found, nested_classes, skip_bad_images)
   name = root.name if boundary is None or root == boundary else f"{boundary.name}-{root.name}"
   key = cache_key(found, image_size, channels, skip_bad_images)
   cache = data_dir / CACHE_FOLDER / f"{name}-{key}"

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from siamese_jax import data, splits
+from siamese_jax import constraints, data, splits
 
 # The data.* keys read here, beside those of the chosen sources (siamese_jax.data.SOURCES).
 READS = ("name", "train_split", "test_split", "train_classes", "test_classes", "split_by",
@@ -54,12 +54,38 @@ class Datasets(NamedTuple):
 
 def check(data_config) -> str | None:
   """A one-line problem of the protocol's keys with the chosen source, or None: holding out whole
-  groups needs a source whose images have groups."""
-  if data_config.validation_by in splits.GROUPS and not has_groups(data_config):
-    return (f"data.validation_by={data_config.validation_by!r} needs data with groups of classes "
-            f"(omniglot's alphabets), which data.name={data_config.name!r} has not; use "
-            "'classes' or 'images'")
+  groups (for validation or for test) needs a source whose images have groups."""
+  for key, instead in (("validation_by", "'classes' or 'images'"),
+                       ("split_by", "'classes' or 'images'")):
+    if getattr(data_config, key) in splits.GROUPS and not has_groups(data_config):
+      return (f"data.{key}={getattr(data_config, key)!r} needs data with groups of classes (omniglot's "
+              f"alphabets), which data.name={data_config.name!r} has not; use {instead}")
   return None
+
+
+def _groups(config, datasets) -> str | None:
+  return check(config.data)
+
+
+def _train_classes_present(config, full_train) -> str | None:
+  """data.train_classes must name classes of the training split (ids 0 .. classes - 1)."""
+  wanted = config.data.train_classes
+  if wanted is None:
+    return None
+  absent = sorted(set(wanted) - set(range(full_train.num_classes)))
+  if not absent:
+    return None
+  return (f"data.train_classes names {', '.join(map(str, absent))}, which the "
+          f"{config.data.train_split} split has not (its classes are 0 to "
+          f"{full_train.num_classes - 1}); name present classes or set data.train_classes=None")
+
+
+# What the protocol needs of every run (siamese_jax.constraints); data.train_classes is checked
+# at load (load_datasets): the parts renumber their classes, only the split knows its ids.
+CONSTRAINTS = (
+    constraints.Constraint(("data.validation_by",), _groups, {"data.validation_by": "alphabets"}),
+    constraints.Constraint(("data.split_by",), _groups, {"data.split_by": "alphabets"}),
+)
 
 
 def has_groups(data_config) -> bool:
@@ -125,6 +151,9 @@ def load_datasets(config) -> Datasets:
     line = classes_line(full_train, test_set, config.data.test_split, config.data.split_by)
     if line is not None:
       logging.warning("%s", line)
+  problem = _train_classes_present(config, full_train)
+  if problem is not None:
+    raise constraints.ConfigError(problem)
   if config.data.test_classes is not None:
     # Named by their ids ("6") where the source has no names: take renumbers the labels, and
     # whether every test class is new (``unseen``) is decided by name.

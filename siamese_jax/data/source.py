@@ -46,6 +46,10 @@ class DataSource(NamedTuple):
   validation_split: ``validation_split(data) -> str | None``, a split of the source that is the
     run's validation part (a folder's val/), used instead of one held out of the training split;
     None: held out (``data.validation_fraction``).
+  only_for: ``data.*`` keys that name something only this source has (a tfds dataset's
+    features): set while another source is chosen, they are an error, not the warning of a key
+    nothing reads.
+  constraints: ``siamese_jax.constraints.Constraint``s on the config and the loaded data.
   """
   name: str
   accepts: Callable[[Any], bool]
@@ -56,6 +60,8 @@ class DataSource(NamedTuple):
   groups: bool = False
   wraps: bool = False
   validation_split: Callable[[Any], str | None] = _none
+  only_for: tuple[str, ...] = ()
+  constraints: tuple = ()
 
   def knows_split(self, split) -> bool:
     """Whether ``split`` may be asked for, as far as is known before reading any data."""

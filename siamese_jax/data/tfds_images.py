@@ -214,4 +214,5 @@ def _load(data, split: str, seed: int = 0, download: bool | None = None) -> Labe
 # Any tfds image dataset by name. Deciding that a name is one imports tensorflow_datasets, so this
 # record comes last in SOURCES: the offline names never pay for it.
 SOURCE = DataSource("<tfds name>", _accepts, ("dir", "tfds_data_dir", "image_size", "channels",
-                                              "image_key", "label_key", "download"), _load)
+                                              "image_key", "label_key", "download"), _load,
+                    only_for=("image_key", "label_key"))

@@ -37,11 +37,13 @@ class Evaluator(NamedTuple):
 
   ``summary``: the part of a training run's summary.json ("test" or "validation") its figures are
   added to at the end of training, where ``applies(context)``; None: run on demand only (by the
-  report, by inference)."""
+  report, by inference). ``constraints``: what it needs of a run's config and data
+  (``siamese_jax.constraints``), walked before training by ``config_checks``."""
   name: str
   run: Callable[["Context"], dict]
   summary: str | None = None
   applies: Callable[["Context"], bool] = lambda context: True
+  constraints: tuple = ()
 
 
 # Changes to a Context that keep the embeddings and scores computed so far (keyed by views).

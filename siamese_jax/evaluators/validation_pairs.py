@@ -5,7 +5,7 @@ summary's."""
 import numpy as np
 from sklearn import metrics as sk_metrics
 
-from siamese_jax import evaluate, scoring
+from siamese_jax import constraints, evaluate, memory, scoring
 from siamese_jax.evaluators.context import Context, Evaluator
 
 
@@ -21,4 +21,17 @@ def run(context: Context) -> dict:
   return pair_metrics(*context.pairs("validation"), context.pair_scoring)
 
 
-EVALUATOR = Evaluator("validation_pairs", run, summary="validation")
+def _two_pairs(config, datasets) -> str | None:
+  pairs = config.eval.pairs
+  if isinstance(pairs, int) and not isinstance(pairs, bool) and pairs < 2:
+    return (f"eval.pairs={pairs} cannot score both kinds of pair (same and different); use at "
+            "least 2, e.g. 2000")
+  return None
+
+
+# The pairs every epoch draws: at least one of each kind, and their scores in memory.
+CONSTRAINTS = (
+    constraints.Constraint(("eval.pairs",), _two_pairs, {"eval.pairs": 1}),
+    constraints.Constraint(("eval.pairs",), memory.pairs_fit, {"eval.pairs": 10 ** 13}),
+)
+EVALUATOR = Evaluator("validation_pairs", run, summary="validation", constraints=CONSTRAINTS)

@@ -105,6 +105,8 @@ class Objective:
   objective carries from step to step without training it (xbm's memory; in
   ``train.TrainState.loss_state``); an objective with one has ``compute(..., train, state) ->
   (loss, metrics, new_state)``, and ``state=None`` means none yet (compute on the batch alone).
+  constraints: needs over several keys or the data (``siamese_jax.constraints.Constraint``);
+  those of its batch kind are declared once in ``siamese_jax.batches.CONSTRAINTS``.
   """
   name: str
   batch_kind: str
@@ -115,6 +117,7 @@ class Objective:
   checks: tuple[Check, ...] = ()
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
   init_state: Callable | None = None
+  constraints: tuple = ()
 
 
 def setting(spec, key: str, defaults: Mapping[str, Any]):
