@@ -130,9 +130,11 @@ class ResNet(nn.Module):
     return jnp.mean(jnp.maximum(x, 1e-6) ** p, axis=(1, 2)) ** (1.0 / p)
 
 
-def stage_of(name: str) -> int:
+def stage_of(name: str, names=()) -> int:
   """The stage of a top-level ResNet param name for ``model.freeze='stageN'``: 0 for the stem
-  (conv1, bn1), n for ``layer{n}_*``, a stage after all for the rest (gem_p)."""
+  (conv1, bn1), n for ``layer{n}_*``, after all (5) for the rest (gem_p). ``names``: unused (the
+  same call as ``vit.stage_of``)."""
+  del names
   if name.startswith("layer"):
     return int(name[len("layer"):].split("_")[0])
-  return 0 if name in ("conv1", "bn1") else 99
+  return 0 if name in ("conv1", "bn1") else 5

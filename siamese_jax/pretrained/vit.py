@@ -174,9 +174,11 @@ class VisionTransformer(nn.Module):
     return x[:, 0].astype(jnp.float32)
 
 
-def stage_of(name: str) -> int:
-  """The stage of a top-level param name for ``model.freeze='stageN'``: 0 for the embeddings,
-  i + 1 for ``blocks_i``, after all for the final norm."""
+def stage_of(name: str, names) -> int:
+  """The stage of a top-level param ``name`` (of all ``names``) for ``model.freeze='stageN'``: 0
+  for the embeddings; the blocks in four stages as a ResNet's (blocks 0-2 of 12 are stage 1,
+  ..., 9-11 stage 4); after all (5) for the final norm."""
   if name.startswith("blocks_"):
-    return int(name[len("blocks_"):]) + 1
-  return 0 if name in ("patch_embed_proj", "cls_token", "pos_embed") else 10 ** 6
+    depth = sum(n.startswith("blocks_") for n in names)
+    return 1 + int(name[len("blocks_"):]) * 4 // depth
+  return 0 if name in ("patch_embed_proj", "cls_token", "pos_embed") else 5
