@@ -264,3 +264,19 @@ def test_fine_tune_through_main_then_predict_and_export(tmp_path):
   trained = state.params["encoder"]["backbone"]
   for got, want in zip(jax.tree.leaves(trained), jax.tree.leaves(loaded["params"])):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize("name", ["cub200", "cars196_pretrained", "sop"])
+@pytest.mark.parametrize("variant", [None, "tiny"])
+def test_the_reality_check_configs_validate(name, variant):
+  import importlib
+
+  from siamese_jax import config_checks
+  config = importlib.import_module(f"experiments.{name}").get_config(variant)
+  config_checks.validate(config)
+  assert not config_checks.unused_keys(config)
+  assert config.model.encoder == "resnet50"
+  if variant == "tiny":
+    assert config.data.image_size == 32 and config.model.backbone_args
+  else:
+    assert config.model.embedding_dim == 128 and config.model.backbone_args is None

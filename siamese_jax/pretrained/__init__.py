@@ -1,7 +1,8 @@
 """Pretrained backbones from PyTorch checkpoints: ``load(arch, path) -> (module, variables)``.
 
 ``module.apply(variables, x)`` for x [B, H, W, 3] float32, normalised as the checkpoint expects
-(ImageNet mean and std for all of these), gives timm's pre-logits features,
+(``Architecture.normalisation``: ImageNet's mean and std, or 0.5 and 0.5 for timm's augreg ViTs),
+gives timm's pre-logits features,
 ``model.forward_head(model.forward_features(x), pre_logits=True)``, of the same weights.
 
 ``ARCHITECTURES`` is the table: each name with its module and fields (timm's configuration of that
@@ -26,13 +27,20 @@ __all__ = ["ARCHITECTURES", "Architecture", "WeightsError", "build", "load", "re
            "variables_from_state"]
 
 
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # timm's augreg ViT weights (its pretrained_cfg)
+
+
 class Architecture(NamedTuple):
-  """A backbone: its module class and fields, the ``stage_of(top-level param name)`` that
-  ``model.freeze='stageN'`` reads, and whether it is convolutional (pooling applies)."""
+  """A backbone: its module class and fields, the ``stage_of(top-level param name, names)`` that
+  ``model.freeze='stageN'`` reads, whether it is convolutional (pooling applies), and the input
+  normalisation (mean, std per RGB channel of [0, 1] images) of its usual weights (timm's
+  ``pretrained_cfg``)."""
   module: Callable
   fields: dict
   stage_of: Callable
   convolutional: bool
+  normalisation: tuple = IMAGENET
 
 
 def _resnet(stage_sizes, block):
@@ -40,22 +48,23 @@ def _resnet(stage_sizes, block):
                       resnet.stage_of, True)
 
 
-def _vit(patch, dim, heads, grid, layer_scale):
+def _vit(patch, dim, heads, grid, layer_scale, normalisation):
   return Architecture(vit.VisionTransformer,
                       {"patch_size": patch, "embed_dim": dim, "depth": 12, "num_heads": heads,
                        "pos_grid": (grid, grid), "layer_scale": layer_scale},
-                      vit.stage_of, False)
+                      vit.stage_of, False, normalisation)
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "resnet18": _resnet((2, 2, 2, 2), "basic"),
     "resnet34": _resnet((3, 4, 6, 3), "basic"),
     "resnet50": _resnet((3, 4, 6, 3), "bottleneck"),
-    "vit_small_patch16_224": _vit(16, 384, 6, 14, False),
-    "vit_base_patch16_224": _vit(16, 768, 12, 14, False),
-    # DINOv2 was trained at 518 px: a 37 x 37 grid of 14 px patches.
-    "vit_small_patch14_dinov2": _vit(14, 384, 6, 37, True),
-    "vit_base_patch14_dinov2": _vit(14, 768, 12, 37, True),
+    # timm's default weights of these (augreg_in21k_ft_in1k) take (x - 0.5) / 0.5.
+    "vit_small_patch16_224": _vit(16, 384, 6, 14, False, HALF),
+    "vit_base_patch16_224": _vit(16, 768, 12, 14, False, HALF),
+    # DINOv2 was trained at 518 px: a 37 x 37 grid of 14 px patches; ImageNet's statistics.
+    "vit_small_patch14_dinov2": _vit(14, 384, 6, 37, True, IMAGENET),
+    "vit_base_patch14_dinov2": _vit(14, 768, 12, 37, True, IMAGENET),
 }
 
 

@@ -1,8 +1,9 @@
 """A pretrained backbone as the Siamese tower: ``models.ENCODERS``'s resnet50, vit_*, dinov2 ...
 
 ``PretrainedEncoder`` takes the library's images ([B, H, W, C] in [0, 1], C = 1 or 3), repeats a
-grey channel three times, normalises with the checkpoint's statistics (ImageNet mean and std:
-constants of the module, so predict, index and export apply them with nothing to carry), runs the
+grey channel three times, normalises with the checkpoint's statistics (the architecture's
+``normalisation``: ImageNet's mean and std, 0.5 and 0.5 for timm's augreg ViTs; constants of the
+module, so predict, index and export apply them with nothing to carry), runs the
 backbone (``pretrained.ARCHITECTURES``) in ``model.dtype`` and maps its features to
 ``model.embedding_dim`` with a Dense layer ``embedding`` (the tower's head: trained at the full
 rate, never frozen). Its params are ``{"backbone": the backbone's, "embedding": ...}``;
@@ -17,8 +18,7 @@ import jax.numpy as jnp
 
 from siamese_jax import pretrained
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = pretrained.IMAGENET
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
@@ -72,7 +72,8 @@ def build(arch: str, model_config) -> PretrainedEncoder:
     backbone = pretrained.build(arch, **fields)
   except TypeError as error:
     raise ValueError(f"model.backbone_args={model_config.backbone_args!r}: {error}") from None
-  return PretrainedEncoder(backbone, model_config.embedding_dim)
+  mean, std = spec.normalisation
+  return PretrainedEncoder(backbone, model_config.embedding_dim, mean, std)
 
 
 def head_layers(encoder_params) -> tuple[str, ...]:
