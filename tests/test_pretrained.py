@@ -280,3 +280,21 @@ def test_the_reality_check_configs_validate(name, variant):
     assert config.data.image_size == 32 and config.model.backbone_args
   else:
     assert config.model.embedding_dim == 128 and config.model.backbone_args is None
+
+
+def test_batchnorm_statistics_get_no_gradient_and_train_mode_changes_nothing():
+  """Frozen BatchNorm: the running statistics' gradient is zero (so no optimiser of
+  train.OPTIMIZERS moves them) while the weights' is not; train=True gives eval's output."""
+  encoder = models.build_encoder(_tower_config().model)
+  images = jax.random.uniform(jax.random.key(1), (4, 32, 32, 3))
+  params = models.ENCODERS["resnet50"].load_weights(
+      str(FIXTURES / "resnet_bottleneck.safetensors"),
+      encoder.init(jax.random.key(0), images)["params"])
+  np.testing.assert_array_equal(encoder.apply({"params": params}, images, train=True),
+                                encoder.apply({"params": params}, images, train=False))
+  grads = jax.grad(lambda p: jnp.sum(encoder.apply({"params": p}, images, train=True) ** 2))(params)
+  flat = flax.traverse_util.flatten_dict(grads["backbone"], sep="/")
+  stats = [name for name in flat if name.endswith(("/mean", "/var"))]
+  assert len(stats) == 2 * sum(name.endswith("/scale") for name in flat) > 0
+  assert all(not np.any(flat[name]) for name in stats)
+  assert np.any(flat["layer1_0/conv1/kernel"]) and np.any(flat["bn1/scale"])
