@@ -298,3 +298,23 @@ def test_batchnorm_statistics_get_no_gradient_and_train_mode_changes_nothing():
   assert len(stats) == 2 * sum(name.endswith("/scale") for name in flat) > 0
   assert all(not np.any(flat[name]) for name in stats)
   assert np.any(flat["layer1_0/conv1/kernel"]) and np.any(flat["bn1/scale"])
+
+
+def test_training_configs_name_a_checkpoint_that_does_not_fit(tmp_path):
+  """A PyTorch checkpoint for an encoder that is not a pretrained backbone is refused by the
+  config check; a checkpoint of another architecture is a one-line CheckpointError naming it."""
+  from siamese_jax import checkpoints, config_checks
+  config = config_keys.get_config()
+  config_keys.override(config, {"model.encoder": "convnet4",
+                                "model.pretrained": str(FIXTURES / "vit.safetensors")})
+  with pytest.raises(config_checks.ConfigError, match="loads into a pretrained backbone"):
+    config_checks.validate(config)
+  config = _tower_config(**{"model.backbone_args": "widths=(8, 16)x"})
+  with pytest.raises(config_checks.ConfigError, match="model.backbone_args="):
+    config_checks.validate(config)
+  encoder = models.build_encoder(_tower_config().model)
+  params = jax.eval_shape(lambda: encoder.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+  with pytest.raises(checkpoints.CheckpointError, match=r"model.pretrained=.*vit.safetensors.*"
+                     r"resnet50: the checkpoint's keys are in the timm ViT/DINOv2 layout") as error:
+    models.ENCODERS["resnet50"].load_weights(str(FIXTURES / "vit.safetensors"), params["params"])
+  assert "\n" not in str(error.value)

@@ -186,7 +186,8 @@ def convert(state: dict, shapes: dict[str, tuple], arch: str, layout: Layout | N
       if match:
         break
     else:
-      raise WeightsError(f"{arch}: no rule of the {layout.name} key map makes parameter {path!r}")
+      raise WeightsError(f"{arch}: the checkpoint's keys are in the {layout.name} layout, which "
+                         f"has nothing for parameter {path!r}; is it another architecture's?")
     keys = [key.format(**match.groupdict()) for key in rule.torch]
     for key in keys:
       if key not in state:
