@@ -135,8 +135,9 @@ def main() -> None:
   for arch, by_side in rounds.items():
     for name, results in by_side.items():
       med = lambda key: statistics.median(r[key] for r in results)
+      peak = max(r["peak_mib"] for r in results)
       print(f"{arch:24s} {name:12s} fwd {med('forward'):8.2f} img/s   fwd+bwd "
-            f"{med('forward+backward'):8.2f} img/s   peak RSS {max(r['peak_mib'] for r in results):7.0f} MiB")
+            f"{med('forward+backward'):8.2f} img/s   peak RSS {peak:7.0f} MiB")
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(
         {"size": args.size, "batch": args.batch, "repeats": args.repeats, "rounds": rounds},

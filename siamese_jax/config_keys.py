@@ -122,7 +122,7 @@ KEYS = (
         "and the pair head or classifier train, the rest keeps its initial values (e.g. "
         "model.pretrained's); 'stageN' (pretrained backbones): the stem and stages 1..N are "
         "frozen (a ViT's 12 blocks are 4 stages of 3); 'none': everything trains"),
-    Key("model.pooling", "avg", "pretrained ResNets: 'avg' (timm's features) or 'gem' "
+    Key("model.pooling", "avg", "pretrained ResNets and ConvNeXt: 'avg' (timm's features) or 'gem' "
         "(generalised mean, its exponent learned from 3) before the embedding layer"),
     Key("model.dtype", "float32", "pretrained backbones: compute in 'float32' or 'bfloat16' "
         "(accelerators; the params stay float32)"),

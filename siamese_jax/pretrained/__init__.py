@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from siamese_jax.pretrained import keymaps, resnet, vit
+from siamese_jax.pretrained import convnext, keymaps, resnet, vit
 from siamese_jax.pretrained.keymaps import WeightsError
 
 __all__ = ["ARCHITECTURES", "Architecture", "WeightsError", "build", "load", "read_state_dict",
@@ -65,6 +65,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     # DINOv2 was trained at 518 px: a 37 x 37 grid of 14 px patches; ImageNet's statistics.
     "vit_small_patch14_dinov2": _vit(14, 384, 6, 37, True, IMAGENET),
     "vit_base_patch14_dinov2": _vit(14, 768, 12, 37, True, IMAGENET),
+    "convnext_tiny": Architecture(convnext.ConvNeXt, {"depths": (3, 3, 9, 3),
+                                                      "dims": (96, 192, 384, 768)},
+                                  convnext.stage_of, True),
 }
 
 

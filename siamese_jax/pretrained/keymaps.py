@@ -9,7 +9,8 @@ params, so every parameter must come from the file: a missing, mis-shaped or unu
 than those a layout declares ``IGNORED``: the classifier, BatchNorm's step counter, DINOv2's mask
 token) is a one-line ``WeightsError`` naming it and the architecture.
 
-Layouts: ``RESNET`` (timm's ResNet keys, which are torchvision's: conv1, bn1, layer1.0.conv1, ...,
+Layouts: ``CONVNEXT`` (timm's: stem.0, stages.N.blocks.M.conv_dw, head.norm, head.fc),
+``RESNET`` (timm's ResNet keys, which are torchvision's: conv1, bn1, layer1.0.conv1, ...,
 downsample.0/1, fc), ``VIT`` (timm's ViT and DINOv2: patch_embed.proj, cls_token, pos_embed,
 blocks.N.attn.qkv, blocks.N.ls1.gamma, norm, head) and ``DINOV2_HF`` (Hugging Face's Dinov2Model
 as on the hub: embeddings.cls_token, encoder.layer.N.attention.attention.query,
@@ -108,6 +109,22 @@ VIT = Layout("timm ViT/DINOv2", (
     *_ln("norm", "norm"),
 ), ignored=(r"head\..*", r"fc_norm\..*"), marker="patch_embed.proj.weight")
 
+CONVNEXT = Layout("timm ConvNeXt", (
+    Rule("stem_0/kernel", ("stem.0.weight",), _conv),
+    Rule("stem_0/bias", ("stem.0.bias",)),
+    *_ln("stem_1", "stem.1"),
+    *_ln("stages_{s}_downsample_0", "stages.{s}.downsample.0"),
+    Rule("stages_{s}_downsample_1/kernel", ("stages.{s}.downsample.1.weight",), _conv),
+    Rule("stages_{s}_downsample_1/bias", ("stages.{s}.downsample.1.bias",)),
+    Rule("stages_{s}_blocks_{b}/conv_dw/kernel", ("stages.{s}.blocks.{b}.conv_dw.weight",), _conv),
+    Rule("stages_{s}_blocks_{b}/conv_dw/bias", ("stages.{s}.blocks.{b}.conv_dw.bias",)),
+    *_ln("stages_{s}_blocks_{b}/norm", "stages.{s}.blocks.{b}.norm"),
+    *_dense("stages_{s}_blocks_{b}/mlp/fc1", "stages.{s}.blocks.{b}.mlp.fc1"),
+    *_dense("stages_{s}_blocks_{b}/mlp/fc2", "stages.{s}.blocks.{b}.mlp.fc2"),
+    Rule("stages_{s}_blocks_{b}/gamma", ("stages.{s}.blocks.{b}.gamma",)),
+    *_ln("head_norm", "head.norm"),
+), ignored=(r"head\.fc\..*",), marker="stem.0.weight")
+
 _HF = "encoder.layer.{i}."
 
 
@@ -140,7 +157,7 @@ DINOV2_HF = _dinov2_hf("Hugging Face Dinov2Model",
 DINOV2_HF5 = _dinov2_hf("Hugging Face Dinov2Model (transformers 5 state_dict)",
                         ("q_proj", "k_proj", "v_proj"), "o_proj")
 
-LAYOUTS = (RESNET, VIT, DINOV2_HF, DINOV2_HF5)
+LAYOUTS = (RESNET, VIT, CONVNEXT, DINOV2_HF, DINOV2_HF5)
 # Prefixes a saved wrapper adds around the backbone (DDP's module., HF's Dinov2For... dinov2.).
 PREFIXES = ("module.", "dinov2.")
 

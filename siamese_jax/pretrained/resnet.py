@@ -58,7 +58,8 @@ class BasicBlock(nn.Module):
   def __call__(self, x):
     y = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn1")(
         _conv(self.planes, 3, self.stride, "conv1", self.dtype)(x)))
-    y = FrozenBatchNorm(dtype=self.dtype, name="bn2")(_conv(self.planes, 3, 1, "conv2", self.dtype)(y))
+    y = _conv(self.planes, 3, 1, "conv2", self.dtype)(y)
+    y = FrozenBatchNorm(dtype=self.dtype, name="bn2")(y)
     return nn.relu(y + _shortcut(self, x, self.planes))
 
 

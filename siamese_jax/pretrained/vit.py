@@ -123,7 +123,7 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x):
     d = x.shape[-1]
-    norm = lambda name: nn.LayerNorm(self.eps, dtype=self.dtype, name=name)
+    norm = lambda name: nn.LayerNorm(self.eps, dtype=self.dtype, use_fast_variance=False, name=name)
     scale = ((lambda name: LayerScale(dtype=self.dtype, name=name)) if self.layer_scale
              else (lambda name: lambda y: y))
     x = x + scale("ls1")(Attention(self.num_heads, self.dtype, name="attn")(norm("norm1")(x)))
@@ -170,7 +170,7 @@ class VisionTransformer(nn.Module):
     for i in range(self.depth):
       x = Block(self.num_heads, self.mlp_ratio, self.layer_scale, dtype=self.dtype,
                 name=f"blocks_{i}")(x)
-    x = nn.LayerNorm(1e-6, dtype=self.dtype, name="norm")(x)
+    x = nn.LayerNorm(1e-6, dtype=self.dtype, use_fast_variance=False, name="norm")(x)
     return x[:, 0].astype(jnp.float32)
 
 
