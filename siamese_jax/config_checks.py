@@ -9,6 +9,7 @@ import numpy as np
 from siamese_jax import (batches, config_keys, constraints, data, distances, losses, memory, models,
                          normalization, splits, train)
 from siamese_jax.data import protocol
+from siamese_jax.pretrained import resnet as pretrained_resnet, tower, vit as pretrained_vit
 
 MIN_FREE_BYTES = 50 * 2 ** 20
 
@@ -111,6 +112,9 @@ def choices() -> dict[str, tuple]:
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
       "model.freeze": models.FREEZE,
+      "model.pooling": pretrained_resnet.POOLINGS,
+      "model.dtype": tuple(tower.DTYPES),
+      "model.pos_interpolation": pretrained_vit.INTERPOLATIONS,
       **losses.choices(),
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),
@@ -316,7 +320,17 @@ def _check_initial_weights(config) -> None:
   path = config.model.pretrained
   _require(path is None or (isinstance(path, str) and pathlib.Path(path).expanduser().exists()),
            f"model.pretrained={path!r}: no such file or folder; pass an .npz of "
-           "siamese_jax.weights.save_params or a run's --workdir, or None for a random start")
+           "siamese_jax.weights.save_params or a run's --workdir (or, for a pretrained backbone, a "
+           ".safetensors state dict), or None for a random start")
+  if path is not None and pathlib.Path(path).suffix in tower.CHECKPOINT_SUFFIXES:
+    _require(config.model.encoder in models.PRETRAINED_ENCODERS,
+             f"model.pretrained={path!r} is a PyTorch checkpoint: it loads into a pretrained "
+             f"backbone, model.encoder one of {', '.join(models.PRETRAINED_ENCODERS)}")
+  if config.model.encoder in models.PRETRAINED_ENCODERS:
+    try:
+      tower.backbone_args(config.model.backbone_args)
+    except ValueError as error:
+      raise ConfigError(str(error)) from None
   _positive(config.optimizer.backbone_lr_scale, "optimizer.backbone_lr_scale")
 
 

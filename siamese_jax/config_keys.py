@@ -118,11 +118,24 @@ KEYS = (
         "beside MNIST, exactly); None: as they are"),
     Key("model.num_classes", placeholder(int), "classifier head outputs (None: the data's)"),
     Key("model.pretrained", placeholder(str), "start the encoder from this file: a params .npz "
-        "(siamese_jax.weights.save_params) or a run's --workdir (its latest checkpoint); the pair "
-        "head or classifier starts random (None: all random)"),
+        "(siamese_jax.weights.save_params) or a run's --workdir (its latest checkpoint); for a "
+        "pretrained backbone (resnet50, vit_*, resnet18_bn, ...) also a timm / torchvision / "
+        "Hugging Face .safetensors (or, with torch installed, .pth / .bin) state dict; the pair "
+        "head or classifier (and a backbone's embedding layer) starts random (None: all random)"),
     Key("model.freeze", "none", "'backbone': only the encoder's embedding layer (its last Dense) "
         "and the pair head or classifier train, the rest keeps its initial values (e.g. "
-        "model.pretrained's); 'none': everything trains"),
+        "model.pretrained's); 'stageN' (pretrained backbones): the stem and stages 1..N are "
+        "frozen (a ViT's 12 blocks are 4 stages of 3); 'none': everything trains"),
+    Key("model.pooling", "avg", "pretrained ResNets and ConvNeXt: 'avg' (timm's features) or 'gem' "
+        "(generalised mean, its exponent learned from 3) before the embedding layer"),
+    Key("model.dtype", "float32", "pretrained backbones: compute in 'float32' or 'bfloat16' "
+        "(accelerators; the params stay float32)"),
+    Key("model.backbone_args", placeholder(str), "pretrained backbones: change the "
+        "architecture's fields, e.g. 'stage_sizes=(1, 1, 1, 1), widths=(8, 16, 32, 64)' (small "
+        "test networks); None: the architecture's own"),
+    Key("model.pos_interpolation", "timm", "ViT / DINOv2: resample the position embeddings to "
+        "the input's patch grid as 'timm' (bicubic, antialiased) or 'hf' (Hugging Face's "
+        "Dinov2Model: bicubic)"),
     # loss
     Key("loss.name", "contrastive", "training objective"),
     Key("loss.margin", 1.0, "contrastive and triplet: a distance margin; cosine_softmax, cosface: "

@@ -3,8 +3,10 @@
 Every encoder is called as ``encoder(x, train=False) -> [B, D]`` on float32 NHWC images
 ``x: [B, H, W, C]`` already scaled to [0, 1] (MLPs flatten them; with
 ``model.input_normalization="per_channel"`` it is wrapped in ``normalization.NormalizedEncoder``).
-No encoder keeps batch statistics (the convnets use GroupNorm), so an encoder is a pure function
-of ``(params, x)`` plus a "dropout" rng in train mode; the ResNets are in ``siamese_jax.resnet``.
+No encoder keeps batch statistics (the convnets use GroupNorm; the pretrained ResNets'
+BatchNorm is frozen, its statistics fixed params), so an encoder is a pure function of
+``(params, x)`` plus a "dropout" rng in train mode; the ResNets are in ``siamese_jax.resnet``, the
+pretrained backbones (``resnet50``, ``vit_*``, ``resnet18_bn``, ...) in ``siamese_jax.pretrained``.
 A pair head is called as ``head(emb_a, emb_b) -> [B]``.
 """
 
@@ -15,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import constraints, distances, normalization, resnet
+from siamese_jax import constraints, distances, normalization, pretrained, resnet
+from siamese_jax.pretrained import tower
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu, "tanh": nn.tanh, "sigmoid": nn.sigmoid, "gelu": nn.gelu, "elu": nn.elu}
@@ -360,6 +363,8 @@ class Component(NamedTuple):
   by siamese_jax). Both see the encoder's own params, without the input normalisation around it.
   ``constraints``: what it needs of the config and the data (``siamese_jax.constraints``: an
   encoder's smallest image, a classifier's classes), walked by ``config_checks``.
+  ``stage_of(param path, top-level names of its subtree) -> int`` numbers the layers of a
+  backbone for ``model.freeze='stageN'`` (None: the encoder has no stages).
   """
   build: Callable
   reads: tuple[str, ...] = ()
@@ -367,6 +372,7 @@ class Component(NamedTuple):
   head_layers: Callable = last_dense
   load_weights: Callable | None = None
   constraints: tuple = ()
+  stage_of: Callable | None = None
 
 
 def _dim(model_config) -> dict:
@@ -443,6 +449,22 @@ ENCODERS: dict[str, Component] = {
 }
 
 
+def _pretrained_component(arch: str) -> Component:
+  """The tower of a pretrained backbone (``siamese_jax.pretrained.tower``)."""
+  spec = pretrained.ARCHITECTURES[arch]
+  reads = ("embedding_dim", "dtype", "backbone_args",
+           "pooling" if spec.convolutional else "pos_interpolation")
+  return Component(lambda m: tower.build(arch, m), reads, spec.convolutional, tower.head_layers,
+                   tower.load_weights(arch), tower.stage_of(arch))
+
+
+# The backbones of timm / torchvision / Hugging Face checkpoints, under their timm names; the
+# BatchNorm ResNet-18 and -34 as resnet18_bn, resnet34_bn (resnet18, resnet34: GroupNorm, above).
+PRETRAINED_ENCODERS = {(f"{arch}_bn" if arch in ENCODERS else arch): arch
+                       for arch in pretrained.ARCHITECTURES}
+ENCODERS.update({name: _pretrained_component(arch) for name, arch in PRETRAINED_ENCODERS.items()})
+
+
 def _distance_head(model_config) -> DistanceHead:
   return DistanceHead(model_config.distance)
 
@@ -474,8 +496,9 @@ def is_convolutional(encoder: str) -> bool:
   return ENCODERS[encoder].convolutional
 
 
-# model.freeze: "backbone" freezes every encoder layer but its head_layers.
-FREEZE = ("none", "backbone")
+# model.freeze: "backbone" freezes every encoder layer but its head_layers; "stageN" (encoders
+# with a Component.stage_of: the pretrained backbones) freezes the stem and stages 1..N.
+FREEZE = ("none", "backbone", "stage0", "stage1", "stage2", "stage3", "stage4")
 # What param_labels gives each parameter; train.make_optimizer has one transform per label.
 PARAM_LABELS = ("head", "backbone", "frozen")
 
@@ -498,26 +521,42 @@ def encoder_path(tower_params) -> tuple[str, ...]:
   return ("encoder",) + encoder_path(tower_params["encoder"]) if _is_wrapper(tower_params) else ()
 
 
-def _tower_labels(tower_params, head_layers: Callable, body: str) -> dict:
-  """param_labels of one tower: its head_layers "head", the rest of its encoder ``body``."""
+def _tower_labels(tower_params, component: Component, freeze: str) -> dict:
+  """param_labels of one tower: its head_layers "head", the rest of its encoder "backbone", or
+  "frozen" as model.freeze says."""
   if _is_wrapper(tower_params):
-    return {name: _tower_labels(subtree, head_layers, body) if name == "encoder" else "frozen"
+    return {name: _tower_labels(subtree, component, freeze) if name == "encoder" else "frozen"
             for name, subtree in tower_params.items()}
-  heads = set(head_layers(tower_params))
-  return {name: jax.tree.map(lambda _, label="head" if name in heads else body: label, subtree)
-          for name, subtree in tower_params.items()}
+  heads = set(component.head_layers(tower_params))
+  if freeze.startswith("stage") and component.stage_of is None:
+    raise ValueError(f"model.freeze={freeze!r} needs an encoder with stages (a pretrained "
+                     "backbone such as resnet50); use 'backbone' or 'none'")
+  last = int(freeze[len("stage"):]) if freeze.startswith("stage") else None
+
+  def label(path, _):
+    names = [key.key for key in path]
+    if names[0] in heads:
+      return "head"
+    if freeze == "backbone":
+      return "frozen"
+    if last is not None:
+      subtree = tower_params[names[0]]
+      if component.stage_of(tuple(names), subtree if isinstance(subtree, dict) else {}) <= last:
+        return "frozen"
+    return "backbone"
+
+  return jax.tree_util.tree_map_with_path(label, tower_params)
 
 
 def param_labels(model_config, params) -> dict:
   """``params`` of this model with every leaf replaced by one of PARAM_LABELS: "head" for the
   pair head or classifier and each encoder's ``head_layers``, "backbone" for the rest of the
-  encoders ("frozen" where model.freeze='backbone'), "frozen" for input statistics (they are set
-  from the data, never trained)."""
+  encoders ("frozen" where model.freeze='backbone', or up to its stage N where 'stageN'),
+  "frozen" for input statistics (they are set from the data, never trained)."""
   _choice(dict.fromkeys(FREEZE), model_config.freeze, "freeze")
-  body = "frozen" if model_config.freeze == "backbone" else "backbone"
   towers = _tower_encoders(model_config)
-  return {name: (_tower_labels(subtree, _choice(ENCODERS, towers[name], "encoder").head_layers,
-                               body)
+  return {name: (_tower_labels(subtree, _choice(ENCODERS, towers[name], "encoder"),
+                               model_config.freeze)
                  if name in towers else jax.tree.map(lambda _: "head", subtree))
           for name, subtree in params.items()}
 

@@ -137,6 +137,8 @@ def optimizer_from_config(config, total_steps: int) -> optax.GradientTransformat
   optimizer.backbone_lr_scale asks for it (otherwise the plain optimiser: the same updates and
   optimiser state as a run from before those keys)."""
   split = config.model.freeze != "none" or float(config.optimizer.backbone_lr_scale) != 1.0
+  # (A pretrained ResNet's BatchNorm statistics need no split: their gradient is stopped and no
+  # optimiser of OPTIMIZERS decays weights, so they stay as loaded.)
   labels = (lambda params: models.param_labels(config.model, params)) if split else None
   return make_optimizer(config.optimizer, total_steps, labels)
 

@@ -34,6 +34,8 @@ PRINTS = {
                      r".*\nhost draw only +[\d,]+"),
     "eval_knn.py": r"embed \+ 500 x 500 k-NN: [\d.]+ s",
     "inference.py": r"search +200 x 2,000 \(exact, k=5\) +[\d.]+ s +top-1 label accuracy",
+    "pretrained_speed.py": (r"(?s)resnet50 +siamese_jax +fwd +[\d.]+ img/s +fwd\+bwd +[\d.]+ "
+                            r"img/s.*vit_small_patch16_224 +siamese_jax +fwd"),
     "dropout_bits.py": r"(?s) unrolled: [\d.]+ ms a step.*\nunrolled masks equal threefry's: True",
     "peers/compare_fashion_mnist.py": r"siamese_jax / PyTorch wall: [\d.]+",
     "peers/torch_contrastive.py": r"test pair accuracy [\d.]+, ROC AUC [\d.]+",
