@@ -455,7 +455,7 @@ def _pretrained_component(arch: str) -> Component:
   reads = ("embedding_dim", "dtype", "backbone_args",
            "pooling" if spec.convolutional else "pos_interpolation")
   return Component(lambda m: tower.build(arch, m), reads, spec.convolutional, tower.head_layers,
-                   tower.load_weights(arch), tower.stage_of(arch))
+                   tower.load_weights(arch), stage_of=tower.stage_of(arch))
 
 
 # The backbones of timm / torchvision / Hugging Face checkpoints, under their timm names; the
