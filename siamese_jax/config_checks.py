@@ -6,7 +6,7 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import config_keys, data, distances, losses, models, normalization, splits, train
+from siamese_jax import config_keys, conv, data, distances, losses, models, normalization, splits, train
 from siamese_jax.data import protocol
 
 MIN_FREE_BYTES = 50 * 2 ** 20
@@ -46,6 +46,7 @@ def choices() -> dict[str, tuple]:
       "model.activation": tuple(models.ACTIVATIONS),
       "model.input_normalization": normalization.MODES,
       "model.freeze": models.FREEZE,
+      "model.conv_impl": conv.CONV_IMPLS,
       **losses.choices(),
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),
