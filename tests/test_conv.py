@@ -65,9 +65,8 @@ def _encoder(name, impl, **model):
 @pytest.mark.parametrize("name,model,shape", [
     ("convnet4", dict(filters=8, filter_growth=2, final_pool=False, embedding_dim=16,
                       input_normalization="per_channel"), (28, 28, 1)),
-    pytest.param("resnet18", dict(filters=8, norm_groups=4, embedding_dim=16), (32, 32, 3),
-                 marks=pytest.mark.slow),  # 20 convolutions: ~40 s of compiling while loaded
-    pytest.param("koch28", dict(embedding_dim=16), (28, 28, 1), marks=pytest.mark.slow),
+    ("resnet18", dict(filters=8, norm_groups=4, embedding_dim=16), (32, 32, 3)),
+    ("koch28", dict(embedding_dim=16), (28, 28, 1)),
     ("embedding_net", dict(embedding_dim=4), (28, 28, 1))])
 def test_encoders_have_one_param_tree_and_the_same_outputs_and_gradients(name, model, shape):
   x = jax.random.uniform(jax.random.key(1), (3, *shape))
