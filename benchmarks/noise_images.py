@@ -17,11 +17,11 @@ class NoiseTraining(NamedTuple):
   fresh_state: Callable  # () -> a new replicated TrainState (same init every time)
 
 
-def noise_training(config, classes: int, per_class: int) -> NoiseTraining:
+def noise_training(config, classes: int, per_class: int, shape=(28, 28, 1)) -> NoiseTraining:
   """``config``'s model, loss and batches over ``classes`` x ``per_class`` random uint8 images
-  [N, 28, 28, 1] held on the mesh of all devices."""
+  [N, *shape] (H, W, C) held on the mesh of all devices."""
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 255, (classes * per_class, 28, 28, 1), dtype=np.uint8)
+  images = rng.integers(0, 255, (classes * per_class, *shape), dtype=np.uint8)
   labels = np.repeat(np.arange(classes), per_class)
   mesh = sharding.make_mesh()
   data = sharding.device_data(images, labels, classes, mesh)
@@ -29,5 +29,5 @@ def noise_training(config, classes: int, per_class: int) -> NoiseTraining:
   batch_spec = batches.batch_spec_from_config(config, spec.batch_kind)
   model, tx = models.build_model(config.model), train.make_optimizer(config.optimizer, 1000)
   fresh_state = lambda: sharding.put_replicated(
-      train.create_train_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
+      train.create_train_state(jax.random.key(0), model, tuple(shape), tx), mesh)
   return NoiseTraining(mesh, data, spec, batch_spec, fresh_state)

@@ -12,5 +12,5 @@ def get_config(arg=None):
   config.optimizer.name = "adam"
   config.optimizer.learning_rate = 1e-3
   config.train.epochs = 10
-  config.train.steps_per_call = 8  # unrolled on CPU (train.unroll="auto"): compile time grows with it
+  config.train.steps_per_call = 8  # one scan (model.conv_impl="auto": matmul convolutions on CPU)
   return default.with_variant(config, arg)

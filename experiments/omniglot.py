@@ -66,5 +66,5 @@ def get_config(arg=None):
   config.train.batch_size = 64
   config.train.augment = True  # Koch et al.'s affine distortions
   config.train.augment_elastic = 2.5  # pixels: a smooth random warp of every training image
-  config.train.steps_per_call = 8  # unrolled on CPU (train.unroll="auto"): compile time grows with it
+  config.train.steps_per_call = 8  # one scan (model.conv_impl="auto": matmul convolutions on CPU)
   return default.with_variant(config, arg)

@@ -6,8 +6,8 @@ import shutil
 import jax
 import numpy as np
 
-from siamese_jax import (batches, config_keys, constraints, data, distances, losses, memory, models,
-                         normalization, splits, train)
+from siamese_jax import (batches, config_keys, constraints, conv, data, distances, losses, memory,
+                         models, normalization, splits, train)
 from siamese_jax.data import protocol
 from siamese_jax.pretrained import resnet as pretrained_resnet, tower, vit as pretrained_vit
 
@@ -115,6 +115,7 @@ def choices() -> dict[str, tuple]:
       "model.pooling": pretrained_resnet.POOLINGS,
       "model.dtype": tuple(tower.DTYPES),
       "model.pos_interpolation": pretrained_vit.INTERPOLATIONS,
+      "model.conv_impl": conv.CONV_IMPLS,
       **losses.choices(),
       "optimizer.name": tuple(train.OPTIMIZERS),
       "optimizer.schedule": tuple(train.SCHEDULES),

@@ -104,6 +104,10 @@ KEYS = (
         "each way ((2s+1)^2 views; 0: off); per-epoch validation pairs are scored without"),
     Key("model.final_pool", True, "convnet4: max-pool after the last block (False keeps its "
         "spatial map for the Dense layer: 3 x 3 at 28 x 28)"),
+    Key("model.conv_impl", "auto", "how the convolutional encoders compute their convolutions: "
+        "'matmul' (patches times the kernel: XLA:CPU's fast matrix product, also inside the "
+        "fused steps' loop), 'xla' (XLA's convolution); auto: matmul on CPU, xla elsewhere. "
+        "Same parameters and outputs either way (siamese_jax.conv)"),
     Key("model.norm_groups", 8, "GroupNorm groups of convnet4 and resnet* (divides model.filters)"),
     Key("model.resnet_stage_sizes", (2, 2, 2, 2), "residual blocks per stage of 'resnet_small' "
         "(resnet18 and resnet34 fix their own)"),
@@ -204,7 +208,8 @@ KEYS = (
     Key("train.steps_per_call", 100, "steps fused into one compiled call (progress is shown, "
         "and a preempted run checkpoints, between calls)"),
     Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
-        "CPU, where XLA runs conv gradients in loops on a slow path (jax-ml/jax#12868)"),
+        "CPU with model.conv_impl='xla', whose conv gradients XLA runs in loops on a slow path "
+        "(jax-ml/jax#12868)"),
     Key("train.pair_source", "balanced", "'two_source': the first image of every pair from "
         "data.name, the second from data.source_b, same digit or not (two-tower experiments)"),
     Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),

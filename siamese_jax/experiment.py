@@ -127,7 +127,8 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
       state.params, config.model.input_normalization, datasets.train.images)), mesh)
   train_input = streaming.make_train_input(
       datasets.train, loss_spec, batch_spec, schedule, mesh,
-      train.unroll_steps(config.train.unroll, config.model.encoder), train_key,
+      train.unroll_steps(config.train.unroll, config.model.encoder,
+                         conv_impl=config.model.conv_impl), train_key,
       start=(progress["epoch"], progress["next_call"]), budget_mb=config.data.device_budget_mb)
   train_data, run_call = train_input.data, train_input.run_call
   _say(train_input.description)

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import constraints, distances, normalization, pretrained, resnet
+from siamese_jax import constraints, conv, distances, normalization, pretrained, resnet
 from siamese_jax.pretrained import tower
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -94,12 +94,14 @@ class EmbeddingNet(nn.Module):
   x: [B, 28, 28, C] -> [B, embedding_dim].
   """
   embedding_dim: int = 2
+  conv_impl: str = "xla"  # siamese_jax.conv.CONV_IMPLS: how the convolutions are computed
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     for filters in (32, 64):
-      x = nn.Conv(filters, (5, 5), padding="VALID")(x)
+      x = nn.Conv(filters, (5, 5), padding="VALID",
+                  conv_general_dilated=conv.conv_function(self.conv_impl))(x)
       x = _max_pool_2(nn.PReLU(negative_slope_init=0.25)(x))
     x = _flatten(x)
     for _ in range(2):
@@ -127,6 +129,7 @@ class KochConvNet(nn.Module):
   variant: str = "105"
   embedding_dim: int = 4096
   filters: Sequence[int] = (64, 128, 128, 256)
+  conv_impl: str = "xla"  # siamese_jax.conv.CONV_IMPLS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -136,7 +139,8 @@ class KochConvNet(nn.Module):
                        f"choose one of {sorted(KOCH_VARIANTS)}.")
     kernels, pools = KOCH_VARIANTS[self.variant]
     for filters, k, pool in zip(self.filters, kernels, pools):
-      x = nn.relu(nn.Conv(filters, (k, k), padding="VALID")(x))
+      x = nn.relu(nn.Conv(filters, (k, k), padding="VALID",
+                          conv_general_dilated=conv.conv_function(self.conv_impl))(x))
       if pool:
         x = _max_pool_2(x)
     return nn.sigmoid(nn.Dense(self.embedding_dim)(_flatten(x)))
@@ -157,12 +161,14 @@ class ConvNet4(nn.Module):
   norm_groups: int = 8
   final_pool: bool = True
   filter_growth: int = 1
+  conv_impl: str = "xla"  # siamese_jax.conv.CONV_IMPLS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     del train
     for block in range(4):
-      x = nn.Conv(self.filters * self.filter_growth ** block, (3, 3), padding="SAME")(x)
+      x = nn.Conv(self.filters * self.filter_growth ** block, (3, 3), padding="SAME",
+                  conv_general_dilated=conv.conv_function(self.conv_impl))(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups)(x))
       if block < 3 or self.final_pool:
         x = _max_pool_2(x)
@@ -417,7 +423,7 @@ CLASSIFIER_CONSTRAINTS = (constraints.Constraint(
 
 def _resnet_args(model_config) -> dict:
   return {"filters": model_config.filters, "norm_groups": model_config.norm_groups,
-          **_dim(model_config)}
+          "conv_impl": model_config.conv_impl, **_dim(model_config)}
 
 
 ENCODERS: dict[str, Component] = {
@@ -426,26 +432,29 @@ ENCODERS: dict[str, Component] = {
     "mlp_2d": Component(lambda m: mlp_2d(**_dim(m)), ("embedding_dim",)),
     "mlp": Component(_mlp, ("features", "dropout_rates", "input_dropout", "activation",
                             "final_activation")),
-    "embedding_net": Component(lambda m: EmbeddingNet(**_dim(m)), ("embedding_dim",), True,
+    "embedding_net": Component(lambda m: EmbeddingNet(conv_impl=m.conv_impl, **_dim(m)),
+                               ("embedding_dim", "conv_impl"), True,
                                constraints=_smallest("embedding_net", 16)),
-    "koch": Component(lambda m: KochConvNet(variant="105", **_dim(m)), ("embedding_dim",), True,
-                      constraints=_smallest("koch", 65)),
-    "koch28": Component(lambda m: KochConvNet(variant="28", **_dim(m)), ("embedding_dim",), True,
+    "koch": Component(lambda m: KochConvNet(variant="105", conv_impl=m.conv_impl, **_dim(m)),
+                      ("embedding_dim", "conv_impl"), True, constraints=_smallest("koch", 65)),
+    "koch28": Component(lambda m: KochConvNet(variant="28", conv_impl=m.conv_impl, **_dim(m)),
+                        ("embedding_dim", "conv_impl"), True,
                         constraints=_smallest("koch28", 24)),
     "convnet4": Component(lambda m: ConvNet4(filters=m.filters, norm_groups=m.norm_groups,
                                              final_pool=m.final_pool,
-                                             filter_growth=m.filter_growth, **_dim(m)),
+                                             filter_growth=m.filter_growth,
+                                             conv_impl=m.conv_impl, **_dim(m)),
                           ("embedding_dim", "filters", "norm_groups", "final_pool",
-                           "filter_growth"), True,
+                           "filter_growth", "conv_impl"), True,
                           constraints=_smallest("convnet4", lambda m: 16 if m.final_pool else 8)),
     "resnet18": Component(lambda m: resnet.resnet18(**_resnet_args(m)),
-                          ("embedding_dim", "filters", "norm_groups"), True),
+                          ("embedding_dim", "filters", "norm_groups", "conv_impl"), True),
     "resnet34": Component(lambda m: resnet.resnet34(**_resnet_args(m)),
-                          ("embedding_dim", "filters", "norm_groups"), True),
+                          ("embedding_dim", "filters", "norm_groups", "conv_impl"), True),
     "resnet_small": Component(
         lambda m: resnet.ResNet(stage_sizes=tuple(m.resnet_stage_sizes), stem="small",
                                 **_resnet_args(m)),
-        ("embedding_dim", "filters", "norm_groups", "resnet_stage_sizes"), True),
+        ("embedding_dim", "filters", "norm_groups", "resnet_stage_sizes", "conv_impl"), True),
 }
 
 

@@ -17,6 +17,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from siamese_jax import conv
+
 STEMS = ("imagenet", "small")
 
 
@@ -30,15 +32,18 @@ class ResidualBlock(nn.Module):
   filters: int
   strides: int = 1
   norm_groups: int = 8
+  conv_impl: str = "xla"  # siamese_jax.conv.CONV_IMPLS
 
   @nn.compact
   def __call__(self, x):
-    y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False)(x)
+    impl = conv.conv_function(self.conv_impl)
+    y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False, conv_general_dilated=impl)(x)
     y = nn.relu(nn.GroupNorm(num_groups=self.norm_groups)(y))
-    y = nn.Conv(self.filters, (3, 3), use_bias=False)(y)
+    y = nn.Conv(self.filters, (3, 3), use_bias=False, conv_general_dilated=impl)(y)
     y = nn.GroupNorm(num_groups=self.norm_groups, scale_init=nn.initializers.zeros)(y)
     if x.shape != y.shape:
-      x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name="shortcut_conv")(x)
+      x = nn.Conv(self.filters, (1, 1), self.strides, use_bias=False, name="shortcut_conv",
+                  conv_general_dilated=impl)(x)
       x = nn.GroupNorm(num_groups=self.norm_groups, name="shortcut_norm")(x)
     return nn.relu(x + y)
 
@@ -54,6 +59,7 @@ class ResNet(nn.Module):
   embedding_dim: int = 128
   norm_groups: int = 8
   stem: str = "imagenet"
+  conv_impl: str = "xla"  # siamese_jax.conv.CONV_IMPLS
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -63,17 +69,20 @@ class ResNet(nn.Module):
     if self.filters % self.norm_groups:
       raise ValueError(f"ResNet: filters={self.filters} is not divisible by norm_groups="
                        f"{self.norm_groups}; set model.norm_groups to a divisor of model.filters.")
+    impl = conv.conv_function(self.conv_impl)
     if self.stem == "imagenet":
-      x = nn.Conv(self.filters, (7, 7), 2, use_bias=False, name="stem_conv")(x)
+      x = nn.Conv(self.filters, (7, 7), 2, use_bias=False, name="stem_conv",
+                  conv_general_dilated=impl)(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups, name="stem_norm")(x))
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
     else:
-      x = nn.Conv(self.filters, (3, 3), use_bias=False, name="stem_conv")(x)
+      x = nn.Conv(self.filters, (3, 3), use_bias=False, name="stem_conv",
+                  conv_general_dilated=impl)(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups, name="stem_norm")(x))
     for stage, blocks in enumerate(self.stage_sizes):
       for block in range(blocks):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = ResidualBlock(self.filters * 2 ** stage, strides, self.norm_groups)(x)
+        x = ResidualBlock(self.filters * 2 ** stage, strides, self.norm_groups, self.conv_impl)(x)
     return nn.Dense(self.embedding_dim)(jnp.mean(x, axis=(1, 2)))
 
 

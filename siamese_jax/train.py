@@ -19,7 +19,7 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh
 
-from siamese_jax import batches, losses, models, random_bits, scoring, sharding
+from siamese_jax import batches, conv, losses, models, random_bits, scoring, sharding
 
 class TrainState(train_state.TrainState):
   """flax's TrainState plus ``loss_state``: what the objective carries from step to step without
@@ -220,17 +220,22 @@ def make_train_step(spec: LossSpec, mesh: Mesh):
 UNROLL_SETTINGS = ("auto", "always", "never")
 
 
-def unroll_steps(setting: str, encoder: str, backend: str | None = None) -> bool:
+def unroll_steps(setting: str, encoder: str, backend: str | None = None,
+                 conv_impl: str = "auto") -> bool:
   """Whether the ``steps`` of a compiled call are unrolled into straight-line code.
 
-  ``"auto"`` unrolls for convolutional encoders on CPU only: inside a loop body XLA:CPU runs
-  the weight-gradient convolutions on a slow generic path (jax-ml/jax#12868; about 6x slower for
-  ``experiments/omniglot.py``, 36x for the Koch convnet, see benchmarks/README.md), while
-  unrolled they take its fast path. Unrolling costs compile time that grows with the steps
-  per call, so keep ``train.steps_per_call`` small (about 8) for such configs.
+  ``"auto"`` unrolls only where the encoder's convolutions are XLA's own on CPU
+  (``model.conv_impl="xla"``): inside a loop body XLA:CPU runs their weight gradients on a slow
+  generic path (jax-ml/jax#12868; about 6x slower for ``experiments/omniglot.py``, 36x for the
+  Koch convnet, see benchmarks/README.md), while unrolled they take its fast path, at a compile
+  time that grows with the steps per call. Convolutions computed as matrix products
+  (``conv_impl`` "matmul", what "auto" picks on CPU: ``siamese_jax.conv``) are fast inside the
+  loop, so their calls stay one scan that compiles once whatever ``train.steps_per_call``.
   """
   if setting == "auto":
-    return (backend or jax.default_backend()) == "cpu" and models.is_convolutional(encoder)
+    backend = backend or jax.default_backend()
+    return (backend == "cpu" and models.is_convolutional(encoder)
+            and conv.resolve(conv_impl, backend) == "xla")
   return setting == "always"
 
 

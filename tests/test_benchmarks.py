@@ -39,12 +39,17 @@ PRINTS = {
     "dropout_bits.py": r"(?s) unrolled: [\d.]+ ms a step.*\nunrolled masks equal threefry's: True",
     "peers/compare_fashion_mnist.py": r"siamese_jax / PyTorch wall: [\d.]+",
     "peers/torch_contrastive.py": r"test pair accuracy [\d.]+, ROC AUC [\d.]+",
+    "convnet_vs_torch.py": (r"round 0 matmul: +[\d.]+ ms/step +[\d.]+ images/s .*compile [\d.]+ s"
+                            r"[\s\S]*round 0 +torch: +[\d.]+ ms/step[\s\S]*matmul / torch images/s, "
+                            r"per round: [\d.]+"),
+    "peers/torch_convnet.py": r'"ms_per_step": [\d.]+, "images_per_s": [\d.]+',
 }
 # The scripts that write a results JSON where --out says.
 WRITE_OUT = ("whole_run.py", "scaling.py", "train_throughput.py", "reported_throughput.py",
              "memory_fashion_mnist.py", "streaming.py", "eval_knn.py", "inference.py",
              "peers/compare_fashion_mnist.py")
-NEEDS_TORCH = ("peers/compare_fashion_mnist.py", "peers/torch_contrastive.py")
+NEEDS_TORCH = ("peers/compare_fashion_mnist.py", "peers/torch_contrastive.py",
+               "convnet_vs_torch.py", "peers/torch_convnet.py")
 # Modules the scripts import, not scripts themselves.
 SHARED_MODULES = ("result_files.py", "noise_images.py")
 TIMEOUT_S = 600
@@ -70,8 +75,11 @@ def torch_python() -> str | None:
 
 
 def smoke_command(script: str, out) -> list[str]:
-  python = torch_python() if script == "peers/torch_contrastive.py" else sys.executable
+  peers = ("peers/torch_contrastive.py", "peers/torch_convnet.py")
+  python = torch_python() if script in peers else sys.executable
   command = [python, str(BENCHMARKS / script), "--smoke"]
+  if script == "convnet_vs_torch.py":
+    command += ["--peer-python", torch_python()]
   if script == "peers/torch_contrastive.py":
     command += ["--workdir", str(out.parent / "torch_run")]
   return command + (["--out", str(out)] if script in WRITE_OUT else [])

@@ -173,6 +173,8 @@ BAD_CONFIGS = [
     ("train.batch_size", 0, "train.batch_size=0 must be a positive number"),
     ("data.name", "not_a_dataset", "data.name='not_a_dataset' is not known"),
     ("train.unroll", "yes", "train.unroll='yes' is not known; choose one of auto, always, never"),
+    ("model.conv_impl", "fft",
+     "model.conv_impl='fft' is not known; choose one of auto, xla, matmul"),
     ("model.dropout_rates", (1.5, 0.0, 0.0), "model.dropout_rates[0]=1.5 must be in [0, 1)"),
 ]
 
