@@ -144,6 +144,10 @@ KEYS = (
         "and a preempted run checkpoints, between calls)"),
     Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
         "CPU, where XLA runs conv gradients in loops on a slow path (jax-ml/jax#12868)"),
+    Key("train.program_budget_mb", placeholder(float), "memory a compiled training call may "
+        "take: unrolled calls (train.unroll) get fewer steps than train.steps_per_call when the "
+        "estimate of their program exceeds it (None: half the device's memory, or half the host "
+        "memory available at the start on CPU; see siamese_jax/program_memory.py)"),
     Key("train.pair_source", "balanced", "'two_source': the first image of every pair from "
         "data.name, the second from data.source_b, same digit or not (two-tower experiments)"),
     Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),
