@@ -137,7 +137,8 @@ KEYS = (
     # train
     Key("train.epochs", 20, "epochs to train"),
     Key("train.batch_size", 128, "pairs or examples per step (triplet: P x K below)"),
-    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size"),
+    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size, at "
+        "least 10 (a small folder's epoch of 1 or 2 steps trains nothing; one line says so)"),
     Key("train.classes_per_batch", 8, "P of a P x K triplet batch"),
     Key("train.samples_per_class", 4, "K of a P x K triplet batch"),
     Key("train.steps_per_call", 100, "steps fused into one compiled call (progress is shown, "

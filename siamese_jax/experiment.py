@@ -279,6 +279,9 @@ def _make_schedule(config, datasets, loss_spec, batch_spec, model, mesh, unroll:
   their program's memory fits in train.program_budget_mb (siamese_jax.program_memory); one line
   says so when that cuts train.steps_per_call."""
   train_size = len(datasets.train.labels)
+  note = call_schedule.few_steps_note(config, train_size, batch_spec.examples)
+  if note:
+    _say(f"warning: {note}")
   asked = call_schedule.make_schedule(config, train_size, batch_spec.examples)
   if not unroll or asked.steps_per_call == 1:
     return asked
