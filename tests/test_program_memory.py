@@ -120,3 +120,12 @@ def test_an_allocation_failure_raised_from_inside_another_error_is_found():
       raise ValueError("while saving") from inner
   except ValueError as outer:
     assert "RESOURCE_EXHAUSTED" in str(program_memory.out_of_memory_error(outer))
+
+
+def test_a_budget_that_is_not_positive_is_refused_in_one_line():
+  from siamese_jax import config_checks
+  config = default.get_config()
+  config.train.program_budget_mb = -1.0
+  with pytest.raises(config_checks.ConfigError, match="train.program_budget_mb=-1.0 must be a "
+                     "positive number"):
+    config_checks.validate(config)
