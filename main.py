@@ -77,7 +77,8 @@ def main(argv):
     if problem is not None:
       print(f"error: {problem}", file=sys.stderr)
       return 2
-  from siamese_jax import caches, checkpoints, config_checks, data, experiment  # after flags: fast --help
+  from siamese_jax import (caches, checkpoints, config_checks, data, experiment,  # after flags:
+                           program_memory)  # fast --help
   caches.enable_compilation_cache()  # ~/.cache/siamese_jax/jax; SIAMESE_JAX_CACHE_DIR=off: none
   config_path = FLAGS["config"].config_filename
   workdir = FLAGS.workdir or _default_workdir(config_path)
@@ -90,6 +91,12 @@ def main(argv):
   except experiment.Preempted as stop:
     print(f"preempted: {stop}", file=sys.stderr)
     return 0
+  except (RuntimeError, MemoryError) as error:  # XLA's RESOURCE_EXHAUSTED is a RuntimeError
+    if program_memory.out_of_memory_error(error) is None:
+      raise
+    print("error: " + program_memory.out_of_memory_advice(
+        program_memory.out_of_memory_error(error), FLAGS.config), file=sys.stderr)
+    return 2
   except KeyboardInterrupt:
     print(f"\ninterrupted: finished epochs are checkpointed in {workdir}; rerun the same "
           "command to resume", file=sys.stderr)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up siamese_jax on a fresh Debian machine with Python 3.11: a virtual environment in .venv
-# with the pinned requirements, and (as root, when apt is there) Debian's full Fashion-MNIST.
+# with the pinned requirements and siamese_jax installed editable, and (as root, when apt is
+# there) Debian's full Fashion-MNIST.
 #   bash scripts/install.sh          runtime only
 #   bash scripts/install.sh --dev    runtime and test requirements
 set -euo pipefail
@@ -8,6 +9,8 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
+# siamese_jax itself, editable (pyproject.toml): `import siamese_jax` works in .venv from any folder
+.venv/bin/python -m pip install -q --no-deps -e .
 if [[ "${1:-}" == "--dev" ]]; then
   .venv/bin/python -m pip install -q -r requirements-dev.txt
 fi

@@ -228,6 +228,8 @@ def validate(config) -> None:
   _check_augmentation(config.train)
   if config.data.device_budget_mb is not None:
     _positive(config.data.device_budget_mb, "data.device_budget_mb")
+  if config.train.program_budget_mb is not None:
+    _positive(config.train.program_budget_mb, "train.program_budget_mb")
   _positive(config.eval.pairs, "eval.pairs", int)
   if config.eval.far is not None:
     _require(isinstance(config.eval.far, (int, float)) and 0 <= config.eval.far < 1,

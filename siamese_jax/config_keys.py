@@ -202,7 +202,8 @@ KEYS = (
     # train
     Key("train.epochs", 20, "epochs to train"),
     Key("train.batch_size", 128, "pairs or examples per step (triplet: P x K below)"),
-    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size"),
+    Key("train.steps_per_epoch", placeholder(int), "None: training images // batch size, at "
+        "least 10 (a small folder's epoch of 1 or 2 steps trains nothing; one line says so)"),
     Key("train.classes_per_batch", 8, "P of a P x K triplet batch"),
     Key("train.samples_per_class", 4, "K of a P x K triplet batch"),
     Key("train.steps_per_call", 100, "steps fused into one compiled call (progress is shown, "
@@ -210,6 +211,10 @@ KEYS = (
     Key("train.unroll", "auto", "unroll the steps of a call; auto = convolutional encoders on "
         "CPU with model.conv_impl='xla', whose conv gradients XLA runs in loops on a slow path "
         "(jax-ml/jax#12868)"),
+    Key("train.program_budget_mb", placeholder(float), "memory a compiled training call may "
+        "take: unrolled calls (train.unroll) get fewer steps than train.steps_per_call when the "
+        "estimate of their program exceeds it (None: half the device's memory, or half the host "
+        "memory available at the start on CPU; see siamese_jax/program_memory.py)"),
     Key("train.pair_source", "balanced", "'two_source': the first image of every pair from "
         "data.name, the second from data.source_b, same digit or not (two-tower experiments)"),
     Key("train.augment", False, "random rotation and shift of every training image (Koch et al.)"),

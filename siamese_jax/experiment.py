@@ -24,10 +24,10 @@ import jax
 import numpy as np
 import tqdm
 
-from siamese_jax import (batches, call_schedule, checkpoints, config_checks, evaluators, memory,
-                         metric_averages, models, normalization, preemption, run_keys, run_plots,
-                         sharding, streaming, summary_writer, train, weights,
-                         workdir as workdir_lib)
+from siamese_jax import (batches, call_schedule, checkpoints, config_checks, config_keys,
+                         evaluators, memory, metric_averages, models, normalization, preemption,
+                         program_memory, run_keys, run_plots, sharding, streaming, summary_writer,
+                         train, weights, workdir as workdir_lib)
 from siamese_jax.data import protocol
 
 
@@ -86,13 +86,15 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   config_checks.validate_against_data(config, datasets, batch_spec)
   if train.needs_num_classes(config) and not config.model.num_classes:
     config.model.num_classes = datasets.train.num_classes  # saved in config.json: restores read it
-  resume = workdir_lib.prepare(config, workdir)
-  _say("config:\n" + str(config))
+  resume = workdir_lib.prepare(config, workdir)  # writes config.json, the whole config
+  _say(_config_line(config, workdir))
 
   mesh = sharding.make_mesh()
-  schedule = call_schedule.make_schedule(config, len(datasets.train.labels), batch_spec.examples)
-  init_key, train_key, _ = run_keys.run_keys(config.seed)
   model = models.build_model(config.model)
+  unroll = train.unroll_steps(config.train.unroll, config.model.encoder,
+                             conv_impl=config.model.conv_impl)
+  schedule = _make_schedule(config, datasets, loss_spec, batch_spec, model, mesh, unroll)
+  init_key, train_key, _ = run_keys.run_keys(config.seed)
   tx = train.optimizer_from_config(config, schedule.total_steps)
   image_shape = list(datasets.train.images.shape[1:])  # [H, W, C], saved with every checkpoint
   state = train.create_train_state(init_key, model, image_shape, tx, loss_spec,
@@ -127,8 +129,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
       state.params, config.model.input_normalization, datasets.train.images)), mesh)
   train_input = streaming.make_train_input(
       datasets.train, loss_spec, batch_spec, schedule, mesh,
-      train.unroll_steps(config.train.unroll, config.model.encoder,
-                         conv_impl=config.model.conv_impl), train_key,
+      unroll, train_key,
       start=(progress["epoch"], progress["next_call"]), budget_mb=config.data.device_budget_mb)
   train_data, run_call = train_input.data, train_input.run_call
   _say(train_input.description)
@@ -141,8 +142,10 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   latent = run_plots.LatentFrames(config, workdir, datasets.test, state.apply_fn, progress["epoch"])
   history, train_seconds = progress["history"], progress["train_seconds"]
 
+  # disable=None: no bar where stderr is not a terminal (a log file); the epoch lines remain.
   bar = tqdm.tqdm(total=schedule.total_steps, initial=int(state.step), unit="step",
-                  dynamic_ncols=True, desc="train", disable=not workdir_lib.is_primary())
+                  dynamic_ncols=True, desc="train",
+                  disable=None if workdir_lib.is_primary() else True)
   stops.phase = "training"
   with stops.deferred() as stop_requested:
     for epoch in range(progress["epoch"], config.train.epochs):
@@ -255,6 +258,56 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   # (main.py turns it on).
   jax.clear_caches()
   return summary
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  """A nested dict as {"section.key": value}."""
+  flat = {}
+  for name, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{name}."))
+    else:
+      flat[f"{prefix}{name}"] = value
+  return flat
+
+
+def _config_line(config, workdir: pathlib.Path) -> str:
+  """One line for the run's config: where the whole of it is and the keys that differ from the
+  declared defaults (config_keys)."""
+  current = _flat(json.loads(config.to_json_best_effort()))
+  defaults = _flat(json.loads(config_keys.get_config().to_json_best_effort()))
+  changed = [f"{key}={value}" for key, value in current.items() if defaults.get(key) != value]
+  return (f"config: {workdir / workdir_lib.CONFIG_FILE}; differs from the defaults in "
+          f"{', '.join(changed) if changed else 'nothing'}")
+
+
+def _make_schedule(config, datasets, loss_spec, batch_spec, model, mesh, unroll: bool):
+  """The run's call_schedule.Schedule: unrolled calls get no more steps than the estimate of
+  their program's memory fits in train.program_budget_mb (siamese_jax.program_memory); one line
+  says so when that cuts train.steps_per_call."""
+  train_size = len(datasets.train.labels)
+  note = call_schedule.few_steps_note(config, train_size, batch_spec.examples)
+  if note:
+    _say(f"warning: {note}")
+  asked = call_schedule.make_schedule(config, train_size, batch_spec.examples)
+  if not unroll or asked.steps_per_call == 1:
+    return asked
+  step_peak = program_memory.step_peak_bytes(
+      model, list(datasets.train.images.shape[1:]), train.optimizer_from_config(config, 1),
+      loss_spec, datasets.train.num_classes, batch_spec, datasets.train, mesh)
+  budget = program_memory.budget_bytes(config.train.program_budget_mb)
+  schedule = call_schedule.make_schedule(
+      config, train_size, batch_spec.examples,
+      program_memory.max_steps_per_call(step_peak, budget, unroll))
+  if schedule.steps_per_call < asked.steps_per_call:
+    gib = lambda steps: program_memory.call_bytes(step_peak, steps, unroll) / 2 ** 30
+    height, width = datasets.train.images.shape[1:3]
+    _say(f"steps per compiled call: {schedule.steps_per_call}, not {asked.steps_per_call}: "
+         f"{asked.steps_per_call} unrolled steps of {config.model.encoder} at {height}x{width} "
+         f"need ~{gib(asked.steps_per_call):.1f} GiB, {schedule.steps_per_call} "
+         f"~{gib(schedule.steps_per_call):.1f} GiB of the {budget / 2 ** 30:.1f} GiB budget "
+         "(train.program_budget_mb)")
+  return schedule
 
 
 def _summarise(config, workdir, state, datasets, final, history, manager,

@@ -44,14 +44,19 @@ def device_budget_bytes(budget_mb: float | None = None, device=None) -> int:
   quarter of the host's RAM (CPU devices report no limit)."""
   if budget_mb is not None:
     return int(budget_mb * 2 ** 20)
+  limit = device_memory_limit(device)
+  return limit // 2 if limit else host_memory_bytes() // 4
+
+
+def device_memory_limit(device=None) -> int | None:
+  """The ``bytes_limit`` of ``device`` (None: the first device); None where it reports none
+  (CPU devices)."""
   device = jax.devices()[0] if device is None else device
   try:
     stats = device.memory_stats() or {}
   except (NotImplementedError, RuntimeError):
     stats = {}
-  if stats.get("bytes_limit"):
-    return int(stats["bytes_limit"]) // 2
-  return host_memory_bytes() // 4
+  return int(stats["bytes_limit"]) if stats.get("bytes_limit") else None
 
 
 class HostData(NamedTuple):

@@ -54,3 +54,24 @@ def test_runs_in_one_process_release_their_compiled_programs(tmp_path, tfds_dir,
     experiment.train_and_evaluate(config(seed), str(tmp_path / f"run{seed}"))
   grew = _memory_maps() - before
   assert grew < 200, f"two runs kept {grew} memory maps"
+
+
+def test_a_run_logs_one_config_line_and_no_progress_frames_off_a_terminal(tmp_path, tfds_dir,
+                                                                         capfd):
+  """issue 27 problem 6: the whole config goes to config.json and one line names the keys that
+  differ from the defaults; off a terminal (a log file) tqdm draws no frames, the epoch lines
+  remain."""
+  import json
+  workdir = tmp_path / "run"
+  config = tiny_config("contrastive", tfds_dir, **{"plots.latent": False, "train.epochs": 2})
+  experiment.train_and_evaluate(config, str(workdir))
+  out, err = capfd.readouterr()
+  config_lines = [line for line in out.splitlines() if line.startswith("config")]
+  assert len(config_lines) == 1, out
+  assert str(workdir / "config.json") in config_lines[0]
+  assert "train.steps_per_epoch=6" in config_lines[0] and "loss.name" not in config_lines[0]
+  assert "  batch_size: 32" not in out  # the old multi-line dump
+  assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 32
+  assert "step/s" not in out + err and "train:" not in out + err  # our bar: "train: 3/12 ..."
+  assert [line for line in out.splitlines() if line.startswith("epoch ")][-1].startswith(
+      "epoch 2: train loss")

@@ -157,3 +157,39 @@ def test_distributed_without_a_reachable_coordinator_is_one_line_not_a_hang(tmp_
   assert result.returncode == 2, result.stderr
   assert result.stderr.strip().splitlines() == [result.stderr.strip()] and message in result.stderr
   assert time.monotonic() - started < 60
+
+
+def test_an_allocation_failure_in_the_step_ends_main_with_one_line_naming_the_keys(
+    tmp_path, tfds_dir, monkeypatch, capsys):
+  """issue 27 problem 3: XLA's RESOURCE_EXHAUSTED (a JaxRuntimeError, raised where a compiled
+  call runs) comes out of main.py as one line that says which keys to lower."""
+  import jax
+
+  import main
+  from siamese_jax import caches, train
+
+  def out_of_memory_call(*unused_args, **unused_kwargs):
+    def call(*unused):
+      raise jax.errors.JaxRuntimeError(
+          "RESOURCE_EXHAUSTED: Out of memory allocating 37024068352 bytes.\n"
+          "  (while running replica 0 and partition 0 of a replicated computation)")
+    return call
+
+  monkeypatch.setattr(train, "make_train_epoch", out_of_memory_call)
+  monkeypatch.setattr(caches, "enable_compilation_cache", lambda: None)
+  argv = ["main.py", "--config=experiments/contrastive.py:tiny", "--workdir",
+          str(tmp_path / "run"), f"--config.data.tfds_data_dir={tfds_dir}",
+          "--config.train.steps_per_call=2"]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
+  main.FLAGS(argv)
+  try:
+    code = main.main(["main.py"])
+  finally:
+    main.FLAGS.unparse_flags()
+  err = capsys.readouterr().err  # also tfds's preparation bars, when it prepares the sample
+  assert code == 2 and "Traceback" not in err
+  errors = [line for line in err.splitlines() if "error" in line.lower()]
+  assert len(errors) == 1 and errors[0].startswith("error: out of memory"), err
+  for text in ("37024068352 bytes", "train.steps_per_call (now 2)", "train.batch_size (32)",
+               "data.image_size", "model.embedding_dim", "train.program_budget_mb"):
+    assert text in err, err
