@@ -119,10 +119,22 @@ CONSTRAINTS = (
 )
 
 
+def out_of_memory_error(error: BaseException) -> BaseException | None:
+  """The allocation failure in ``error`` or what it was raised from (XLA's RESOURCE_EXHAUSTED, a
+  host MemoryError), else None. The one rule for what counts as out of memory."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, MemoryError) or (isinstance(error, jax.errors.JaxRuntimeError) and (
+        "RESOURCE_EXHAUSTED" in str(error) or "out of memory" in str(error).lower())):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def is_exhaustion(error: BaseException) -> bool:
-  """Whether ``error`` is an allocation failure (XLA's RESOURCE_EXHAUSTED, NumPy's MemoryError)."""
-  return isinstance(error, MemoryError) or "RESOURCE_EXHAUSTED" in str(error) or (
-      "out of memory" in str(error).lower())
+  """Whether ``error`` is (or was raised from) an allocation failure."""
+  return out_of_memory_error(error) is not None
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.extend import core as jax_core
 
-from siamese_jax import batches, samplers, sharding, streaming, train
+from siamese_jax import batches, memory, samplers, sharding, streaming, train
 
 # Measured on XLA:CPU (jax 0.10.2), ``convnet4`` with the contrastive loss, unrolled calls:
 # temp_size_in_bytes of one step / jaxpr_peak_bytes of one step = 2.1 (28 x 28, batch 64, 32
@@ -123,17 +123,7 @@ def budget_bytes(budget_mb: float | None, device=None) -> int:
   return limit // 2 if limit else available_host_bytes() // 2
 
 
-def out_of_memory_error(error: BaseException) -> BaseException | None:
-  """The allocation failure in ``error`` or what it was raised from (XLA's RESOURCE_EXHAUSTED, a
-  host MemoryError), else None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, MemoryError) or (
-        isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)):
-      return error
-    error = error.__cause__ or error.__context__
-  return None
+out_of_memory_error = memory.out_of_memory_error  # one rule, beside the up-front estimates
 
 
 def out_of_memory_advice(error: BaseException, config) -> str:

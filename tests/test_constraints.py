@@ -163,7 +163,7 @@ def test_allocation_failures_become_one_line_naming_the_key():
   with pytest.raises(config_checks.ConfigError, match=r"^out of memory while scoring; lower "
                      r"eval.pairs$"):
     with memory.answers_exhaustion("eval.pairs", "scoring"):
-      raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1234 bytes\n  more")
+      raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 1234 bytes\n  more")
   with pytest.raises(KeyError):  # other errors pass through
     with memory.answers_exhaustion("eval.pairs", "scoring"):
       raise KeyError("x")
@@ -207,7 +207,7 @@ def test_running_out_of_memory_in_the_final_evaluation_is_one_line(tfds_dir, tmp
   from siamese_jax import evaluators, experiment
 
   def exhausted(context):
-    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 5 TiB.\nXLA")
+    raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 5 TiB.\nXLA")
   monkeypatch.setattr(evaluators, "summary_figures", exhausted)
   config = tiny_config("contrastive", tfds_dir, **{"train.epochs": 1, "plots.latent": False})
   with pytest.raises(config_checks.ConfigError, match=r"^out of memory while evaluating the "

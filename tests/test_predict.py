@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -439,8 +440,8 @@ def test_a_k_that_is_not_a_whole_number_is_one_line(capsys, k):
 def test_running_out_of_memory_is_one_line_naming_what_to_lower(capsys, run, gallery,
                                                                 monkeypatch):
   def exhausted(*args, **kwargs):
-    raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 TiB.\n"
-                       "  more XLA lines")
+    raise jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 9 TiB.\n  more XLA lines")
   monkeypatch.setattr(inference.Model, "embed", exhausted)
   last = one_line_error(capsys, "embed", "--workdir", run, "--out", gallery / "e.npz",
                         gallery / "query", expected="out of memory while running embed")
