@@ -223,6 +223,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   manager.wait_until_finished()  # the last checkpoint written before it is read
   # The final state's validation and test pairs, scored once for calibration, plots and summary.
   final = evaluation.replace(params=state.params)
+  final.pairs("validation")  # on every process: one program over all devices
   test_pairs = final.pairs("test")
   if workdir_lib.is_primary():
     plot_jobs.append(plotter.submit(run_plots.final_plots, workdir / "plots", history, test_pairs,
@@ -286,15 +287,13 @@ def _summarise(config, workdir, state, datasets, final, history, manager,
       "final": history[-1] if history else {},
       "test": {**figures["test"], "pairs": int(len(final.pairs("test")[0])),
                "note": "final state; threshold_tuned chosen on the validation pairs"},
-      "validation": {**figures["validation"],
-                     "pairs": int(len(final.distinct_pairs("validation")[0]))},
+      "validation": {**figures["validation"], "pairs": int(len(final.pairs("validation")[0]))},
       "best": {"epoch": best_epoch, "step": best_step, "metric": checkpoints.BEST_METRIC,
                "value": next((h[checkpoints.BEST_METRIC] for h in history
                               if h["step"] == best_step), None)},
       "splits": protocol.describe(config, datasets),  # each part's source, shape and classes
       "metric_splits": {"train_*": "training split (less validation), averaged over the epoch",
-                        "val_*": "every distinct validation pair (each kind up to "
-                                 "eval.pairs / 2), every epoch",
+                        "val_*": "validation pairs, fixed every epoch",
                         "test": "test split pairs, final state"},
       "epochs": len(history), "steps": int(state.step),
       "examples_per_second": metric_averages.steady_examples_per_second(history),

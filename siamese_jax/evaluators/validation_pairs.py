@@ -1,5 +1,4 @@
-"""``validation_pairs``: accuracy (at the untuned threshold) and ROC AUC of every distinct
-validation pair (each kind capped at the context's ``max_pairs``: ``Context.distinct_pairs``):
+"""``validation_pairs``: accuracy (at the untuned threshold) and ROC AUC of the validation pairs:
 every epoch's ``val_*`` figures (the best checkpoint is chosen on ``val_roc_auc``) and the
 summary's."""
 
@@ -19,8 +18,7 @@ def pair_metrics(scores, same, pair_scoring: scoring.PairScoring) -> dict:
 
 
 def run(context: Context) -> dict:
-  scores, same, _ = context.distinct_pairs("validation")
-  return pair_metrics(scores, same, context.pair_scoring)
+  return pair_metrics(*context.pairs("validation"), context.pair_scoring)
 
 
 EVALUATOR = Evaluator("validation_pairs", run, summary="validation")
