@@ -242,6 +242,17 @@ def best_epoch(manager: ocp.CheckpointManager, epochs: dict[int, int]) -> int:
   return max(scored, key=lambda e: (scored[e], e)) if scored else max(epochs)
 
 
+def _calibrated_best_epoch(workdir: pathlib.Path, epochs: dict[int, int]) -> int | None:
+  """The epoch of calibration.json's ``best_step`` (the final one where the validation part was
+  too small to choose: evaluators.calibration.file_contents) among ``epochs`` {epoch: step};
+  None where that file or step is missing or unreadable (then ``best_epoch`` decides)."""
+  try:
+    step = json.loads((workdir / workdir_lib.CALIBRATION_FILE).read_text())["best_step"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  return next((epoch for epoch, saved in epochs.items() if saved == step), None)
+
+
 def _read_json(path: pathlib.Path, what_to_do: str):
   try:
     return json.loads(path.read_text())
@@ -458,7 +469,7 @@ def _restore_epoch(manager, config, summary: dict, workdir: pathlib.Path, epochs
   (see load_trained); fills config.model.num_classes and data.image_size."""
   checkpoint_dir = workdir / "checkpoints"
   if epoch == "best":
-    epoch = best_epoch(manager, epochs)
+    epoch = _calibrated_best_epoch(workdir, epochs) or best_epoch(manager, epochs)
   epoch = max(epochs) if epoch in (None, "latest") else epoch
   if epoch not in epochs:
     raise CheckpointError(f"{checkpoint_dir}: no checkpoint of epoch {epoch}; pass one of "

@@ -88,16 +88,51 @@ def threshold_at_far(scores, same, far: float, higher_means_same: bool) -> float
   return float(cut if higher_means_same else -cut)
 
 
-def calibrate(val_scores, val_same, higher_means_same: bool, far: float | None = None) -> dict:
+MIN_CHOOSING_PAIRS = 100  # distinct validation pairs of each kind below which nothing is chosen on them
+CALIBRATION_IMPOSTORS_PER_FAR = 3  # a FAR target is calibrated on >= this / FAR different pairs
+
+
+def calibrate(val_scores, val_same, higher_means_same: bool, far: float | None = None,
+              too_small: str | None = None) -> dict:
   """The verification threshold chosen on validation pairs: best accuracy (``far`` None) or the
-  most permissive one whose false-accept rate is at most ``far``; with its validation rates."""
-  threshold = (best_threshold(val_scores, val_same, higher_means_same) if far is None else
-               threshold_at_far(val_scores, val_same, far, higher_means_same))
+  most permissive one whose false-accept rate is at most ``far``; with its validation rates.
+
+  Two cases fall back to the threshold that rejects every validation impostor (``far`` = 0 on
+  these pairs), and say so in ``notice`` (one line; None otherwise):
+  - ``far`` needs more different pairs than there are: fewer than
+    CALIBRATION_IMPOSTORS_PER_FAR / far (1e-3 needs 3,000), where the rate cannot be measured;
+  - best accuracy on fewer than MIN_CHOOSING_PAIRS pairs of either kind, or where ``too_small``
+    says why else the validation part cannot choose (e.g. too few classes): the stricter of the
+    best-accuracy threshold and that one (a few validation classes put few impostors near the
+    boundary, so best accuracy there accepts most impostors of other data).
+  """
+  same = np.asarray(val_same, bool)
+  num_same, num_different = int(same.sum()), int((~same).sum())
+  strictest = lambda: threshold_at_far(val_scores, same, 0.0, higher_means_same)
+  notice = None
+  if far is None:
+    threshold = best_threshold(val_scores, same, higher_means_same)
+    if too_small is None and min(num_same, num_different) < MIN_CHOOSING_PAIRS:
+      too_small = (f"{num_same} same, {num_different} different distinct pairs; "
+                   f"{MIN_CHOOSING_PAIRS} of each needed")
+    if too_small is not None:
+      threshold = (max if higher_means_same else min)(threshold, strictest())
+      notice = (f"the validation part is too small to choose a threshold on ({too_small}): "
+                "using the one that rejects every validation impostor")
+  elif far > 0 and num_different < CALIBRATION_IMPOSTORS_PER_FAR / far - 1e-9:
+    threshold = strictest()
+    notice = (f"a FAR of {far:g} needs >= {CALIBRATION_IMPOSTORS_PER_FAR / far:.0f} different "
+              f"validation pairs to calibrate on, there are {num_different}: using the threshold "
+              "that rejects every validation impostor (use more validation classes, "
+              "data.validation_fraction)")
+  else:
+    threshold = threshold_at_far(val_scores, same, far, higher_means_same)
   return {"threshold": threshold, "target": "accuracy" if far is None else f"far<={far:g}",
-          "higher_means_same": bool(higher_means_same),
-          "validation": {**error_rates(val_scores, val_same, threshold, higher_means_same),
-                         "accuracy": accuracy_at_threshold(val_scores, val_same, threshold,
-                                                           higher_means_same)}}
+          "higher_means_same": bool(higher_means_same), "notice": notice,
+          "validation": {**error_rates(val_scores, same, threshold, higher_means_same),
+                         "accuracy": accuracy_at_threshold(val_scores, same, threshold,
+                                                           higher_means_same),
+                         "same_pairs": num_same, "different_pairs": num_different}}
 
 
 def equal_error_rate(scores, same, higher_means_same: bool) -> float:

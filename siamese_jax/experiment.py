@@ -249,6 +249,7 @@ def _train_and_evaluate(config, workdir: pathlib.Path, stops: preemption.StopReq
   if summary is not None:
     workdir_lib.write_json(workdir / workdir_lib.CALIBRATION_FILE, calibration)
     summary["calibration"] = calibration["checkpoints"][str(int(state.step))]
+    summary["predict_uses"] = _say_what_predict_uses(calibration, history)
     summary.update(train_seconds=train_seconds, wall_seconds=time.time() - started)
     workdir_lib.write_json(workdir / workdir_lib.SUMMARY_FILE, summary)
   # Release this run's compiled programs. XLA:CPU maps their code into memory regions that JAX's
@@ -308,6 +309,26 @@ def _make_schedule(config, datasets, loss_spec, batch_spec, model, mesh, unroll:
          f"~{gib(schedule.steps_per_call):.1f} GiB of the {budget / 2 ** 30:.1f} GiB budget "
          "(train.program_budget_mb)")
   return schedule
+
+
+def _say_what_predict_uses(calibration: dict, history: list) -> dict:
+  """Prints (and returns, for summary.json) the checkpoint that predict and export use by default
+  (calibration.json's ``best_step``), its threshold and validation FAR/FRR, after the notices
+  of why the validation part could not choose it or its threshold, one line each."""
+  step = calibration["best_step"]
+  step = calibration["latest_step"] if step is None else step
+  entry = calibration["checkpoints"][str(step)]
+  epoch = next((h["epoch"] for h in history if h["step"] == step), None)
+  for notice in (calibration.get("notice"), entry.get("notice")):
+    if notice:
+      _say(f"notice: {notice}")
+  rates = entry["validation"]
+  _say(f"predict and export use epoch {epoch} (step {step}): threshold {entry['threshold']:.4g} "
+       f"({entry['target']}), validation FAR {rates['far']:.4f}, FRR {rates['frr']:.4f} on "
+       f"{rates['different_pairs']} different and {rates['same_pairs']} same distinct pairs; "
+       f"test FAR {entry['test']['far']:.4f}, FRR {entry['test']['frr']:.4f}")
+  return {"epoch": epoch, "step": step, "threshold": entry["threshold"],
+          "validation": rates, "test": entry["test"]}
 
 
 def _summarise(config, workdir, state, datasets, final, history, manager,

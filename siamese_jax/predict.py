@@ -140,7 +140,17 @@ def _model(args):
   from siamese_jax import inference
   model = inference.load(args.workdir, args.checkpoint or "best")
   if args.far is not None:
-    model = inference.recalibrate(model, args.far)
+    model = _recalibrated(model, args.far)
+  return model
+
+
+def _recalibrated(model, far: float):
+  """``inference.recalibrate(model, far)``, with its one-line notice on stderr where the
+  validation pairs cannot measure ``far`` (evaluate.calibrate's rule and fallback)."""
+  from siamese_jax import inference
+  model = inference.recalibrate(model, far)
+  if model.calibration.get("notice"):
+    print(f"notice: {model.calibration['notice']}", file=sys.stderr, flush=True)
   return model
 
 
@@ -271,7 +281,7 @@ def _loaded_index(args):
   model = _model(args) if args.workdir else None
   gallery = inference.Index.load(args.index, model)
   if args.far is not None and model is None:
-    gallery.model = inference.recalibrate(gallery.model, args.far)
+    gallery.model = _recalibrated(gallery.model, args.far)
   return gallery
 
 

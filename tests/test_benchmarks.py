@@ -32,6 +32,8 @@ PRINTS = {
     "cpu_devices.py": r'repeat 0: \{"devices": 1, "first_call_s": [\d.]+, "ms_per_step": [\d.]+',
     "streaming.py": (r"\ndevice +[\d,]+ .*\nstreamed +[\d,]+ .*\nstreamed, no prefetch +[\d,]+ "
                      r".*\nhost draw only +[\d,]+"),
+    "small_folder_threshold.py": (r"seed 0: \d+ validation classes.*\n  best accuracy \(before\) +"
+                                  r"threshold [-\d.]+: test FAR [\d.]+"),
     "eval_knn.py": r"embed \+ 500 x 500 k-NN: [\d.]+ s",
     "inference.py": r"search +200 x 2,000 \(exact, k=5\) +[\d.]+ s +top-1 label accuracy",
     "pretrained_speed.py": (r"(?s)resnet50 +siamese_jax +fwd +[\d.]+ img/s +fwd\+bwd +[\d.]+ "

@@ -71,7 +71,7 @@ EXPECTED = {
     "clustering": {"clustering"},
     "one_shot": {"one_shot"},
     "validation_one_shot": {"one_shot"},
-    "calibration": {"threshold", "target", "higher_means_same", "validation", "test"},
+    "calibration": {"threshold", "target", "higher_means_same", "notice", "validation", "test"},
     "svm": {"svm_learned", "svm_raw_pixels"},
     "elongation": {"elongation"},
     "cross_retrieval": {"cross_precision_at_1", "cross_map_at_r"},

@@ -17,6 +17,10 @@ Two protocols make one:
   split with fewer images than its pairs hold is scored from each image's embedding (the same
   scores up to float rounding, for about half the work).
 
+Both calibrate on every distinct validation pair instead (``distinct_pairs``, each kind capped
+at half their pair count): pairs drawn with repetition count a few validation classes' pairs
+many times over and hide how few there are.
+
 A third, ``for_folder``, is one held-out folder as the test part (``predict evaluate``): no pairs
 are drawn with repetition there, ``distinct_pairs`` scores every distinct pair of a part instead
 (each kind capped at ``max_pairs``, sampled with ``pair_seed``).
@@ -172,7 +176,7 @@ def for_run(config, params, apply_fn, datasets, *, unseen_test_classes: bool = F
   key = run_keys.run_keys(config.seed).evaluation
   return Context(config, params, apply_fn, datasets, key, {"validation": key, "test": key},
                  config.eval.pairs, far=config.eval.far, unseen_test_classes=unseen_test_classes,
-                 mesh=mesh or sharding.make_mesh(),
+                 max_pairs=max(config.eval.pairs // 2, 1), mesh=mesh or sharding.make_mesh(),
                  shared={("device_data", part): data for part, data in (device_sets or {}).items()})
 
 
@@ -182,6 +186,7 @@ def for_report(config, params, apply_fn, datasets, num_pairs: int, episodes: int
   return Context(config, params, apply_fn, datasets, key,
                  {"validation": jax.random.fold_in(key, 0), "test": jax.random.fold_in(key, 1)},
                  num_pairs, episodes, far=config.eval.far, pairs_from_embeddings=True,
+                 max_pairs=max(num_pairs // 2, 1),
                  mesh=sharding.make_mesh(jax.devices()[:1]))
 
 
