@@ -83,14 +83,18 @@ def test_loss_name_alone_trains_from_the_contrastive_experiment(name, tmp_path, 
   assert 0 <= summary["test"]["roc_auc"] <= 1
 
 
-def test_a_proxy_run_without_model_num_classes_is_refused_in_one_line(proxy_run, tmp_path):
-  """The proxies' size comes from config.json's model.num_classes; without it the restore says
-  so instead of failing inside JAX."""
+def test_a_proxy_run_without_model_num_classes_still_loads_its_proxies(proxy_run, tmp_path):
+  """The loss's learned parameters are restored with the shapes the checkpoint holds, so a
+  config.json without model.num_classes (an older run, or one edited by hand) still loads, with
+  the very proxies it trained."""
   workdir, _ = proxy_run
   copy = tmp_path / "run"
   shutil.copytree(workdir, copy)
   saved = json.loads((copy / "config.json").read_text())
   saved["model"]["num_classes"] = None
   (copy / "config.json").write_text(json.dumps(saved))
-  with pytest.raises(checkpoints.CheckpointError, match="model.num_classes is not set"):
-    checkpoints.load_trained(copy)
+  loaded = checkpoints.load_trained(copy)
+  original = checkpoints.load_trained(workdir)
+  loaded_state, original_state = loaded[1], original[1]
+  np.testing.assert_array_equal(loaded_state.params["loss"]["proxies"],
+                                original_state.params["loss"]["proxies"])

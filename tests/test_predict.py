@@ -330,6 +330,9 @@ def trained(tmp_path_factory, tfds_dir):
   config.data.tfds_data_dir = tfds_dir
   config.plots.latent = False
   config.train.update({"steps_per_epoch": 50, "steps_per_call": 25, "batch_size": 64})
+  # Enough validation pairs to choose a threshold on (the tiny variant's 100 are too few: the run
+  # would fall back to rejecting every validation impostor, see evaluators/calibration.py).
+  config.eval.pairs = 1000
   workdir = tmp_path_factory.mktemp("trained") / "run"
   experiment.train_and_evaluate(config, str(workdir))
   return workdir

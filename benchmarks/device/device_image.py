@@ -11,6 +11,7 @@ import importlib.metadata
 import pathlib
 import re
 import sys
+import tomllib
 
 HERE = pathlib.Path(__file__).resolve().parent
 ALWAYS_ABSENT = ("tensorflow", "tensorflow_datasets")
@@ -32,6 +33,9 @@ def absent() -> tuple[set[str], set[str]]:
   carried; TensorFlow and tfds always among them."""
   present = listed(HERE / "image_packages.txt") | listed(HERE / "wheels.txt")
   modules, distributions = set(ALWAYS_ABSENT), {normalized(m) for m in ALWAYS_ABSENT}
+  # This project itself (``pip install -e .``) travels with the working tree, not as a package.
+  with open(HERE.parents[1] / "pyproject.toml", "rb") as pyproject:
+    present.add(normalized(tomllib.load(pyproject)["project"]["name"]))
   for module, names in importlib.metadata.packages_distributions().items():
     if not any(normalized(d) in present for d in names):
       modules.add(module)
