@@ -5,12 +5,12 @@ end-of-training line that names what predict uses, and (slow) a tiny run on a fo
 Omniglot characters whose default threshold does not verify noise or blank images as "same"."""
 
 import json
-import zipfile
 
 import numpy as np
 import PIL.Image
 import pytest
 
+from benchmarks import small_folder_threshold
 from siamese_jax import config_keys, evaluate, inference
 from siamese_jax.data import files
 
@@ -55,19 +55,7 @@ def small_folder(tmp_path_factory):
   zip_path = files.known_places("omniglot")[-1] / "images_background_small1.zip"
   if not zip_path.is_file():
     pytest.skip(f"{zip_path} not found (see ../shared/data/README.md)")
-  root = tmp_path_factory.mktemp("small") / "chars"
-  with zipfile.ZipFile(zip_path) as archive:
-    names = sorted(n for n in archive.namelist() if n.endswith(".png"))
-    characters = sorted({n.rsplit("/", 1)[0] for n in names})[:40]
-    for c, character in enumerate(characters):
-      split = "training" if c < 37 else "testing"
-      for i, name in enumerate([n for n in names if n.startswith(character + "/")][:10]):
-        with archive.open(name) as handle:
-          image = PIL.Image.open(handle).convert("L").resize((28, 28), PIL.Image.BILINEAR)
-        target = root / split / f"char{c:02d}" / f"{i}.png"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target)
-  return root
+  return small_folder_threshold.write_folder(tmp_path_factory.mktemp("small") / "chars")
 
 
 @pytest.fixture(scope="module")
