@@ -35,13 +35,10 @@ sys.path.insert(0, str(HERE))
 PEER = HERE / "peers" / "torch_convnet.py"
 
 
-def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
-  """One siamese_jax arm in this process: its figures as a dict."""
-  import jax  # noqa: PLC0415  (the driver itself needs no JAX)
-
-  from experiments import omniglot  # noqa: PLC0415
-  from noise_images import noise_training  # noqa: PLC0415
-  from siamese_jax import train  # noqa: PLC0415
+def configure(model: str, impl: str, smoke: bool):
+  """(config, image shape (H, W, C)) of the benchmarked step: the Omniglot default with 976
+  classes, or ResNet-18 at 64 x 64 x 3 without the warp; tiny widths with ``smoke``."""
+  from experiments import omniglot  # noqa: PLC0415  (the driver itself needs no JAX)
 
   config = omniglot.get_config()
   config.model.update(num_classes=976, conv_impl=impl)
@@ -53,6 +50,17 @@ def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
   if smoke:
     config.model.update(filters=4, norm_groups=4, filter_growth=1, embedding_dim=8)
     config.train.update(batch_size=8, steps_per_call=2)
+  return config, shape
+
+
+def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
+  """One siamese_jax arm in this process: its figures as a dict."""
+  import jax  # noqa: PLC0415  (the driver itself needs no JAX)
+
+  from noise_images import noise_training  # noqa: PLC0415
+  from siamese_jax import train  # noqa: PLC0415
+
+  config, shape = configure(model, impl, smoke)
   start = time.perf_counter()
   mesh, data, spec, batch_spec, fresh = noise_training(config, 136, 20, shape)
   state = jax.block_until_ready(fresh())

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from siamese_jax import constraints, conv, distances, normalization, pretrained, resnet
+from siamese_jax import constraints, conv, distances, normalization, pooling, pretrained, resnet
 from siamese_jax.pretrained import tower
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -27,19 +27,6 @@ ACTIVATIONS: dict[str, Callable] = {
 def _flatten(x):
   """[B, ...] -> [B, prod(...)]."""
   return x.reshape(x.shape[0], -1)
-
-
-def _max_pool_2(x):
-  """2x2 max pool, stride 2, VALID (odd sizes floor): [B, H, W, C] -> [B, H//2, W//2, C].
-
-  A reshape and a max over the two window axes, not ``nn.max_pool``: the same values, and on
-  XLA:CPU far cheaper with its gradient (``reduce_window`` + ``select_and_scatter`` were about a
-  third of the Omniglot step: 59-61 -> 41 ms a step on 2 cores, benchmarks/README.md). The
-  gradient differs only where a window holds a tie, which shares it instead of one taking it.
-  """
-  b, h, w, c = x.shape
-  x = x[:, :h // 2 * 2, :w // 2 * 2]
-  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 # ---------------------------------------------------------------------------------- encoders
@@ -110,7 +97,7 @@ class EmbeddingNet(nn.Module):
     for filters in (32, 64):
       x = nn.Conv(filters, (5, 5), padding="VALID",
                   conv_general_dilated=conv.conv_function(self.conv_impl))(x)
-      x = _max_pool_2(nn.PReLU(negative_slope_init=0.25)(x))
+      x = pooling.max_pool_2x2(nn.PReLU(negative_slope_init=0.25)(x))
     x = _flatten(x)
     for _ in range(2):
       x = nn.PReLU(negative_slope_init=0.25)(nn.Dense(256)(x))
@@ -150,7 +137,7 @@ class KochConvNet(nn.Module):
       x = nn.relu(nn.Conv(filters, (k, k), padding="VALID",
                           conv_general_dilated=conv.conv_function(self.conv_impl))(x))
       if pool:
-        x = _max_pool_2(x)
+        x = pooling.max_pool_2x2(x)
     return nn.sigmoid(nn.Dense(self.embedding_dim)(_flatten(x)))
 
 
@@ -179,7 +166,7 @@ class ConvNet4(nn.Module):
                   conv_general_dilated=conv.conv_function(self.conv_impl))(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups)(x))
       if block < 3 or self.final_pool:
-        x = _max_pool_2(x)
+        x = pooling.max_pool_2x2(x)
     return nn.Dense(self.embedding_dim)(_flatten(x))
 
 

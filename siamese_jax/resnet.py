@@ -17,7 +17,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from siamese_jax import conv
+from siamese_jax import conv, pooling
 
 STEMS = ("imagenet", "small")
 
@@ -74,7 +74,7 @@ class ResNet(nn.Module):
       x = nn.Conv(self.filters, (7, 7), 2, use_bias=False, name="stem_conv",
                   conv_general_dilated=impl)(x)
       x = nn.relu(nn.GroupNorm(num_groups=self.norm_groups, name="stem_norm")(x))
-      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+      x = pooling.max_pool(x, 3, 2, "SAME")
     else:
       x = nn.Conv(self.filters, (3, 3), use_bias=False, name="stem_conv",
                   conv_general_dilated=impl)(x)

@@ -407,14 +407,3 @@ def test_test_time_shift_averages_views_in_eval_only(head):
   np.testing.assert_allclose(model.apply(params, x, train=True, method="embed"),
                              plain.apply(params, x, train=True, method="embed"), rtol=1e-6)
 
-
-@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (3, 7, 5, 4), (1, 3, 3, 1)])
-def test_max_pool_2_equals_flax_max_pool_and_its_gradient(shape):
-  """The reshape max pool gives nn.max_pool's values (odd sizes floor) and, on tie-free input,
-  its gradient (select_and_scatter routes each window's gradient to its maximum)."""
-  x = jax.random.normal(jax.random.key(0), shape)
-  reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
-  np.testing.assert_array_equal(models._max_pool_2(x), reference(x))
-  weights = jax.random.normal(jax.random.key(1), reference(x).shape)
-  grad = lambda pool: jax.grad(lambda x: jnp.sum(jnp.sin(pool(x)) * weights))(x)
-  np.testing.assert_allclose(grad(models._max_pool_2), grad(reference), rtol=1e-6, atol=1e-7)

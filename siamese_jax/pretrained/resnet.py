@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from siamese_jax import pooling
+
 STATISTICS = ("mean", "var")  # the FrozenBatchNorm params that are never trained
 POOLINGS = ("avg", "gem", "none")
 
@@ -117,7 +119,7 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = _conv(self.stem_width, 7, 2, "conv1", self.dtype)(x)
     x = nn.relu(FrozenBatchNorm(dtype=self.dtype, name="bn1")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = pooling.max_pool(x, 3, 2, ((1, 1), (1, 1)))
     for stage, (blocks, planes) in enumerate(zip(self.stage_sizes, self.widths)):
       for i in range(blocks):
         stride = 2 if stage > 0 and i == 0 else 1
