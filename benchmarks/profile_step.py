@@ -47,13 +47,13 @@ from result_files import add_smoke_and_out  # noqa: E402
 CATEGORIES = (
     ("augment", r"map_coordinates|_resize|transform_view|random_flip|random_resized_crop"),
     ("sampling", r"_randint|_uniform|sample_|gather_images|threefry|random_bits|/gather$"),
-    ("normalization", r"GroupNorm|BatchNorm|LayerNorm|standardi[sz]e|input_normalization"),
+    ("normalization", r"GroupNorm|BatchNorm|LayerNorm|_norm/|standardi[sz]e|input_normalization"),
     ("pool", r"reduce_window|select_and_scatter|max_pool|avg_pool|"
-             r"encoder/(reduce_max|reduce_sum|convert_element_type|eq|div)$"),
-    ("patches", r"Conv_?\d*/.*(pad|slice|concatenate|reshape)|conv_as_matmul"),
+             r"encoder/(reduce_max|reduce_sum|convert_element_type|eq|div|(jit\(_pad\)/)?pad)$"),
+    ("patches", r"(Conv_?\d*|_conv)/.*(pad|slice|concatenate|reshape)|conv_as_matmul"),
     ("bias and activation", r"relu|gelu|select_n|/max$|Conv_?\d*/(add|reduce_sum)$"),
     ("loss and optimizer", r"adam|optax|classifier|loss|log_softmax|logsumexp|integer_pow|"
-                           r"sqrt|normalize|Dense"),
+                           r"sqrt|normalize|Dense|closed_call/(add|mul|sub|div|max|select_n)$"),
 )
 
 

@@ -44,6 +44,8 @@ PRINTS = {
     "convnet_vs_torch.py": (r"round 0 matmul: +[\d.]+ ms/step +[\d.]+ images/s .*compile [\d.]+ s"
                             r"[\s\S]*round 0 +torch: +[\d.]+ ms/step[\s\S]*matmul / torch images/s, "
                             r"per round: [\d.]+"),
+    "profile_step.py": (r"convnet4, conv_impl=matmul, batch \d+, \d+ steps a call: [\d.]+ ms/step"
+                        r"[\s\S]*\nmatmul +[\d.]+ [\s\S]*floor \(dot FLOPs.*\): [\d.]+ ms/step"),
     "peers/torch_convnet.py": r'"ms_per_step": [\d.]+, "images_per_s": [\d.]+',
 }
 # The scripts that write a results JSON where --out says.
