@@ -108,17 +108,17 @@ def test_dry_run_writes_every_parts_json(tmp_path):
   assert len(files) <= 8 and "summary.json" in files and "log.txt" in files, files
   summary = json.loads((out / "summary.json").read_text())
   parts = {name: json.loads((out / f"{name}.json").read_text())
-           for name in ("peak", "throughput", "koch", "omniglot", "tests")}
+           for name in ("peak", "throughput", "koch", "pretrained", "omniglot", "tests")}
   log_tail = (out / "log.txt").read_text()[-4000:]
   for name, result in parts.items():
     allowed = ("ok", "skipped") if name == "omniglot" else ("ok",)
     assert result["status"] in allowed, (name, result, log_tail)
     assert summary["parts"][name]["status"] == result["status"]
   assert set(parts["peak"]["matmul_tflops"]) == {"bfloat16", "float32", "float32_highest"}
-  rows = parts["throughput"]["rows"] + parts["koch"]["rows"]
+  rows = parts["throughput"]["rows"] + parts["koch"]["rows"] + parts["pretrained"]["rows"]
   assert {(r["model"], r["dtype"]) for r in rows} == {
       ("mlp", "float32"), ("mlp", "bfloat16"), ("convnet4", "bfloat16"), ("resnet18", "float32"),
-      ("koch", "float32")}
+      ("koch", "float32"), ("resnet50", "float32"), ("vit_small", "bfloat16")}
   for row in rows:
     assert row["steps_per_s"] > 0 and row["flops_per_step"] > 0, row
     assert row["pct_of_matmul_peak"] > 0 and np.isfinite(row["last_loss"]), row

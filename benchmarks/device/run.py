@@ -5,7 +5,8 @@ results as JSON in the output folder, a short table at the end.
     python benchmarks/device/run.py [--dry-run] [--out DIR] [--omniglot-dir DIR] [--budget S]
 
 Parts, in order (PARTS): peak (matmul and copy ceilings), throughput (MLP, convnet4, ResNet-18
-in float32 and bfloat16 at several batch sizes), koch (Koch et al.'s 105 x 105 convnet), omniglot
+in float32 and bfloat16 at several batch sizes), koch (Koch et al.'s 105 x 105 convnet),
+pretrained (experiments/cub200.py's ResNet-50 and a ViT-S/16 tower at 224 x 224), omniglot
 (the Omniglot default trained to the end), tests (the tests that touch devices and sharding).
 A part that fails, or runs past its budget, is recorded as such and the next one runs; time a
 part leaves unused goes to the next. ``--dry-run``: the same parts at tiny sizes on the CPU
@@ -39,14 +40,16 @@ class Part(NamedTuple):
 
 PARTS = {
     "peak": Part("matmul_peak", 20, 60),
-    "throughput": Part("throughput", 140, 240),
-    "koch": Part("throughput", 45, 90),
-    "omniglot": Part("omniglot_default", 180, 420),
-    "tests": Part("device_tests", 65, 180),
+    "throughput": Part("throughput", 125, 240),
+    "koch": Part("throughput", 40, 90),
+    "pretrained": Part("throughput", 55, 90),
+    "omniglot": Part("omniglot_default", 150, 420),
+    "tests": Part("device_tests", 60, 180),
 }
 TOTAL_BUDGET_S = sum(p.budget_s for p in PARTS.values())  # 450 s: run.sh's 8 minutes less margin
 DRY_RUN_BUDGET_S = sum(p.dry_run_budget_s for p in PARTS.values())
-THROUGHPUT_CASES = {"throughput": ("mlp", "convnet4", "resnet18"), "koch": ("koch",)}
+THROUGHPUT_CASES = {"throughput": ("mlp", "convnet4", "resnet18"), "koch": ("koch",),
+                    "pretrained": ("resnet50", "vit_small")}
 
 
 def write_json(path: pathlib.Path, value: dict) -> None:
