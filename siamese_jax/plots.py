@@ -249,15 +249,28 @@ def latent_frames(embeddings_per_frame, labels, paths, titles, class_names=None,
   ax.set_xlim(*xlim)
   ax.set_ylim(*ylim)
   drawn, drawn_titles, images = [], [], []
+  # Drawn every frame: what changes, and the spines over the points; the rest only once.
+  moving = (*scatters, *ax.spines.values(), ax.title)
   for i, (xy, path, title) in enumerate(zip(points, paths, titles)):
     keep = np.all(np.isfinite(xy), axis=1)
     for cls, scatter in zip(classes, scatters):
       scatter.set_offsets(xy[keep & (y == cls)])
     ax.set_title(_with_dropped(title, int(np.sum(~keep))))
-    canvas.draw()
     if i == 0:  # every frame has the first one's layout: no jumps, and no layout pass per frame
+      canvas.draw()
+      rgba = np.array(canvas.buffer_rgba())
       fig.set_layout_engine("none")
-    rgba = np.asarray(canvas.buffer_rgba())
+      for artist in moving:
+        artist.set_visible(False)
+      canvas.draw()  # the background: axes, ticks, labels and legend without the points
+      background = canvas.copy_from_bbox(fig.bbox)
+      for artist in moving:
+        artist.set_visible(True)
+    else:  # blit: the background, then the points, the spines over them, the title
+      canvas.restore_region(background)
+      for artist in moving:
+        ax.draw_artist(artist)
+      rgba = np.asarray(canvas.buffer_rgba())
     _save_image(Image.fromarray(rgba), path, "png")
     images.append(Image.fromarray(rgba).convert("RGB"))
     drawn.append((ax.get_xlim(), ax.get_ylim()))

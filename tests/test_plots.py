@@ -264,3 +264,16 @@ def test_latent_frames_refuse_frames_of_other_points(tmp_path):
   with pytest.raises(ValueError, match="differ in shape"):
     plots.latent_frames([frames[0], frames[1][:-1]], y, [tmp_path / "a.png", tmp_path / "b.png"],
                         ["1", "2"])
+
+
+def test_latent_frames_after_the_first_are_blitted_pixel_for_pixel(tmp_path):
+  """Frames after the first redraw only the points, spines and title over a saved background:
+  a frame with the first one's points and title is the first one's image exactly."""
+  rng = np.random.default_rng(0)
+  first, other = rng.normal(size=(2, 300, 8))
+  labels = np.arange(300) % 5
+  paths = [tmp_path / f"frame{i}.png" for i in range(3)]
+  plots.latent_frames([first, other, first], labels, paths, ["epoch", "other", "epoch"])
+  images = [np.asarray(Image.open(path)) for path in paths]
+  np.testing.assert_array_equal(images[2], images[0])
+  assert np.any(images[1] != images[0])
