@@ -19,6 +19,7 @@ Compiled programs and decoded datasets are kept in a user cache folder (~/.cache
 $SIAMESE_JAX_CACHE_DIR; SIAMESE_JAX_CACHE_DIR=off turns it off), so a second run starts sooner.
 """
 
+import gc
 import os
 import pathlib
 import sys
@@ -204,7 +205,12 @@ def _parse_flags(argv):
 def run():
   flags.mark_flag_as_required("config")
   logging.set_verbosity(logging.WARNING)
-  app.run(main, flags_parser=_parse_flags)
+  try:
+    app.run(main, flags_parser=_parse_flags)
+  finally:
+    # JAX, flax, scikit-learn and matplotlib leave ~1M objects whose collection at interpreter
+    # exit took 0.6 s of every run (0.74 -> 0.15 s frozen); exit handlers and threads still run.
+    gc.freeze()
 
 
 if __name__ == "__main__":
