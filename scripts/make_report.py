@@ -216,9 +216,11 @@ def main(argv=None) -> int:
     print(f"error: unknown finding(s) {sorted(unknown)} or --seeds < 1; see --help", file=sys.stderr)
     return 2
   seeds = list(range(args.seeds))
-  # Seeds and arms of one architecture compile the same programs (the seed is data): cache them.
-  jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.runs) / "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Seeds and arms of one architecture compile the same programs (the seed is data): cache them,
+  # unless a cache is on already (the test suite's: a later test must keep it).
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.runs) / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
   started = time.time()
