@@ -202,9 +202,10 @@ def main(argv=None) -> int:
   parser.add_argument("--runs", default=str(REPO_ROOT / "runs" / "report"), help="run folders")
   parser.add_argument("--out", default=str(REPO_ROOT / "docs"), help="where results.md goes")
   parser.add_argument("--tfds_data_dir", default=None, help="tfds data folder for every run")
-  parser.add_argument("--train_only", default="", help="comma-separated arm names: only these "
-                      "arms are trained where no finished run exists; other arms appear only "
-                      "with the finished runs they have (a long finding measured arm by arm)")
+  parser.add_argument("--train_only", default="", help="comma-separated arm names, or "
+                      "finding/arm where a name is in several findings: only these arms are "
+                      "trained where no finished run exists; other arms appear only with the "
+                      "finished runs they have (a long finding measured arm by arm)")
   args = parser.parse_args(argv)
   logging.getLogger().setLevel(logging.ERROR)  # the per-run notices are in each run's log.txt
   absl_logging.set_verbosity(absl_logging.ERROR)
@@ -215,9 +216,11 @@ def main(argv=None) -> int:
     print(f"error: unknown finding(s) {sorted(unknown)} or --seeds < 1; see --help", file=sys.stderr)
     return 2
   seeds = list(range(args.seeds))
-  # Seeds and arms of one architecture compile the same programs (the seed is data): cache them.
-  jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.runs) / "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  # Seeds and arms of one architecture compile the same programs (the seed is data): cache them,
+  # unless a cache is on already (the test suite's: a later test must keep it).
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(args.runs) / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   out_dir = pathlib.Path(args.out)
   out_dir.mkdir(parents=True, exist_ok=True)
   started = time.time()
@@ -226,13 +229,14 @@ def main(argv=None) -> int:
   dataset_cache = {}
   for finding in selected:
     stats, workdirs, first_data_key = {}, {}, None
+    evaluated = {}  # arms of this finding with one config (e.g. quick mode's epochs_*) share it
     for arm in finding.arms:
       for seed in seeds:
         config = arm_config(finding, arm, seed, mode)
         if args.tfds_data_dir:
           config.data.tfds_data_dir = args.tfds_data_dir
         workdir = pathlib.Path(args.runs) / mode / config_hash(config)
-        if args.train_only and arm.name not in args.train_only.split(","):
+        if args.train_only and not selected_arm(finding, arm, args.train_only.split(",")):
           found = (workdir if _finished(workdir, config.train.epochs)
                    else compatible_run(config, workdir.parent))
           if found is None:
@@ -246,8 +250,12 @@ def main(argv=None) -> int:
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = protocol.load_datasets(config)
-        result = evaluate_run(finding, config, workdir, mode, dataset_cache[data_key])
-        jax.clear_caches()  # this model's programs (their memory maps), as each run releases its own
+        eval_key = (str(workdir), config_hash(config))  # the evaluation is deterministic
+        if eval_key not in evaluated:
+          evaluated[eval_key] = evaluate_run(finding, config, workdir, mode,
+                                             dataset_cache[data_key])
+          jax.clear_caches()  # this model's programs (their memory maps), as each run releases
+        result = dict(evaluated[eval_key])
         results[str(workdir)] = result
         run_seconds.setdefault(finding.key, {})[str(workdir)] = json.loads(
             (workdir / "summary.json").read_text())["wall_seconds"]
@@ -286,6 +294,12 @@ def main(argv=None) -> int:
   print(f"wrote {out_dir / name} in {(time.time() - started) / 60:.1f} min"
         + (f", keeping the sections of {', '.join(kept)} from the last report" if kept else ""))
   return 0
+
+
+def selected_arm(finding, arm, names) -> bool:
+  """Whether ``names`` (--train_only) names ``arm`` of ``finding``: by its name, or as
+  finding/arm (e.g. keras/contrastive, not omniglot's arm of that name)."""
+  return arm.name in names or f"{finding.key}/{arm.name}" in names
 
 
 def finished_runs(finding, seeds, mode: str, runs_dir: pathlib.Path) -> dict:
