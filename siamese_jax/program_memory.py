@@ -2,8 +2,9 @@
 
 A call of ``train.make_train_epoch`` runs ``train.steps_per_call`` steps. Inside a loop (``scan``)
 the steps reuse one step's buffers; unrolled (``train.unroll``, the default for convolutional
-encoders on CPU) XLA keeps most of every step's buffers, so the program grows with the steps:
-``convnet4`` at 64 x 64, batch 128, asked for 37 GB at 20 steps a call. The estimate traces one
+encoders whose convolutions are XLA's on CPU) XLA keeps some of every step's buffers, so the
+program grows with the steps (with ``nn.max_pool``, ``convnet4`` at 64 x 64, batch 128, asked for
+37 GB at 20 steps a call). The estimate traces one
 step (no compilation: about a second for ``convnet4``) and takes the peak of its live
 intermediate values in program order (``jaxpr_peak_bytes``, no fusion); ``call_bytes`` scales it
 by factors measured against XLA:CPU's own ``compile().memory_analysis()`` (see ``STEP_FACTORS``).
@@ -18,12 +19,16 @@ from jax.extend import core as jax_core
 
 from siamese_jax import batches, memory, samplers, sharding, streaming, train
 
-# Measured on XLA:CPU (jax 0.10.2), ``convnet4`` with the contrastive loss, unrolled calls:
-# temp_size_in_bytes of one step / jaxpr_peak_bytes of one step = 2.1 (28 x 28, batch 64, 32
-# filters: 137 / 65 MB; 48 x 48, batch 128, 64 filters: 1,607 / 759 MB), and every further
-# unrolled step adds 1.26 times the peak (82 and 960 MB). Rounded up, so the estimate errs large.
-FIRST_STEP_FACTOR = 2.5
-NEXT_STEP_FACTOR = 1.5
+# Measured on XLA:CPU (jax 0.10.2), ``convnet4`` with the contrastive loss, unrolled calls of 1
+# and 3 steps, with ``model.conv_impl`` "xla" and "matmul" (28 x 28 at batch 16 / 8 filters and
+# batch 64 / 32 filters; 48 x 48 at batch 128 / 64 filters): temp_size_in_bytes of one step is
+# 0.95-1.00 times jaxpr_peak_bytes (e.g. 61.7 / 64.9 MB, 1,173 / 1,173 MB), and every further
+# step adds 0.01-0.12 times the peak. (Before ``siamese_jax.pooling`` replaced nn.max_pool, whose
+# reduce_window and select_and_scatter buffers XLA kept per step, it was 2.1 times and 1.26 times
+# the peak a step: 37 GB for 20 steps of convnet4 at 64 x 64, batch 128.) Rounded up, so the
+# estimate errs large.
+FIRST_STEP_FACTOR = 1.25
+NEXT_STEP_FACTOR = 0.25
 
 
 def _nbytes(var) -> int:
