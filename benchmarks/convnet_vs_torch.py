@@ -53,8 +53,10 @@ def configure(model: str, impl: str, smoke: bool):
   return config, shape
 
 
-def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
-  """One siamese_jax arm in this process: its figures as a dict."""
+def training_call(model: str, impl: str, smoke: bool) -> dict:
+  """The benchmarked program, built as ``main.py`` builds it: {"epoch": the call of
+  ``train.make_train_epoch``, "state" (initialised), "data" (device-resident random images),
+  "batch_spec", "steps" per call, "unrolled", "init_s": seconds to build and initialise}."""
   import jax  # noqa: PLC0415  (the driver itself needs no JAX)
 
   from noise_images import noise_training  # noqa: PLC0415
@@ -67,7 +69,18 @@ def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
   init_s = time.perf_counter() - start
   steps = config.train.steps_per_call
   unroll = train.unroll_steps(config.train.unroll, config.model.encoder, conv_impl=impl)
-  epoch = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll)
+  return {"epoch": train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll),
+          "state": state, "data": data, "batch_spec": batch_spec, "steps": steps,
+          "unrolled": unroll, "init_s": init_s}
+
+
+def jax_arm(model: str, impl: str, calls: int, smoke: bool) -> dict:
+  """One siamese_jax arm in this process: its figures as a dict."""
+  import jax  # noqa: PLC0415  (the driver itself needs no JAX)
+
+  call = training_call(model, impl, smoke)
+  epoch, state, data, steps = call["epoch"], call["state"], call["data"], call["steps"]
+  batch_spec, unroll, init_s = call["batch_spec"], call["unrolled"], call["init_s"]
   key = jax.random.key(1)
   start = time.perf_counter()
   compiled = epoch.lower(state, data, key).compile()

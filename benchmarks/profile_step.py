@@ -59,19 +59,13 @@ CATEGORIES = (
 
 def build_call(model: str, conv_impl: str, smoke: bool):
   """(compiled call, state, data, key, steps, images per step) of the benchmark's program."""
-  from convnet_vs_torch import configure  # noqa: PLC0415
-  from noise_images import noise_training  # noqa: PLC0415
-  from siamese_jax import train  # noqa: PLC0415
+  from convnet_vs_torch import training_call  # noqa: PLC0415
 
-  config, shape = configure(model, conv_impl, smoke)
-  mesh, data, spec, batch_spec, fresh = noise_training(config, 136, 20, shape)
-  state = jax.block_until_ready(fresh())
-  steps = config.train.steps_per_call
-  unroll = train.unroll_steps(config.train.unroll, config.model.encoder, conv_impl=conv_impl)
-  epoch = train.make_train_epoch(spec, batch_spec, steps, mesh, unroll=unroll)
+  call = training_call(model, conv_impl, smoke)
   key = jax.random.key(1)
-  compiled = epoch.lower(state, data, key).compile()
-  return compiled, state, data, key, steps, batch_spec.examples
+  compiled = call["epoch"].lower(call["state"], call["data"], key).compile()
+  return (compiled, call["state"], call["data"], key, call["steps"],
+          call["batch_spec"].examples)
 
 
 def op_categories(hlo_text: str) -> dict[str, str]:

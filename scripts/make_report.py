@@ -250,12 +250,11 @@ def main(argv=None) -> int:
         if data_key not in dataset_cache:
           with contextlib.redirect_stderr(open(os.devnull, "w")):
             dataset_cache[data_key] = protocol.load_datasets(config)
-        eval_key = (str(workdir), config_hash(config))  # the evaluation is deterministic
-        if eval_key not in evaluated:
-          evaluated[eval_key] = evaluate_run(finding, config, workdir, mode,
-                                             dataset_cache[data_key])
+        if workdir not in evaluated:  # the workdir names the config; its evaluation is fixed
+          evaluated[workdir] = evaluate_run(finding, config, workdir, mode,
+                                            dataset_cache[data_key])
           jax.clear_caches()  # this model's programs (their memory maps), as each run releases
-        result = dict(evaluated[eval_key])
+        result = dict(evaluated[workdir])
         results[str(workdir)] = result
         run_seconds.setdefault(finding.key, {})[str(workdir)] = json.loads(
             (workdir / "summary.json").read_text())["wall_seconds"]

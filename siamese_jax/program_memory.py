@@ -4,10 +4,10 @@ A call of ``train.make_train_epoch`` runs ``train.steps_per_call`` steps. Inside
 the steps reuse one step's buffers; unrolled (``train.unroll``, the default for convolutional
 encoders whose convolutions are XLA's on CPU) XLA keeps some of every step's buffers, so the
 program grows with the steps (with ``nn.max_pool``, ``convnet4`` at 64 x 64, batch 128, asked for
-37 GB at 20 steps a call). The estimate traces one
-step (no compilation: about a second for ``convnet4``) and takes the peak of its live
-intermediate values in program order (``jaxpr_peak_bytes``, no fusion); ``call_bytes`` scales it
-by factors measured against XLA:CPU's own ``compile().memory_analysis()`` (see ``STEP_FACTORS``).
+37 GB at 20 steps a call). The estimate traces one step (no compilation: about a second for
+``convnet4``) and takes the peak of its live intermediate values in program order
+(``jaxpr_peak_bytes``, no fusion); ``call_bytes`` scales it by factors measured against XLA:CPU's
+own ``compile().memory_analysis()`` (``FIRST_STEP_FACTOR``, ``NEXT_STEP_FACTOR``).
 """
 
 import math

@@ -405,4 +405,3 @@ def test_test_time_shift_averages_views_in_eval_only(head):
                              plain.apply(params, x, method="embed"), rtol=1e-6)
   np.testing.assert_allclose(model.apply(params, x, train=True, method="embed"),
                              plain.apply(params, x, train=True, method="embed"), rtol=1e-6)
-

@@ -239,10 +239,11 @@ def test_fine_tune_through_main_then_predict_and_export(tmp_path):
            f"--config.data.tfds_data_dir={tmp_path / 'tfds'}", "--config.train.unroll=never",
            f"--config.model.pretrained={FIXTURES / 'resnet_bottleneck.safetensors'}",
            "--config.model.backbone_args=stage_sizes=(2,1,1,1),widths=(8,16,32,64)"]
-  start = lambda workdir, *extra: subprocess.Popen(
-      [sys.executable, "main.py", *flags, "--workdir", str(workdir), *extra],
-      cwd=helpers.REPO_ROOT, env=helpers.repo_env(), stdout=subprocess.DEVNULL,
-      stderr=open(tmp_path / f"{workdir.name}.log", "w"))
+  def start(workdir, *extra):
+    with open(tmp_path / f"{workdir.name}.log", "w") as log:  # the child keeps its own copy
+      return subprocess.Popen(
+          [sys.executable, "main.py", *flags, "--workdir", str(workdir), *extra],
+          cwd=helpers.REPO_ROOT, env=helpers.repo_env(), stdout=subprocess.DEVNULL, stderr=log)
   # Both runs at once: much of each is XLA compiling, on one core.
   children = [start(tmp_path / "run"), start(tmp_path / "frozen", "--config.model.freeze=backbone",
                                               "--config.train.epochs=1")]
